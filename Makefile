@@ -1,0 +1,46 @@
+# The two commands: `make demo` and `make test`. Both create .venv/ and install what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Numba (UMAP) compiles on first use; keep its cache so later runs start fast.
+export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+export MPLBACKEND := Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-fast install browser lint benchmark clean
+
+# torch is pinned and installed first, from the local CPU wheel; constraints.txt keeps any
+# later resolution from pulling another torch (a multi-GB CUDA download).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,slurm]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium for the explorer's browser test (Playwright drives it; never `playwright install`).
+browser:
+	bash scripts/install-browser.sh
+
+demo: install
+	bash scripts/demo.sh
+
+test: install browser
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakemake --lint --configfile config/demo.yaml
+
+benchmark: install
+	$(PY) benchmarks/candidates.py
+	$(PY) benchmarks/explore.py
+
+clean:
+	rm -rf demo/ .pytest_cache

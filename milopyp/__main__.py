@@ -1,0 +1,4 @@
+from milopyp.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""The ``milopyp`` command: one entry point, a sub-command per pipeline step.
+
+Each sub-command lives in ``milopyp/commands/<name>.py`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``main(args)``. Modules are imported only when their
+command runs, so ``milopyp --help`` stays fast (torch and UMAP are slow to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from milopyp.errors import MilopypError
+
+# command name -> (module under milopyp.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("simulate", "make a synthetic dataset with ground truth (tomograms, tilt series, truth)"),
+    "preprocess": ("preprocess", "denoise and histogram-equalise a tomogram"),
+    "candidates": ("candidates", "find candidate particle positions (DoG pyramid + greedy NMS)"),
+    "patches": ("patches", "cut 2D inputs (tilt-series patch average, central slices) per candidate"),
+    "train-explore": ("train_explore", "train the SimSiam exploration network"),
+    "embed": ("embed", "embed every candidate of a tomogram with a trained exploration network"),
+    "cluster": ("cluster", "over-cluster embeddings, project with UMAP, draw figures and the explorer"),
+    "evaluate": ("evaluate", "precision / recall / F1 of picks against ground truth"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="milopyp", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse only the command name first, then hand the rest to that command's own parser.
+    head, _rest = parser.parse_known_args(argv[: _command_index(argv) + 1] if argv else argv)
+    module = importlib.import_module(f"milopyp.commands.{COMMANDS[head.command][0]}")
+    sub_parser = argparse.ArgumentParser(
+        prog=f"milopyp {head.command}", description=COMMANDS[head.command][1]
+    )
+    sub_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[_command_index(argv) + 1 :])
+    logging.basicConfig(
+        level=logging.DEBUG if (head.verbose or args.verbose) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        module.main(args)
+    except MilopypError as err:
+        print(f"milopyp {head.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _command_index(argv: list[str]) -> int:
+    """Index of the first argument that is a command name (options may precede it)."""
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS:
+            return i
+    return len(argv) - 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading and writing tomograms, tilt series and coordinate tables; every write is atomic."""

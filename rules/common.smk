@@ -1,0 +1,163 @@
+# Helpers shared by every rule file: config validation, tomogram discovery, output paths.
+import glob
+import math
+import sys
+from pathlib import Path
+
+from milopyp.config import validate_config
+from milopyp.errors import MilopypError
+from milopyp.io.mrc import read_header
+
+
+def fail(message):
+    """Stop the workflow with one readable line instead of a traceback."""
+    sys.exit(f"milopyp: error: {message}")
+
+
+try:
+    _validated = validate_config(dict(config), "config (--configfile / --config)")
+except MilopypError as err:
+    fail(err)
+config.clear()
+config.update(_validated)
+
+RESULTS = config["results"].rstrip("/")
+CONDA_ENV = "../envs/milopyp.yaml"
+
+
+def discover_tomograms(pattern):
+    """Map tomogram name (file stem) -> path for every file matching the glob ``pattern``."""
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        fail(
+            f"tomograms: pattern {pattern!r} matched no file (working directory {Path.cwd()}); "
+            "check the path, or run snakemake with --directory"
+        )
+    names = {}
+    for path in paths:
+        name = Path(path).name.split(".")[0]
+        if name in names:
+            fail(f"tomograms: {names[name]} and {path} share the name {name!r}; rename one")
+        names[name] = path
+    return names
+
+
+TOMOGRAMS = discover_tomograms(config["tomograms"])
+
+
+wildcard_constraints:
+    tomogram="|".join(sorted(TOMOGRAMS)),
+
+
+def tomogram_path(wildcards):
+    return TOMOGRAMS[wildcards.tomogram]
+
+
+def campaign_voxel_size_a():
+    """Voxel size in Å used for campaign-wide sizes: config, else the first tomogram's header."""
+    if config["voxel_size"]:
+        return float(config["voxel_size"])
+    first = next(iter(TOMOGRAMS.values()))
+    try:
+        return read_header(first)[1]
+    except MilopypError as err:
+        fail(err)
+
+
+def patch_size_vox():
+    """Patch side in voxels: config, else 1.5 x particle diameter, multiple of 16, >= 32."""
+    if config["patches"]["size"]:
+        return int(config["patches"]["size"])
+    diameter_vox = config["particle_diameter"] / campaign_voxel_size_a()
+    return max(32, 16 * math.ceil(1.5 * diameter_vox / 16))
+
+
+def voxel_size_option():
+    return f"--voxel-size {config['voxel_size']}" if config["voxel_size"] else ""
+
+
+def tiltseries_path(name):
+    return config["tiltseries"].format(tomogram=name) if config["tiltseries"] else None
+
+
+def tiltseries_input(wildcards):
+    path = tiltseries_path(wildcards.tomogram)
+    return [path] if path else []
+
+
+def truth_path(name):
+    return config["truth"].format(tomogram=name)
+
+
+def train_explore_tomograms():
+    """The subset the exploration network trains on (names)."""
+    subset = config["explore"]["train_tomograms"]
+    if isinstance(subset, int):
+        return sorted(TOMOGRAMS)[:subset]
+    unknown = sorted(set(subset) - set(TOMOGRAMS))
+    if unknown:
+        fail(
+            f"explore.train_tomograms names {unknown}, which are not among the tomograms "
+            f"({', '.join(sorted(TOMOGRAMS)[:5])}, ...); use file stems"
+        )
+    return list(subset)
+
+
+def exploration_outputs():
+    names = sorted(TOMOGRAMS)
+    return [
+        f"{RESULTS}/explore/points.csv",
+        f"{RESULTS}/explore/explorer.html",
+        f"{RESULTS}/explore/grid.png",
+        f"{RESULTS}/explore/gallery.png",
+        *expand(f"{RESULTS}/explore/colormaps/{{tomogram}}.png", tomogram=names),
+    ]
+
+
+def all_outputs():
+    names = sorted(TOMOGRAMS)
+    outputs = expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=names)
+    outputs += exploration_outputs()
+    if config["truth"]:
+        outputs.append(f"{RESULTS}/evaluation/candidates.csv")
+    return outputs
+
+
+def exploration_instructions():
+    return (
+        "\nmilopyp: exploration finished.\n"
+        f"  open   {RESULTS}/explore/explorer.html in a browser (copy it from the cluster with scp),\n"
+        "         select the clusters of your target and press 'Save selection';\n"
+        f"  figures: {RESULTS}/explore/grid.png, gallery.png, colormaps/;"
+        f" table: {RESULTS}/explore/points.csv\n"
+        "  the saved selection.json lists the chosen clusters and point ids.\n"
+    )
+
+
+def nms_radius_option():
+    radius = config["candidates"]["nms_radius"]
+    return f"--nms-radius {radius}" if radius else ""
+
+
+def max_candidates_option():
+    cap = config["candidates"]["max_candidates"]
+    return f"--max-candidates {cap}" if cap else ""
+
+
+def tiltseries_option(wildcards, input):
+    return f"--tilt-series {input.tiltseries[0]}" if input.tiltseries else ""
+
+
+def evaluation_radius_option():
+    radius_a = config["evaluation"]["radius"] or config["particle_diameter"] / 2
+    return f"--radius-a {radius_a}"
+
+
+def species_option():
+    species = config["evaluation"]["species"]
+    return f"--species {species}" if species else ""
+
+
+def explore_patch_cap_option():
+    cap = config["explore"]["max_patches_per_tomogram"]
+    return f"--max-patches-per-tomogram {cap}" if cap else ""

@@ -1,0 +1,77 @@
+# Exploration: SimSiam on a subset of tomograms, embed every candidate, cluster, figures.
+
+
+rule train_explore:
+    input:
+        expand(f"{RESULTS}/patches/{{tomogram}}.npz", tomogram=train_explore_tomograms()),
+    output:
+        f"{RESULTS}/explore/model.pt",
+    log:
+        f"{RESULTS}/logs/train_explore.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_explore.tsv"
+    params:
+        epochs=config["explore"]["epochs"],
+        batch_size=config["explore"]["batch_size"],
+        lr=config["explore"]["lr"],
+        width=config["explore"]["width"],
+        cap=explore_patch_cap_option(),
+        seed=config["seed"],
+        device=config["device"],
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp train-explore --patches {input} -o {output} --epochs {params.epochs}"
+        " --batch-size {params.batch_size} --lr {params.lr} --width {params.width} {params.cap}"
+        " --seed {params.seed} --device {params.device} 2> {log}"
+
+
+rule embed:
+    input:
+        model=f"{RESULTS}/explore/model.pt",
+        patches=f"{RESULTS}/patches/{{tomogram}}.npz",
+    output:
+        f"{RESULTS}/embeddings/{{tomogram}}.npz",
+    log:
+        f"{RESULTS}/logs/embed/{{tomogram}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{tomogram}}.tsv"
+    params:
+        device=config["device"],
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp embed --model {input.model} --patches {input.patches} -o {output}"
+        " --device {params.device} 2> {log}"
+
+
+rule cluster:
+    input:
+        embeddings=expand(f"{RESULTS}/embeddings/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
+        patches=expand(f"{RESULTS}/patches/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
+        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+    output:
+        exploration_outputs(),
+    log:
+        f"{RESULTS}/logs/cluster.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cluster.tsv"
+    params:
+        outdir=f"{RESULTS}/explore",
+        k=config["explore"]["k"],
+        classes=config["explore"]["classes"],
+        neighbors=config["explore"]["umap_neighbors"],
+        min_dist=config["explore"]["umap_min_dist"],
+        seed=config["seed"],
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp cluster --embeddings {input.embeddings} --patches {input.patches}"
+        " --tomograms {input.tomograms} -o {params.outdir} --k {params.k}"
+        " --classes {params.classes} --umap-neighbors {params.neighbors}"
+        " --min-dist {params.min_dist} --seed {params.seed} 2> {log}"

@@ -1,0 +1,86 @@
+# Per tomogram: denoise + equalise, then DoG candidates, then 2D patches.
+
+
+rule preprocess:
+    input:
+        tomogram_path,
+    output:
+        temp(f"{RESULTS}/preprocessed/{{tomogram}}.mrc"),
+    log:
+        f"{RESULTS}/logs/preprocess/{{tomogram}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/preprocess/{{tomogram}}.tsv"
+    params:
+        sigma=config["preprocess"]["denoise_sigma"],
+        equalize="" if config["preprocess"]["equalize"] else "--no-equalize",
+        voxel_size=voxel_size_option(),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp preprocess --tomogram {input} -o {output} --sigma {params.sigma}"
+        " {params.equalize} {params.voxel_size} 2> {log}"
+
+
+rule candidates:
+    input:
+        f"{RESULTS}/preprocessed/{{tomogram}}.mrc",
+    output:
+        f"{RESULTS}/candidates/{{tomogram}}.csv",
+    log:
+        f"{RESULTS}/logs/candidates/{{tomogram}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/candidates/{{tomogram}}.tsv"
+    params:
+        diameter=config["particle_diameter"],
+        threshold=config["candidates"]["threshold_std"],
+        levels=config["candidates"]["levels"],
+        nms=nms_radius_option(),
+        cap=max_candidates_option(),
+        voxel_size=voxel_size_option(),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp candidates --tomogram {input} -o {output} --tomogram-name {wildcards.tomogram}"
+        " --particle-diameter {params.diameter} --threshold-std {params.threshold}"
+        " --levels {params.levels} {params.nms} {params.cap} {params.voxel_size} 2> {log}"
+
+
+rule patches:
+    input:
+        tomogram=f"{RESULTS}/preprocessed/{{tomogram}}.mrc",
+        candidates=f"{RESULTS}/candidates/{{tomogram}}.csv",
+        tiltseries=tiltseries_input,
+    output:
+        f"{RESULTS}/patches/{{tomogram}}.npz",
+    log:
+        f"{RESULTS}/logs/patches/{{tomogram}}.log",
+    params:
+        size=patch_size_vox(),
+        slices=config["patches"]["slices"],
+        max_angle=config["patches"]["max_tilt_angle"],
+        tiltseries=tiltseries_option,
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp patches --tomogram {input.tomogram} --candidates {input.candidates}"
+        " {params.tiltseries} --size {params.size} --slices {params.slices}"
+        " --max-angle {params.max_angle} -o {output} 2> {log}"
+
+
+rule evaluate_candidates:
+    input:
+        picks=expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
+        truth=[truth_path(name) for name in sorted(TOMOGRAMS)],
+    output:
+        table=f"{RESULTS}/evaluation/candidates.csv",
+        json=f"{RESULTS}/evaluation/candidates.json",
+    log:
+        f"{RESULTS}/logs/evaluate_candidates.log",
+    params:
+        radius=evaluation_radius_option(),
+        species=species_option(),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp evaluate --picks {input.picks} --truth {input.truth} {params.radius}"
+        " {params.species} -o {output.table} --json {output.json} > {log} 2>&1"

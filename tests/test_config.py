@@ -1,0 +1,73 @@
+"""Config schema: defaults, unknown keys, bad values, and the shipped config files."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from milopyp.config import load_config, validate_config
+from milopyp.errors import MilopypError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_fill_every_section():
+    config = validate_config({"tomograms": "data/*.mrc"})
+    assert config["results"] == "results"
+    assert config["candidates"]["threshold_std"] == 0.5
+    assert config["explore"]["umap_neighbors"] == 40
+    assert config["particle_diameter"] == 250
+
+
+def test_user_values_win_over_defaults():
+    config = validate_config({"tomograms": "a/*.mrc", "explore": {"epochs": 3}})
+    assert config["explore"]["epochs"] == 3
+    assert config["explore"]["batch_size"] == 256
+
+
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        ({"tomograms": "a", "explore": {"epoch": 3}}, "unknown config key `explore.epoch`; did you mean `epochs`"),
+        ({"tomogram": "a"}, "unknown config key `tomogram`"),
+        ({}, "'tomograms' is a required property"),
+        ({"tomograms": "a", "device": "gpu"}, "bad value for `device`"),
+        ({"tomograms": "a", "particle_diameter": -5}, "bad value for `particle_diameter`"),
+        ({"tomograms": "a", "tiltseries": "data/x.st"}, "bad value for `tiltseries`"),
+    ],
+)
+def test_bad_config_gives_one_line_error(config, fragment):
+    with pytest.raises(MilopypError) as err:
+        validate_config(config, "my.yaml")
+    message = str(err.value)
+    assert fragment in message
+    assert message.startswith("my.yaml: ")
+    assert "\n" not in message
+
+
+def test_load_config_reports_missing_and_broken_files(tmp_path):
+    with pytest.raises(MilopypError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tomograms: [unclosed\n")
+    with pytest.raises(MilopypError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(name):
+    validate_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
+
+
+def test_every_schema_property_has_description_and_default():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{path}{key} has no description"
+            if key != "tomograms":
+                assert "default" in sub, f"{path}{key} has no default"
+            walk(sub, f"{path}{key}.")
+
+    walk(schema, "")
+    assert schema["additionalProperties"] is False

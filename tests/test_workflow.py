@@ -1,0 +1,137 @@
+"""The Snakemake workflow end to end on a tiny simulated campaign (slow: several minutes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(args, cwd, check=True):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, args))} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def snakemake(workdir, *extra, check=True):
+    return run(
+        [BIN / "snakemake", "--snakefile", REPO / "Snakefile", "--cores", "2",
+         "--configfile", workdir / "config.yaml", "--directory", workdir, *extra],
+        cwd=workdir,
+        check=check,
+    )
+
+
+def write_config(workdir: Path, **overrides) -> None:
+    config = {
+        "tomograms": "data/tomograms/*.mrc",
+        "tiltseries": "data/tiltseries/{tomogram}.st",
+        "truth": "data/truth/{tomogram}.csv",
+        "particle_diameter": 260,
+        "seed": 3,
+        "explore": {"train_tomograms": 1, "epochs": 2, "batch_size": 32, "width": 8,
+                    "k": 8, "classes": 3, "umap_neighbors": 10},
+        "evaluation": {"species": "ribosome"},
+    }
+    config.update(overrides)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    data = tmp_path_factory.mktemp("sim") / "data"
+    run([BIN / "milopyp", "simulate", "-o", data, "--n-tomograms", "2",
+         "--shape", "40", "128", "160", "--voxel-size", "12", "--preset", "demo", "--seed", "5"],
+        cwd=REPO)
+    return data
+
+
+def campaign(tmp_path: Path, dataset: Path, **overrides) -> Path:
+    (tmp_path / "data").symlink_to(dataset)
+    write_config(tmp_path, **overrides)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_workflow_runs_exploration_end_to_end(tmp_path, dataset):
+    work = campaign(tmp_path, dataset)
+    result = snakemake(work)
+    results = work / "results"
+    names = sorted(p.name.split(".")[0] for p in (dataset / "tomograms").glob("*.mrc"))
+    assert len(names) == 2
+    for name in names:
+        table = pd.read_csv(results / "candidates" / f"{name}.csv")
+        assert list(table.columns[:5]) == ["tomogram", "x", "y", "z", "score"]
+        assert len(table) > 0 and (table["tomogram"] == name).all()
+        patches = np.load(results / "patches" / f"{name}.npz")
+        assert patches["patches"].shape[:2] == (len(table), 2)  # P_t and P_s
+        assert (results / "embeddings" / f"{name}.npz").exists()
+        assert (results / "explore" / "colormaps" / f"{name}.png").stat().st_size > 0
+        # the preprocessed volume is a temporary file, removed once used
+        assert not (results / "preprocessed" / f"{name}.mrc").exists()
+        assert (results / "logs" / "candidates" / f"{name}.log").exists()
+    points = pd.read_csv(results / "explore" / "points.csv")
+    assert {"point_id", "tomogram", "x", "y", "z", "cluster", "umap_x", "umap_y"} <= set(points)
+    assert points["cluster"].nunique() <= 3
+    assert (results / "explore" / "explorer.html").stat().st_size > 10_000
+    metrics = pd.read_csv(results / "evaluation" / "candidates.csv")
+    overall = metrics.set_index("tomogram").loc["overall"]
+    assert overall["recall"] > 0.5, metrics
+    assert "explorer.html" in result.stdout + result.stderr
+
+    again = snakemake(work)  # a finished campaign has nothing left to do
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_same_seed_gives_same_candidates_and_embeddings(tmp_path, dataset):
+    outputs = []
+    for run_dir in ("a", "b"):
+        work = tmp_path / run_dir
+        work.mkdir()
+        campaign(work, dataset)
+        name = sorted(p.name.split(".")[0] for p in (dataset / "tomograms").glob("*.mrc"))[0]
+        snakemake(work, f"results/embeddings/{name}.npz")
+        outputs.append(
+            (
+                (work / "results" / "candidates" / f"{name}.csv").read_text(),
+                np.load(work / "results" / "embeddings" / f"{name}.npz")["embeddings"],
+            )
+        )
+    assert outputs[0][0] == outputs[1][0]
+    np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_unknown_config_key_stops_with_one_line(tmp_path, dataset):
+    work = campaign(tmp_path, dataset, candidate={"threshold_std": 1})
+    result = snakemake(work, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "unknown config key `candidate`; did you mean `candidates`" in result.stderr
+
+
+def test_pattern_matching_no_tomogram_is_a_clear_error(tmp_path, dataset):
+    work = campaign(tmp_path, dataset, tomograms="nowhere/*.mrc")
+    result = snakemake(work, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "matched no file" in result.stderr
+
+
+def test_lint_is_clean(tmp_path, dataset):
+    work = campaign(tmp_path, dataset)
+    result = snakemake(work, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
