@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "embed every candidate of a tomogram with a trained exploration network"),
     "cluster": ("cluster", "over-cluster embeddings, project with UMAP, draw figures and the explorer"),
     "evaluate": ("evaluate", "precision / recall / F1 of picks against ground truth"),
+    "provenance": ("provenance", "record config, seed, package versions and git commit of a run"),
 }
 
 
