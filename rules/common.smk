@@ -150,7 +150,7 @@ def tiltseries_option(wildcards, input):
 
 def evaluation_radius_option():
     radius_a = config["evaluation"]["radius"] or config["particle_diameter"] / 2
-    return f"--radius-a {radius_a}"
+    return f"--radius-a {radius_a} --voxel-size {campaign_voxel_size_a()}"
 
 
 def species_option():

@@ -461,3 +461,16 @@ def test_gzip_mrc_is_read_even_when_mmap_is_asked(tmp_path, mmap):
     np.testing.assert_array_equal(out, _ramp())
     assert voxel_size_a == pytest.approx(5.0)
     assert out.flags.writeable
+
+
+def test_atomic_write_gives_umask_permissions(tmp_path):
+    import os
+
+    from milopyp.io.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
