@@ -29,7 +29,7 @@ demo: install
 	bash scripts/demo.sh
 
 test: install browser
-	$(PY) -m pytest -q
+	MILOPYP_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
