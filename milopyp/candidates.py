@@ -1,0 +1,402 @@
+"""Candidate particle positions: a difference-of-Gaussians (DoG) pyramid and greedy 3-D NMS.
+
+Method (paper, "Preprocessing, coordinate generation and filtering"): the tomogram is Gaussian
+filtered with increasing standard deviations sigma_1 < ... < sigma_n, the levels
+``DoG_i = G_i - G_{i+1}`` are formed, and the response is the maximum over levels. Voxels above
+``mean + threshold_std * std`` of the response are candidates; greedy non-maximum suppression
+(strongest first, nothing kept within ``nms_radius_vox`` of a kept point) thins them out.
+
+Choices made here (the paper does not give them):
+
+* sigma schedule: a solid ball of radius r gives its strongest scale-normalised Laplacian
+  response at ``sigma = r / sqrt(3)`` in 3-D. The n levels are spaced geometrically from
+  ``0.5`` to ``1.5`` times that sigma; with a constant ratio k = sigma_{i+1} / sigma_i every
+  DoG level equals ``(k - 1) * sigma^2 * Laplacian`` to first order, so the levels are on the
+  same (scale-normalised) footing and their maximum is meaningful.
+* polarity: ``"bright"`` (default) uses the paper's ``G_i - G_{i+1}``, which responds to
+  particles brighter than their surroundings: the project's convention (``milopyp.simulate``
+  writes protein bright; ``milopyp preprocess --invert`` makes real, dark-protein tomograms so).
+  ``"dark"`` uses ``G_{i+1} - G_i`` for protein-dark volumes without inverting them.
+* speed: the pyramid is computed on a block-averaged (binned) copy when the smallest sigma is
+  at least two voxels: bin factor ``floor(sigma_1)``, capped at 4. The box average is itself a
+  blur of variance ``(b^2 - 1) / 12`` voxels^2, which is subtracted from every level's variance,
+  and peaks are refined to sub-voxel precision (a parabola through the neighbours on each axis)
+  before they are mapped back to full-resolution voxels; the border filter and the NMS then
+  run on those full-resolution positions. Particle positions agree with the unbinned pyramid
+  to the voxel (tests), and recall on simulations is unchanged; the weak background peaks
+  (noise) differ somewhat, since the response is sampled more coarsely. ``bin_factor=1``
+  (``--bin 1``) gives the unbinned result, ~10x slower for ribosome-sized particles.
+* NMS works on the local maxima (3x3x3) of the response, not on every voxel (see
+  :func:`greedy_nms`); the radius defaults to the particle radius.
+* the threshold statistics (mean, std) are over the response inside the border margin;
+  peaks closer than the margin (default a quarter of the diameter) to a face are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from milopyp.errors import MilopypError
+from milopyp.preprocess import _run, available_threads, gaussian_filter3d
+
+log = logging.getLogger(__name__)
+
+#: Default number of Gaussian levels (n); there are n - 1 DoG levels.
+DEFAULT_N_LEVELS = 5
+#: Default threshold: mean + this many standard deviations of the DoG response (paper: 0.5).
+DEFAULT_THRESHOLD_STD = 0.5
+#: Sigma range of the pyramid as multiples of the optimal sigma r / sqrt(3).
+SIGMA_RANGE = (0.5, 1.5)
+#: Largest automatic bin factor.
+MAX_AUTO_BIN = 4
+
+
+def dog_sigmas(
+    particle_diameter_vox: float, n_levels: int = DEFAULT_N_LEVELS,
+    sigma_range: tuple[float, float] = SIGMA_RANGE,
+) -> np.ndarray:
+    """Standard deviations (voxels) of the n Gaussian levels for particles of this diameter.
+
+    Geometric from ``sigma_range[0]`` to ``sigma_range[1]`` times ``(diameter / 2) / sqrt(3)``.
+    Returns float64 (n_levels,), increasing.
+    """
+    if not np.isfinite(particle_diameter_vox) or particle_diameter_vox <= 0:
+        raise MilopypError(
+            f"particle diameter must be > 0 voxels, got {particle_diameter_vox}; "
+            "give --particle-diameter in Å and check the voxel size"
+        )
+    if n_levels < 2:
+        raise MilopypError(f"the DoG pyramid needs at least 2 levels, got {n_levels}")
+    lo, hi = sigma_range
+    if not 0 < lo < hi:
+        raise MilopypError(f"sigma_range must satisfy 0 < low < high, got {sigma_range}")
+    sigma_opt = (particle_diameter_vox / 2.0) / math.sqrt(3.0)
+    return sigma_opt * np.geomspace(lo, hi, n_levels)
+
+
+def auto_bin_factor(sigmas_vox: Sequence[float]) -> int:
+    """Bin factor for the pyramid: ``floor(min sigma)`` clipped to [1, MAX_AUTO_BIN].
+
+    After binning by b the smallest level still has a standard deviation of about one binned
+    voxel or more, enough to sample the response without aliasing the peaks.
+    """
+    return int(min(MAX_AUTO_BIN, max(1, math.floor(float(min(sigmas_vox))))))
+
+
+def bin_volume(volume: np.ndarray, factor: int, *, threads: int | None = None) -> np.ndarray:
+    """Block-average [z, y, x] by ``factor`` along every axis (trailing remainders dropped).
+
+    Returns float32 (nz // f, ny // f, nx // f). Works slab by slab (fine on a memmap). Binned
+    voxel i covers voxels ``f*i .. f*i + f - 1``; its centre is at ``f*i + (f - 1) / 2``.
+    """
+    f = int(factor)
+    if f < 1:
+        raise MilopypError(f"bin factor must be >= 1, got {factor}")
+    if f == 1:
+        return np.asarray(volume, dtype=np.float32)
+    nz, ny, nx = (s // f for s in volume.shape)
+    if min(nz, ny, nx) < 1:
+        raise MilopypError(f"cannot bin shape {tuple(volume.shape)} by {f}: too small")
+    out = np.empty((nz, ny, nx), dtype=np.float32)
+    inv = np.float32(1.0 / f**3)
+
+    def work(zb: int) -> None:
+        # Plain adds of strided views: several times faster than a multi-axis reduction.
+        slab = volume[zb * f:(zb + 1) * f, : ny * f, : nx * f]
+        acc = np.array(slab[0], dtype=np.float32)  # (ny f, nx f)
+        for k in range(1, f):
+            acc += slab[k]
+        acc_x = acc.reshape(ny * f, nx, f)
+        row = np.array(acc_x[:, :, 0])  # (ny f, nx)
+        for k in range(1, f):
+            row += acc_x[:, :, k]
+        row_y = row.reshape(ny, f, nx)
+        o = out[zb]
+        np.copyto(o, row_y[:, 0, :])
+        for k in range(1, f):
+            o += row_y[:, k, :]
+        o *= inv
+
+    _run(work, range(nz), available_threads(threads))
+    return out
+
+
+def dog_response(
+    tomogram: np.ndarray,
+    sigmas_vox: Sequence[float],
+    *,
+    polarity: str = "bright",
+    prior_variance_vox2: float = 0.0,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Maximum over the DoG levels of a Gaussian pyramid.
+
+    Args:
+        tomogram: float [z, y, x] (not modified).
+        sigmas_vox: increasing standard deviations (voxels) of the n >= 2 Gaussian levels.
+        polarity: "bright" (``G_i - G_{i+1}``, the paper's formula: particles brighter than
+            the background) or "dark" (``G_{i+1} - G_i``).
+        prior_variance_vox2: blur already in the volume (voxels^2, e.g. from binning); it is
+            subtracted from each level's variance.
+        threads: worker threads.
+
+    Returns:
+        float32 [z, y, x]: ``max_i DoG_i``. Memory: three volumes (two Gaussian levels and the
+        running maximum) besides the input; levels are built incrementally, each from the last.
+    """
+    if tomogram.ndim != 3:
+        raise MilopypError(
+            f"expected a 3-D tomogram [z, y, x], got shape {tuple(tomogram.shape)}"
+        )
+    sig = np.asarray(sigmas_vox, dtype=np.float64)
+    if sig.ndim != 1 or sig.size < 2 or np.any(np.diff(sig) <= 0) or sig[0] < 0:
+        raise MilopypError(f"sigmas must be >= 2 increasing values >= 0, got {list(sig)}")
+    if polarity not in ("dark", "bright"):
+        raise MilopypError(f"polarity must be 'dark' or 'bright', got {polarity!r}")
+    var = np.maximum(sig**2 - prior_variance_vox2, 0.0)
+    current = gaussian_filter3d(tomogram, math.sqrt(var[0]), threads=threads)
+    following = np.empty_like(current)
+    response: np.ndarray | None = None
+    for i in range(1, sig.size):
+        # G_i from G_{i-1}: Gaussians compose, variances add.
+        gaussian_filter3d(current, math.sqrt(var[i] - var[i - 1]), out=following,
+                          threads=threads)
+        if polarity == "dark":
+            np.subtract(following, current, out=current)  # current := G_{i} - G_{i-1}
+        else:
+            np.subtract(current, following, out=current)
+        if response is None:
+            response = current.copy()
+        else:
+            np.maximum(response, current, out=response)
+        current, following = following, current
+    assert response is not None
+    return response
+
+
+def local_maxima(
+    score_zyx: np.ndarray, threshold: float, *, size: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels that are the maximum of their ``size``^3 neighbourhood and above ``threshold``.
+
+    Returns (zyx (N, 3) intp, scores (N,) float32), in raster order. Voxels equal to
+    -inf (masked) are never returned.
+    """
+    mx = ndimage.maximum_filter(score_zyx, size=size, mode="nearest")
+    mask = (score_zyx == mx) & (score_zyx > threshold)
+    del mx
+    zyx = np.argwhere(mask)
+    return zyx, score_zyx[mask]
+
+
+def _greedy_suppress(points: np.ndarray, radius: float, max_keep: int | None) -> np.ndarray:
+    """Indices kept by greedy NMS over ``points`` already sorted strongest first."""
+    n = len(points)
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    tree = cKDTree(points)
+    alive = np.ones(n, dtype=bool)
+    keep: list[int] = []
+    limit = n if max_keep is None else max_keep
+    for i in range(n):  # a Python loop over peaks, not voxels; kd-tree query per kept peak
+        if not alive[i]:
+            continue
+        keep.append(i)
+        if len(keep) >= limit:
+            break
+        alive[tree.query_ball_point(points[i], radius, return_sorted=False)] = False
+    return np.asarray(keep, dtype=np.intp)
+
+
+def _inside(zyx: np.ndarray, shape, border: float) -> np.ndarray:
+    """(N,) bool: points at least ``border`` voxels from every face of ``shape``."""
+    upper = np.asarray(shape) - 1 - border
+    return np.all((zyx >= border) & (zyx <= upper), axis=1)
+
+
+def _nms_points(
+    zyx: np.ndarray, scores: np.ndarray, radius: float, max_candidates: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy suppression of scored points: (zyx, scores) kept, strongest first."""
+    order = np.argsort(-scores, kind="stable")
+    zyx, scores = zyx[order], scores[order]
+    keep = _greedy_suppress(zyx.astype(np.float64), float(radius), max_candidates)
+    return zyx[keep], scores[keep]
+
+
+def greedy_nms(
+    score_zyx: np.ndarray,
+    *,
+    radius_vox: float,
+    threshold: float,
+    max_candidates: int | None = None,
+    exclude_border_vox: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy 3-D non-maximum suppression of a score volume.
+
+    Only local maxima (3x3x3, ties kept) above ``threshold`` are considered, so the work is
+    over peaks, not voxels, and a kept point is always a peak of the score (greedy NMS over
+    all voxels could keep the shoulder of a peak whose top was suppressed). Peaks closer than
+    ``exclude_border_vox`` to a face are dropped first. The rest are taken strongest first
+    (ties: raster order); every peak within ``radius_vox`` (Euclidean, inclusive) of a kept
+    peak is dropped.
+
+    Args:
+        score_zyx: [z, y, x] scores.
+        radius_vox: suppression radius in voxels (0 keeps every local maximum).
+        threshold: only scores strictly above it are kept.
+        max_candidates: stop after this many (None: no cap).
+        exclude_border_vox: minimum distance (voxels) of a peak from every face.
+
+    Returns:
+        (xyz (N, 3) int64, ordered x, y, z; scores (N,) float32), sorted by score descending.
+    """
+    if radius_vox < 0:
+        raise MilopypError(f"NMS radius must be >= 0 voxels, got {radius_vox}")
+    zyx, scores = local_maxima(score_zyx, threshold)
+    inside = _inside(zyx, score_zyx.shape, exclude_border_vox)
+    zyx, scores = _nms_points(zyx[inside], scores[inside], radius_vox, max_candidates)
+    return zyx[:, ::-1].astype(np.int64), scores
+
+
+def _refine_subvoxel(score_zyx: np.ndarray, zyx: np.ndarray) -> np.ndarray:
+    """Sub-voxel peak positions (N, 3) float, zyx: a parabola through each peak's neighbours."""
+    pos = zyx.astype(np.float64)
+    if len(zyx) == 0:
+        return pos
+    shape = np.asarray(score_zyx.shape)
+    f0 = score_zyx[tuple(zyx.T)].astype(np.float64)
+    for axis in range(3):
+        lo = zyx.copy()
+        hi = zyx.copy()
+        lo[:, axis] -= 1
+        hi[:, axis] += 1
+        ok = (lo[:, axis] >= 0) & (hi[:, axis] < shape[axis])
+        fm = np.full(len(zyx), np.nan)
+        fp = np.full(len(zyx), np.nan)
+        fm[ok] = score_zyx[tuple(lo[ok].T)]
+        fp[ok] = score_zyx[tuple(hi[ok].T)]
+        denom = fm - 2.0 * f0 + fp
+        good = ok & np.isfinite(denom) & (denom < 0)
+        delta = np.zeros(len(zyx))
+        delta[good] = 0.5 * (fm[good] - fp[good]) / denom[good]
+        pos[:, axis] += np.clip(delta, -0.5, 0.5)
+    return pos
+
+
+def _interior_stats(response: np.ndarray, margin: tuple[int, int, int]) -> tuple[float, float]:
+    """Mean and std (float64 accumulation, no full-size temporary) inside the margin."""
+    mz, my, mx = margin
+    nz, ny, nx = response.shape
+    inner = response[mz:nz - mz or None, my:ny - my or None, mx:nx - mx or None]
+    if inner.size == 0:
+        inner = response
+    total = 0.0
+    total_sq = 0.0
+    step = max(1, (1 << 20) // max(1, inner.shape[1] * inner.shape[2]))
+    for z0 in range(0, inner.shape[0], step):
+        sl = inner[z0:z0 + step].astype(np.float64)  # a slab of ~1 M voxels
+        total += float(sl.sum())
+        np.square(sl, out=sl)
+        total_sq += float(sl.sum())
+    n = inner.size
+    mean = total / n
+    var = max(total_sq / n - mean * mean, 0.0)
+    return mean, math.sqrt(var)
+
+
+def find_candidates(
+    tomogram: np.ndarray,
+    *,
+    particle_diameter_vox: float,
+    nms_radius_vox: float | None = None,
+    threshold_std: float = DEFAULT_THRESHOLD_STD,
+    n_levels: int = DEFAULT_N_LEVELS,
+    exclude_border_vox: float | None = None,
+    max_candidates: int | None = None,
+    polarity: str = "bright",
+    bin_factor: int | None = None,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Candidate particle centres of a (preprocessed) tomogram.
+
+    Args:
+        tomogram: float [z, y, x] (a read-only memmap is fine; not modified).
+        particle_diameter_vox: expected particle diameter in voxels; sets the sigma schedule
+            (:func:`dog_sigmas`).
+        nms_radius_vox: NMS radius in voxels; default half the diameter (the particle radius).
+        threshold_std: keep peaks above ``mean + threshold_std * std`` of the DoG response.
+        n_levels: number of Gaussian levels (n - 1 DoG levels).
+        exclude_border_vox: drop peaks closer than this to any face; default a quarter of the
+            diameter (half the particle radius).
+        max_candidates: keep at most this many (strongest first); None for no cap.
+        polarity: "dark" or "bright" particles (see module docstring).
+        bin_factor: pyramid bin factor; None chooses :func:`auto_bin_factor`.
+        threads: worker threads.
+
+    Returns:
+        DataFrame with int64 columns ``x, y, z`` (voxels, 0-based) and float ``score`` (the DoG
+        response at the peak), sorted by score descending; empty if nothing passes.
+    """
+    if tomogram.ndim != 3:
+        raise MilopypError(
+            f"expected a 3-D tomogram [z, y, x], got shape {tuple(tomogram.shape)}"
+        )
+    sigmas = dog_sigmas(particle_diameter_vox, n_levels)
+    radius = particle_diameter_vox / 2.0 if nms_radius_vox is None else float(nms_radius_vox)
+    border = particle_diameter_vox / 4.0 if exclude_border_vox is None else exclude_border_vox
+    if border < 0:
+        raise MilopypError(f"border exclusion must be >= 0 voxels, got {border}")
+    if not radius >= 0:
+        raise MilopypError(f"NMS radius must be >= 0 voxels, got {radius}")
+    if max_candidates is not None and max_candidates < 1:
+        raise MilopypError(f"max_candidates must be >= 1, got {max_candidates}")
+    b = auto_bin_factor(sigmas) if bin_factor is None else int(bin_factor)
+    if b < 1:
+        raise MilopypError(f"bin factor must be >= 1, got {bin_factor}")
+    b = max(1, min(b, min(tomogram.shape) // 4))  # keep a few binned voxels along every axis
+    shape = np.asarray(tomogram.shape)
+
+    binned = bin_volume(tomogram, b, threads=threads)
+    prior_var = (b * b - 1) / 12.0  # variance of the box average, full-resolution voxels^2
+    response = dog_response(
+        binned, sigmas / b, polarity=polarity, prior_variance_vox2=prior_var / (b * b),
+        threads=threads,
+    )
+    del binned
+    # Threshold statistics over the interior (binned voxels, rounded outwards).
+    margin_b = tuple(min(math.ceil(border / b), (n - 1) // 2) for n in response.shape)
+    mean, std = _interior_stats(response, margin_b)  # type: ignore[arg-type]
+    threshold = mean + threshold_std * std
+    log.info(
+        "DoG: sigmas %s vox, bin %d, response mean %.4g std %.4g, threshold %.4g",
+        np.round(sigmas, 2).tolist(), b, mean, std, threshold,
+    )
+    # Peaks of the whole response (no masking, which would create false maxima at the mask
+    # edge), refined and mapped to full-resolution voxels, then the border filter and the
+    # greedy NMS at full resolution.
+    zyx_b, scores = local_maxima(response, threshold)
+    if b > 1:
+        zyx_f = _refine_subvoxel(response, zyx_b) * b + (b - 1) / 2.0
+    else:
+        zyx_f = zyx_b
+    zyx_i = np.clip(np.rint(zyx_f), 0, shape - 1).astype(np.int64)
+    inside = _inside(zyx_i, shape, border)
+    zyx_i, scores = _nms_points(zyx_i[inside], scores[inside], radius, max_candidates)
+    log.info("DoG: %d candidates (NMS radius %.3g vox, border %.3g vox)", len(scores), radius,
+             border)
+    return pd.DataFrame(
+        {
+            "x": zyx_i[:, 2],
+            "y": zyx_i[:, 1],
+            "z": zyx_i[:, 0],
+            "score": scores.astype(np.float64),
+        }
+    )
