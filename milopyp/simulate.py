@@ -840,6 +840,7 @@ def simulate_dataset(
     seed: int = 0,
     preset: str = "demo",
     write_tilt_series: bool = True,
+    protein_contrast: str = "dark",
     **kwargs,
 ) -> list[str]:
     """Write ``n_tomograms`` simulated tomograms under ``out_dir``; return their names.
@@ -847,7 +848,14 @@ def simulate_dataset(
     Files: ``tomograms/tomo_000.mrc``, ``tiltseries/tomo_000.st`` + ``.tlt`` and
     ``truth/tomo_000.csv`` (columns as :class:`SimulatedTomogram`.truth). Tomogram ``i`` is
     seeded from ``(seed, i)``. ``kwargs`` go to :func:`simulate_tomogram`.
+
+    ``protein_contrast="dark"`` (default) writes protein darker than the background, as real
+    reconstructions (IMOD, AreTomo, Warp) have it and as the workflow's default
+    ``preprocess.invert: true`` expects; ``"bright"`` writes the arrays as simulated.
     """
+    if protein_contrast not in ("dark", "bright"):
+        raise ValueError(f"protein_contrast must be 'dark' or 'bright', got {protein_contrast!r}")
+    sign = np.float32(-1.0 if protein_contrast == "dark" else 1.0)
     from milopyp.io import mrc
     from milopyp.io.coords import write_coordinates
 
@@ -863,10 +871,13 @@ def simulate_dataset(
             name=name,
             **kwargs,
         )
-        mrc.write_tomogram(out / "tomograms" / f"{name}.mrc", sim.tomogram, voxel_size_a)
+        mrc.write_tomogram(out / "tomograms" / f"{name}.mrc", sign * sim.tomogram, voxel_size_a)
         if write_tilt_series:
             mrc.write_tilt_series(
-                out / "tiltseries" / f"{name}.st", sim.tilt_series, sim.angles_deg, voxel_size_a
+                out / "tiltseries" / f"{name}.st",
+                sign * sim.tilt_series,
+                sim.angles_deg,
+                voxel_size_a,
             )
         write_coordinates(out / "truth" / f"{name}.csv", sim.truth)
         names.append(name)

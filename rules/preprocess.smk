@@ -13,12 +13,13 @@ rule preprocess:
     params:
         sigma=config["preprocess"]["denoise_sigma"],
         equalize="" if config["preprocess"]["equalize"] else "--no-equalize",
+        invert="--invert" if config["preprocess"]["invert"] else "",
         voxel_size=voxel_size_option(),
     conda:
         CONDA_ENV
     shell:
         "milopyp preprocess --tomogram {input} -o {output} --sigma {params.sigma}"
-        " {params.equalize} {params.voxel_size} 2> {log}"
+        " {params.equalize} {params.invert} {params.voxel_size} 2> {log}"
 
 
 rule candidates:
@@ -59,11 +60,12 @@ rule patches:
         slices=config["patches"]["slices"],
         max_angle=config["patches"]["max_tilt_angle"],
         tiltseries=tiltseries_option,
+        invert="--invert-tilt-series" if config["preprocess"]["invert"] else "",
     conda:
         CONDA_ENV
     shell:
         "milopyp patches --tomogram {input.tomogram} --candidates {input.candidates}"
-        " {params.tiltseries} --size {params.size} --slices {params.slices}"
+        " {params.tiltseries} {params.invert} --size {params.size} --slices {params.slices}"
         " --max-angle {params.max_angle} -o {output} 2> {log}"
 
 

@@ -205,3 +205,22 @@ def test_rotation_convention_of_truth_angles():
     rot = Rotation.from_euler("ZYZ", [90.0, 0.0, 0.0], degrees=True).as_matrix()
     simulate._add_rotated(vol, template, (20.0, 15.0, 10.0), rot)
     assert np.unravel_index(np.argmax(vol), vol.shape) == (10, 19, 20)
+
+
+def test_dataset_files_have_dark_protein_like_real_reconstructions(tmp_path):
+    from milopyp.io.coords import read_coordinates
+    from milopyp.io.mrc import read_tomogram
+    from milopyp.simulate import simulate_dataset
+
+    for contrast in ("dark", "bright"):
+        out = tmp_path / contrast
+        simulate_dataset(out, n_tomograms=1, shape_zyx=(32, 96, 128), voxel_size_a=12,
+                         seed=2, preset="two_species", protein_contrast=contrast)
+        volume, _ = read_tomogram(out / "tomograms" / "tomo_000.mrc")
+        truth = read_coordinates(out / "truth" / "tomo_000.csv")
+        ribosomes = truth[truth["species"] == "ribosome"][["x", "y", "z"]].round().astype(int)
+        at_centres = volume[ribosomes["z"], ribosomes["y"], ribosomes["x"]].mean()
+        if contrast == "dark":
+            assert at_centres < np.median(volume)
+        else:
+            assert at_centres > np.median(volume)

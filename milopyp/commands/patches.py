@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="tilt-series pixel size in Å (default: header)",
     )
+    parser.add_argument(
+        "--invert-tilt-series",
+        action="store_true",
+        help="negate the tilt series (protein dark -> bright), to match a tomogram that "
+        "`milopyp preprocess --invert` inverted",
+    )
     parser.add_argument("-o", "--output", required=True, help="patch file to write (.npz)")
 
 
@@ -113,6 +119,8 @@ def main(args: argparse.Namespace) -> None:
     stack = angles = None
     if args.tilt_series is not None:
         stack, angles, tilt_px = read_tilt_series(args.tilt_series, args.angles)
+        if args.invert_tilt_series:
+            stack = -stack
         if args.tilt_pixel_size is not None:
             tilt_px = float(args.tilt_pixel_size)
         if math.isfinite(tilt_px) and tilt_px > 0:

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dose", type=float, default=None, help="electrons per Å² per tilt image (preset value)"
     )
     parser.add_argument(
+        "--bright-protein",
+        action="store_true",
+        help="write protein brighter than the background (default: dark, as real reconstructions)",
+    )
+    parser.add_argument(
         "--no-tilt-series",
         action="store_true",
         help="do not write the tilt series (the tomogram is still reconstructed)",
@@ -96,6 +101,7 @@ def main(args: argparse.Namespace) -> None:
         seed=args.seed,
         preset=args.preset,
         write_tilt_series=not args.no_tilt_series,
+        protein_contrast="bright" if args.bright_protein else "dark",
         counts=_parse_counts(args.count) or None,
         **overrides,
     )
