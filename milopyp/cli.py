@@ -24,12 +24,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "embed every candidate of a tomogram with a trained exploration network"),
     "cluster": ("cluster", "over-cluster embeddings, project with UMAP, draw figures and the explorer"),
     "evaluate": ("evaluate", "precision / recall / F1 of picks against ground truth"),
+    "import-selection": ("import_selection", "turn a selection (explorer, clusters, seeds, coordinates) into labels"),
+    "train-localize": ("train_localize", "train the few-shot localisation network on the labels"),
+    "localize": ("localize", "predict a heat map for a tomogram and pick particle centres"),
+    "export": ("export", "collect picks into one CSV and a RELION-5 STAR file"),
+    "report": ("report", "HTML report of pick counts, score histograms and accuracy"),
     "provenance": ("provenance", "record config, seed, package versions and git commit of a run"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="milopyp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="milopyp",
+        description="Find proteins in cryo-electron tomograms; one sub-command per pipeline step.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():

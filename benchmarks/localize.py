@@ -1,0 +1,125 @@
+"""Speed and peak memory of the localiser: training (s/epoch) and tiled inference.
+
+Prints a table: stage | tomogram size | seconds | peak RSS (MB). Each measurement runs in
+a fresh subprocess, so the peak RSS (``ru_maxrss`` of that process: Python + torch +
+tomogram + heat map + activations) belongs to that stage alone. Tomograms are Gaussian
+noise with bright blobs (no simulator needed).
+
+    python benchmarks/localize.py                  # CPU, 128×512×512, 160×512×512, 256×1024×1024
+    python benchmarks/localize.py --quick          # small sizes, a few seconds
+    python benchmarks/localize.py --device cuda --threads 8
+    python benchmarks/localize.py --stages infer --sizes 160x512x512
+
+Targets (2 CPU cores, 160×512×512): inference ≤ 10 s and ≤ 2 GB; training ≤ 3 min, ≤ 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+FULL_SIZES = ["128x512x512", "160x512x512", "256x1024x1024"]
+QUICK_SIZES = ["32x128x128", "48x192x160"]
+
+
+def _volume(shape_zyx: tuple[int, int, int], n_blobs: int, seed: int):
+    """Noise tomogram with bright cubes-with-soft-edges at random centres; (volume, xyz)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vol = rng.standard_normal(shape_zyx, dtype=np.float32)
+    r = 4
+    xyz = np.stack([rng.integers(r, s - r, n_blobs) for s in shape_zyx[::-1]], axis=1)
+    off = np.arange(-r, r + 1)
+    dz, dy, dx = np.meshgrid(off, off, off, indexing="ij")
+    blob = (3.0 * np.exp(-(dz**2 + dy**2 + dx**2) / (2 * 2.0**2))).astype(np.float32)
+    for x, y, z in xyz:
+        vol[z - r:z + r + 1, y - r:y + r + 1, x - r:x + r + 1] += blob
+    return vol, xyz.astype(float)
+
+
+def _child(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from milopyp.localize import find_peaks, predict_heatmap, train_localizer
+    from milopyp.localize.unet import Localizer
+
+    shape = tuple(int(v) for v in args.child_size.split("x"))
+    n_vox = int(np.prod(shape))
+    vol, xyz = _volume(shape, max(4, n_vox // 200_000), seed=0)
+    result: dict = {}
+    if args.child_stage == "train":
+        iters = args.iterations
+        t0 = time.perf_counter()
+        train_localizer([vol], [xyz[: max(2, len(xyz) // 10)]], particle_radius_vox=6.0,
+                        epochs=1, iterations_per_epoch=iters, expected_particles=len(xyz),
+                        seed=0, device=args.device)
+        sec = time.perf_counter() - t0
+        result = {"seconds": sec, "note": f"1 epoch of {iters} iterations, "
+                  f"{1000 * sec / iters:.0f} ms/it; default 10 × 100 it ≈ "
+                  f"{1000 * sec / iters:.0f} s"}
+    else:
+        torch.manual_seed(0)
+        model = Localizer().eval()
+        t0 = time.perf_counter()
+        heat = predict_heatmap(model, vol, device=args.device)
+        sec = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        picks = find_peaks(heat, kernel_vox=7, threshold=0.0, max_peaks=1000)
+        result = {"seconds": sec, "note": f"heat map; + peaks {time.perf_counter() - t1:.1f} s "
+                  f"({len(picks)} picks)"}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
+    p.add_argument("--sizes", nargs="*", help="ZxYxX sizes (default: the three full sizes)")
+    p.add_argument("--stages", default="train,infer", help="comma list of train, infer")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training iterations to time (default 100, quick 10)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--child-stage", help=argparse.SUPPRESS)
+    p.add_argument("--child-size", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.iterations is None:
+        args.iterations = 10 if args.quick else 100
+    if args.child_stage:
+        _child(args)
+        return
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    rows = []
+    header = f"{'stage':<14} {'tomogram size':<16} {'seconds':>8} {'peak RSS (MB)':>14}  notes"
+    print(f"device {args.device}, torch threads {args.threads or 'default'}, "
+          f"{os.cpu_count()} CPUs visible", flush=True)
+    print(header)
+    print("-" * len(header))
+    for stage in stages:
+        for size in sizes if stage == "infer" else sizes[:1] if args.quick else sizes:
+            cmd = [sys.executable, __file__, "--child-stage", stage, "--child-size", size,
+                   "--device", args.device, "--iterations", str(args.iterations),
+                   "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                print(f"{stage:<14} {size:<16} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            name = "train (epoch)" if stage == "train" else "infer"
+            row = f"{name:<14} {size:<16} {r['seconds']:>8.1f} {r['peak_rss_mb']:>14.0f}  {r['note']}"
+            rows.append(row)
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

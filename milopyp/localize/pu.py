@@ -1,0 +1,103 @@
+"""Positive-unlabelled focal loss with non-negative risk (Kiryo et al. 2017, nnPU).
+
+Methods, equations (6)–(10). Voxel groups from the target heat map: true positives T
+(y = 1, labelled centres), soft positives S (0 ≤ y < 1, the rest of each labelled
+particle) and unlabelled U (y = −1). With the focal terms l⁺ (loss as positive) and l⁻
+(loss as negative) of :mod:`milopyp.localize.focal` and n = max(|T|, 1) labelled centres:
+
+    R_p⁺ = (1/n) · [ Σ_T l⁺ + Σ_S (1 − y)^β · l⁻ ]    labelled particles, as labelled
+    R_p⁻ = (1/n) · [ Σ_T l⁻ + Σ_S l⁻ ]                labelled particles, as if unlabelled
+    R_u⁻ = (1/|U|) · Σ_U l⁻                            unlabelled voxels as negatives
+
+    R = π_p · R_p⁺ + max(0, R_u⁻ − π_p · R_p⁻)         (DESIGN.md; Kiryo eq. 4)
+
+Soft positives join the positive terms with their focal weight (1 − y)^β, so R_p⁺ is the
+CenterNet loss of the labelled particles. Risks are normalised per labelled particle and
+``π_p`` is the expected number of particle centres per voxel; then π_p·R_p⁻ estimates
+exactly what the hidden (unlabelled) particles contribute to R_u⁻ — an unlabelled particle
+is seen in U with weight 1 on l⁻ at its centre and at every voxel around it, which is why
+the soft positives enter R_p⁻ with weight 1 — and R is an unbiased estimate of the
+CenterNet loss as if every particle were labelled (per voxel). For filaments S is empty
+and every voxel of the labelled tube is a "centre"; π_p is then the fraction of voxels on
+filaments.
+
+Scale: :func:`pu_focal_loss` returns R / π_p. Dividing by the positive constant π_p
+changes neither the minimiser nor the clamp decision, and puts the loss on the scale of
+the plain focal loss (normalised per particle), so the λ weights of the total loss mean the
+same with and without PU.
+
+The non-negative correction: when the bracket B = R_u⁻ − π_p·R_p⁻ goes negative (the
+model is over-fitting the labelled positives), Kiryo's Algorithm 1 does not step on R but
+on −B (gradient ascent on B, γ = 1, β = 0). A loss cannot call backward(), so the returned
+tensor carries the value of R and the gradient of −B:
+
+    loss = −B/π_p + (R/π_p − (−B/π_p)).detach()
+
+``loss.backward()`` then gives ∇(−B/π_p) while ``loss.item()`` reports R/π_p = R_p⁺
+(max(0, B) = 0), exactly as Kiryo's reference code reports the clamped risk.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from milopyp.errors import MilopypError
+from milopyp.localize.focal import negative_term, positive_term
+
+log = logging.getLogger(__name__)
+
+
+def pu_focal_risks(
+    logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 2.0, beta: float = 4.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three empirical risks ``(R_p⁺, R_p⁻, R_u⁻)`` defined in the module docstring.
+
+    logits, target: same shape (e.g. (B, 1, D, H, W)); target 1 / [0, 1) / −1.
+    Returns three scalars; a risk with no voxels behind it is 0.
+    """
+    t = target == 1
+    s = (target >= 0) & (target < 1)
+    u = target < 0
+    n = t.sum().clamp(min=1)
+    neg = negative_term(logits, alpha)
+    r_p_plus = (positive_term(logits[t], alpha).sum()
+                + ((1.0 - target[s]) ** beta * neg[s]).sum()) / n
+    r_p_minus = (neg[t].sum() + neg[s].sum()) / n
+    r_u_minus = neg[u].sum() / u.sum().clamp(min=1)
+    return r_p_plus, r_p_minus, r_u_minus
+
+
+def pu_focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    prior: float,
+    *,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    nonnegative: bool = True,
+) -> torch.Tensor:
+    """Non-negative PU focal loss R / π_p (scalar) with Kiryo's gradient on a negative bracket.
+
+    logits, target: same shape; prior: π_p, expected particle centres per voxel (0, 1).
+    ``nonnegative=False`` gives the unbiased (uPU) risk with no clamp.
+    """
+    if not 0.0 < prior < 1.0:
+        raise MilopypError(f"class prior: expected 0 < π_p < 1 (particle centres per voxel), "
+                           f"got {prior}")
+    r_p_plus, r_p_minus, r_u_minus = pu_focal_risks(logits, target, alpha=alpha, beta=beta)
+    bracket = r_u_minus / prior - r_p_minus  # B / π_p
+    if not nonnegative or bracket.item() >= 0.0:
+        return r_p_plus + bracket
+    value = r_p_plus  # R / π_p with max(0, B) = 0
+    return -bracket + (value + bracket).detach()
+
+
+def class_prior_from_count(expected_particles: float, shape_zyx: tuple[int, ...]) -> float:
+    """π_p = expected particle centres per voxel of a tomogram of shape ``shape_zyx``."""
+    n_vox = float(torch.tensor(shape_zyx, dtype=torch.float64).prod())
+    if not expected_particles > 0:
+        raise MilopypError(f"expected particles: expected a positive count, got "
+                           f"{expected_particles}")
+    return min(float(expected_particles) / n_vox, 0.5)

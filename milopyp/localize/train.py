@@ -1,0 +1,369 @@
+"""Training the localiser on a few labelled particles (Methods: "Model training ...").
+
+Random sub-tomogram crops (paper: 5 × 64 × 64, batches of 2) are drawn, half of them
+centred near a random label (jittered by up to a quarter crop) and half uniformly; each crop
+and an augmented copy (x–y flips / 90° rotations, intensity jitter) form the Siamese pair.
+Adam (lr 1e-3), learning rate × 0.1 every 5 epochs (StepLR). One log line per epoch.
+
+Reproducibility: the model is initialised from ``seed`` inside a forked torch RNG, crops
+and augmentations come from a numpy Generator and the contrastive sampling from a torch
+Generator, both seeded from ``seed``; no global generator is used, so the same seed gives
+the same model on the CPU. A checkpoint written after every epoch (atomically) stores the
+epoch, model, optimiser, scheduler, both generator states, the network and training
+settings and the loss history; training resumes from it, bit-identical on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from milopyp.device import resolve_device
+from milopyp.errors import MilopypError
+from milopyp.io.atomic import atomic_path
+from milopyp.localize.augment import (
+    FlipRot,
+    apply_flip_rot,
+    flip_rot_index_map,
+    jitter_intensity,
+    random_flip_rot,
+    undo_flip_rot,
+)
+from milopyp.localize.losses import LossSettings, localizer_loss
+from milopyp.localize.normalize import intensity_stats, normalize
+from milopyp.localize.pu import class_prior_from_count
+from milopyp.localize.targets import SHAPES, core_voxels, heatmap_target, sigma_from_radius
+from milopyp.localize.unet import Localizer, LocalizerConfig, LocalizerOutput
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "milopyp-localizer"
+CHECKPOINT_VERSION = 1
+#: when neither a class prior nor an expected particle count is given, the labels are
+#: assumed to be this fraction of all particles (few-shot labelling)
+ASSUMED_LABELLED_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything besides the network that defines a training run (stored in checkpoints)."""
+
+    particle_radius_vox: float
+    shape: str = "globular"
+    epochs: int = 10
+    iterations_per_epoch: int = 100
+    crop_zyx: tuple[int, int, int] = (5, 64, 64)
+    batch_size: int = 2
+    lr: float = 1e-3
+    lr_step_epochs: int = 5
+    lr_gamma: float = 0.1
+    seed: int = 0
+    label_crop_fraction: float = 0.5
+    loss: dict = field(default_factory=dict)  # LossSettings as a dict
+
+
+@dataclass
+class _Data:
+    tomograms: list[np.ndarray]
+    labels: list[np.ndarray]  # (N, 3) xyz float
+    stats: list[tuple[float, float]]
+
+
+def resolve_class_prior(
+    class_prior: float | None,
+    expected_particles: float | None,
+    labels: list[np.ndarray],
+    shapes_zyx: list[tuple[int, int, int]],
+    *,
+    shape: str,
+) -> float:
+    """π_p: given; else expected particles per tomogram / voxels; else assume the labels are
+    :data:`ASSUMED_LABELLED_FRACTION` of the particles (logged as a warning)."""
+    if class_prior is not None:
+        if not 0.0 < class_prior < 1.0:
+            raise MilopypError(f"class prior: expected 0 < π_p < 1, got {class_prior}")
+        return float(class_prior)
+    n_vox = float(np.mean([np.prod(s) for s in shapes_zyx]))
+    if expected_particles is not None:
+        return class_prior_from_count(expected_particles, (int(n_vox),))
+    per_label = 1.0
+    if shape == "fiber":  # tube voxels per fibre point: radius 3, points ~2 voxels apart
+        per_label = math.pi * 3.0**2 * 2.0
+    n_labels = float(np.mean([len(lab) for lab in labels]))
+    prior = min(0.5, max(n_labels, 1.0) * per_label / ASSUMED_LABELLED_FRACTION / n_vox)
+    log.warning("no class prior or expected particle count given: assuming the %d labels "
+                "are %.0f%% of the particles, π_p = %.3g", int(n_labels),
+                100 * ASSUMED_LABELLED_FRACTION, prior)
+    return prior
+
+
+def _check_inputs(tomograms: list[np.ndarray], labels: list[np.ndarray],
+                  crop: tuple[int, int, int]) -> list[np.ndarray]:
+    if len(tomograms) == 0 or len(tomograms) != len(labels):
+        raise MilopypError(f"training: expected one label array per tomogram, got "
+                           f"{len(tomograms)} tomograms and {len(labels)} label arrays")
+    out = []
+    for i, (t, lab) in enumerate(zip(tomograms, labels)):
+        if t.ndim != 3:
+            raise MilopypError(f"tomogram {i}: expected 3-D [z, y, x], got shape {t.shape}")
+        if any(s < c for s, c in zip(t.shape, crop)):
+            raise MilopypError(f"tomogram {i}: shape {t.shape} is smaller than the training "
+                               f"crop {crop} (z, y, x); use a smaller crop")
+        lab = np.asarray(lab, dtype=np.float64).reshape(-1, 3)
+        hi = np.array(t.shape[::-1]) - 0.5
+        if len(lab) and (np.any(lab < -0.5) or np.any(lab > hi)):
+            raise MilopypError(f"labels of tomogram {i}: coordinates outside the tomogram "
+                               f"(x, y, z must lie within 0..{tuple(t.shape[::-1])}, got "
+                               f"min {lab.min(0).round(1).tolist()}, max "
+                               f"{lab.max(0).round(1).tolist()}); check the axis order")
+        out.append(lab)
+    if sum(len(lab) for lab in out) == 0:
+        raise MilopypError("training: no labelled particles; give at least one label")
+    return out
+
+
+def _sample_crops(
+    data: _Data, settings: TrainSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[FlipRot], np.ndarray]:
+    """A batch: crops (B, 1, D, H, W), augmented copies, their flips/rotations, targets."""
+    cz, cy, cx = settings.crop_zyx
+    crop = np.array(settings.crop_zyx)
+    all_labels = [(i, j) for i, lab in enumerate(data.labels) for j in range(len(lab))]
+    sizes = np.array([np.prod(t.shape) for t in data.tomograms], dtype=np.float64)
+    x1, x2, ops, ys = [], [], [], []
+    for _ in range(settings.batch_size):
+        if rng.random() < settings.label_crop_fraction:
+            i, j = all_labels[int(rng.integers(len(all_labels)))]
+            centre = np.rint(data.labels[i][j, ::-1]).astype(int)
+            jitter = rng.integers(-(crop // 4), crop // 4 + 1)
+            origin = centre + jitter - crop // 2
+        else:
+            i = int(rng.choice(len(sizes), p=sizes / sizes.sum()))
+            origin = rng.integers(0, np.array(data.tomograms[i].shape) - crop + 1)
+        shape = np.array(data.tomograms[i].shape)
+        origin = np.clip(origin, 0, shape - crop)
+        z0, y0, x0 = (int(v) for v in origin)
+        a = normalize(data.tomograms[i][z0:z0 + cz, y0:y0 + cy, x0:x0 + cx], data.stats[i])
+        op = random_flip_rot(rng, square=cy == cx)
+        b = jitter_intensity(apply_flip_rot(a, op), rng)
+        ys.append(_crop_target(data.labels[i], origin, settings))
+        x1.append(a)
+        x2.append(b)
+        ops.append(op)
+    return np.stack(x1)[:, None], np.stack(x2)[:, None], ops, np.stack(ys)[:, None]
+
+
+def _crop_target(xyz: np.ndarray, origin_zyx: np.ndarray, settings: TrainSettings) -> np.ndarray:
+    if settings.shape == "globular":
+        reach = 3.0 * sigma_from_radius(settings.particle_radius_vox) + 1
+    else:
+        reach = 4.0
+    lo = origin_zyx[::-1] - reach
+    hi = origin_zyx[::-1] + np.array(settings.crop_zyx[::-1]) + reach
+    near = xyz[np.all((xyz >= lo) & (xyz <= hi), axis=1)]
+    return heatmap_target(near, settings.crop_zyx, radius_vox=settings.particle_radius_vox,
+                          shape=settings.shape, origin_zyx=tuple(int(v) for v in origin_zyx))
+
+
+def _step(model: Localizer, data: _Data, settings: TrainSettings, loss_settings: LossSettings,
+          rng: np.random.Generator, gen: torch.Generator, opt: torch.optim.Optimizer,
+          device: torch.device) -> dict[str, float]:
+    x1, x2, ops, y = _sample_crops(data, settings, rng)
+    x = torch.from_numpy(np.concatenate([x1, x2])).to(device)
+    out = model(x, with_features=loss_settings.contrastive)
+    b = len(ops)
+    logits2 = torch.stack([undo_flip_rot(t, op) for t, op in zip(out.logits[b:], ops)])
+    feats1 = feats2 = None
+    if loss_settings.contrastive:
+        view1 = LocalizerOutput(out.logits[:b], out.proj[:b], out.padded_yx)
+        view2 = LocalizerOutput(out.logits[b:], out.proj[b:], out.padded_yx)
+        h, w = x1.shape[-2:]
+        maps = torch.stack([flip_rot_index_map(op, h, w) for op in ops]).to(device)
+        feats1 = view1.voxel_features
+        feats2 = partial(view2.voxel_features, index_map=maps)
+    parts = localizer_loss(out.logits[:b], logits2, torch.from_numpy(y).to(device),
+                           loss_settings, features1=feats1, features2=feats2, generator=gen)
+    opt.zero_grad(set_to_none=True)
+    parts.total.backward()
+    opt.step()
+    return parts.as_floats()
+
+
+def train_localizer(
+    tomograms: list[np.ndarray],
+    labels: list[np.ndarray],
+    *,
+    particle_radius_vox: float,
+    shape: str = "globular",
+    epochs: int = 10,
+    iterations_per_epoch: int = 100,
+    crop: tuple[int, int, int] = (5, 64, 64),
+    batch_size: int = 2,
+    lr: float = 1e-3,
+    lr_step_epochs: int = 5,
+    class_prior: float | None = None,
+    expected_particles: float | None = None,
+    contrastive: bool = True,
+    pu: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    checkpoint_path: str | Path | None = None,
+    n_blocks: int = 4,
+    base_channels: int = 8,
+    stride_xy: int = 2,
+    fusion_channels: int = 16,
+    proj_dim: int = 16,
+    temperature: float = 0.07,
+) -> Localizer:
+    """Train the localiser on tomograms with a few labelled particle centres.
+
+    tomograms: [z, y, x] arrays (np.memmap fine: only crops are read), not yet normalised.
+    labels: per tomogram an (N, 3) array of x, y, z centres in voxels (N may be 0).
+    particle_radius_vox: particle radius (voxels); sets the target Gaussian σ = r/3.
+    shape: "globular" or "fiber" (filament targets: radius-3 tubes).
+    epochs, iterations_per_epoch, crop (z, y, x), batch_size, lr, lr_step_epochs:
+        schedule (lr × 0.1 every ``lr_step_epochs`` epochs).
+    class_prior: π_p, particle centres per voxel; or ``expected_particles`` per tomogram.
+    contrastive, pu: switch off the contrastive term / the PU loss (paper's ablations).
+    seed: all randomness; device: "auto" | "cpu" | "cuda".
+    checkpoint_path: written atomically after each epoch; resumed from when it exists.
+    n_blocks, base_channels, stride_xy, fusion_channels, proj_dim: network
+        (:class:`milopyp.localize.unet.LocalizerConfig`); temperature: contrastive t.
+
+    Returns the trained model in eval mode, on ``device``; ``model.history`` lists the
+    per-epoch mean losses (total, heat, sup, unsup, consistency), lr and seconds.
+    """
+    if shape not in SHAPES:
+        raise MilopypError(f"shape: expected one of {SHAPES}, got {shape!r}")
+    crop = tuple(int(c) for c in crop)
+    labels = _check_inputs(tomograms, labels, crop)
+    dev = resolve_device(device)
+    prior = resolve_class_prior(class_prior, expected_particles, labels,
+                                [t.shape for t in tomograms], shape=shape)
+    per_particle = core_voxels(particle_radius_vox) if shape == "globular" else 1
+    loss_settings = LossSettings(prior=prior, contrastive_prior=min(0.5, prior * per_particle),
+                                 pu=pu, contrastive=contrastive, temperature=temperature)
+    settings = TrainSettings(
+        particle_radius_vox=float(particle_radius_vox), shape=shape, epochs=int(epochs),
+        iterations_per_epoch=int(iterations_per_epoch), crop_zyx=crop,
+        batch_size=int(batch_size), lr=float(lr), lr_step_epochs=int(lr_step_epochs),
+        seed=int(seed), loss=asdict(loss_settings),
+    )
+    net_config = LocalizerConfig(n_blocks=n_blocks, base_channels=base_channels,
+                                 stride_xy=stride_xy, fusion_channels=fusion_channels,
+                                 proj_dim=proj_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Localizer(net_config)
+    model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=settings.lr_step_epochs,
+                                            gamma=settings.lr_gamma)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    start = 0
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        start, history = _resume(checkpoint_path, model, opt, sched, rng, gen, net_config,
+                                 settings, dev)
+    data = _Data(tomograms=list(tomograms), labels=labels,
+                 stats=[intensity_stats(t) for t in tomograms])
+    log.info("training localiser: %d tomogram(s), %d labels, π_p = %.3g, %s, epochs %d-%d",
+             len(tomograms), sum(len(lab) for lab in labels), prior, dev, start + 1, epochs)
+    for epoch in range(start, settings.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        for _ in range(settings.iterations_per_epoch):
+            for k, v in _step(model, data, settings, loss_settings, rng, gen, opt, dev).items():
+                sums[k] = sums.get(k, 0.0) + v / settings.iterations_per_epoch
+        lr_now = opt.param_groups[0]["lr"]
+        sched.step()
+        sums.update(epoch=epoch + 1, lr=lr_now, seconds=time.perf_counter() - t0)
+        history.append(sums)
+        log.info("epoch %d/%d loss %.4f (heat %.4f sup %.4f unsup %.4f cons %.4f) lr %.1e "
+                 "%.1f s", epoch + 1, settings.epochs, sums["total"], sums["heat"], sums["sup"],
+                 sums["unsup"], sums["consistency"], lr_now, sums["seconds"])
+        if checkpoint_path is not None:
+            _save(checkpoint_path, epoch + 1, model, opt, sched, rng, gen, net_config,
+                  settings, history)
+    model.eval()
+    model.history = history
+    return model
+
+
+def _save(path: str | Path, epoch: int, model: Localizer, opt: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator,
+          gen: torch.Generator, net_config: LocalizerConfig, settings: TrainSettings,
+          history: list[dict[str, float]]) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "network": net_config.to_dict(),
+        "settings": asdict(settings),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": {"numpy": rng.bit_generator.state, "torch": gen.get_state()},
+        "history": history,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _read(path: str | Path, device: torch.device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # any unreadable file gets the same message
+        raise MilopypError(f"{path}: cannot read the localiser checkpoint ({exc}); delete it "
+                           "to start over") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise MilopypError(f"{path}: not a milopyp localiser checkpoint; give the model.pt "
+                           "written by train_localizer")
+    return state
+
+
+def _resume(path, model, opt, sched, rng, gen, net_config, settings, device):
+    state = _read(path, device)
+    if state["network"] != net_config.to_dict():
+        raise MilopypError(f"{path}: checkpoint network {state['network']} differs from the "
+                           f"requested {net_config.to_dict()}; delete it or use its settings")
+    old = dict(state["settings"])
+    new = asdict(settings)
+    old.pop("epochs"), new.pop("epochs")
+    old["crop_zyx"] = tuple(old["crop_zyx"])
+    if old != new:
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        raise MilopypError(f"{path}: checkpoint was trained with different settings "
+                           f"({', '.join(changed)}); delete it or train with its settings")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]["numpy"]
+    gen.set_state(state["rng"]["torch"].cpu())
+    log.info("resuming from %s after epoch %d", path, state["epoch"])
+    return int(state["epoch"]), list(state["history"])
+
+
+def load_localizer(path: str | Path, *, device: str | torch.device = "cpu") -> Localizer:
+    """The trained model (eval mode) from a checkpoint written by :func:`train_localizer`.
+
+    The checkpoint (``torch.save`` dict, read with ``weights_only=True``) holds: format
+    "milopyp-localizer", version, epoch, network (LocalizerConfig fields), settings
+    (TrainSettings incl. loss settings), model / optimizer / scheduler state dicts, rng
+    (numpy bit-generator state, torch generator state) and history (per-epoch losses).
+    """
+    dev = resolve_device(device)
+    state = _read(path, dev)
+    model = Localizer(LocalizerConfig(**state["network"]))
+    model.load_state_dict(state["model"])
+    model.settings = state["settings"]
+    return model.to(dev).eval()

@@ -1,0 +1,303 @@
+"""Localiser network, targets, training, tiled inference and peak picking (tiny sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from milopyp.errors import MilopypError
+from milopyp.localize.augment import FlipRot, apply_flip_rot, flip_rot_index_map, undo_flip_rot
+from milopyp.localize.infer import predict_heatmap, prepare_for_inference, tile_geometry
+from milopyp.localize.peaks import find_peaks
+from milopyp.localize.targets import heatmap_target, sigma_from_radius
+from milopyp.localize.train import load_localizer, train_localizer
+from milopyp.localize.unet import Localizer, LocalizerConfig, receptive_radius
+
+TINY = {"n_blocks": 2, "base_channels": 4, "fusion_channels": 4, "proj_dim": 4}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """2 shared cores: several OpenMP threads per test process only spin against each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _randomise_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so that eval-mode tests exercise them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def _blobs(shape_zyx, n, seed, sigma=1.5, amp=3.0):
+    """Noise volume with Gaussian blobs at n random positions; returns (volume, xyz)."""
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(0.0, 1.0, shape_zyx).astype(np.float32)
+    m = 5
+    xyz = np.stack([rng.uniform(m, shape_zyx[2] - m, n), rng.uniform(m, shape_zyx[1] - m, n),
+                    rng.uniform(2, shape_zyx[0] - 2, n)], axis=1).round()
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape_zyx], indexing="ij")
+    for x, y, z in xyz:
+        vol += amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * sigma**2))
+    return vol.astype(np.float32), xyz
+
+
+# --- network ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_network_shapes_for_sizes_not_multiple_of_the_pooling(stride):
+    torch.manual_seed(0)
+    model = Localizer(LocalizerConfig(n_blocks=3, base_channels=4, fusion_channels=6, proj_dim=5,
+                                      stride_xy=stride))
+    x = torch.randn(2, 1, 3, 21, 30)
+    out = model(x)
+    assert out.logits.shape == (2, 1, 3, 21, 30)
+    dense = out.dense_features()
+    assert dense.shape == (2, 5, 3, 21, 30)
+    assert torch.allclose(dense.norm(dim=1), torch.ones(2, 3, 21, 30), atol=1e-5)
+    assert model(x, with_features=False).proj is None
+    with pytest.raises(MilopypError, match=r"\(B, 1, D, H, W\)"):
+        model(torch.randn(1, 3, 21, 30))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_voxel_features_equal_dense_features_after_undoing_the_augmentation(stride):
+    torch.manual_seed(5)
+    model = Localizer(LocalizerConfig(**{**TINY, "stride_xy": stride}))
+    x = torch.randn(2, 1, 3, 22, 22)
+    ops = [FlipRot(1, True, False), FlipRot(3, False, True)]
+    xa = torch.stack([torch.from_numpy(apply_flip_rot(v.numpy(), op)) for v, op in zip(x, ops)])
+    with torch.no_grad():
+        out, outa = model(x), model(xa)
+    idx = torch.randperm(2 * 3 * 22 * 22)[:300]
+    dense = out.dense_features().movedim(1, -1).reshape(-1, 4)
+    assert torch.allclose(out.voxel_features(idx), dense[idx], atol=1e-5)
+    densea = torch.stack([undo_flip_rot(f, op) for f, op in zip(outa.dense_features(), ops)])
+    maps = torch.stack([flip_rot_index_map(op, 22, 22) for op in ops])
+    got = outa.voxel_features(idx, index_map=maps)
+    assert torch.allclose(got, densea.movedim(1, -1).reshape(-1, 4)[idx], atol=1e-5)
+
+
+def test_slices_are_processed_independently_before_the_fusion():
+    """Only the 3×3×3 fusion mixes z: slice 0's output cannot depend on slice 3."""
+    torch.manual_seed(1)
+    model = _randomise_bn(Localizer(LocalizerConfig(**TINY)), 1)
+    x = torch.randn(1, 1, 5, 16, 16)
+    y = x.clone()
+    y[:, :, 3] += 1.0
+    with torch.no_grad():
+        a, b = model(x).logits, model(y).logits
+    assert torch.equal(a[:, :, :2], b[:, :, :2])
+    assert not torch.allclose(a[:, :, 2:], b[:, :, 2:])
+
+
+def test_receptive_radius_bounds_the_dependence():
+    cfg = LocalizerConfig(**TINY)
+    torch.manual_seed(2)
+    model = _randomise_bn(Localizer(cfg), 2)
+    x = torch.randn(1, 1, 5, 64, 64, requires_grad=True)
+    model(x).logits[0, 0, 2, 32, 32].backward()
+    nz = torch.nonzero(x.grad[0, 0].abs() > 0)
+    r_z, r_xy = receptive_radius(cfg)
+    assert int((nz[:, 0] - 2).abs().max()) <= r_z
+    assert int((nz[:, 1:] - 32).abs().max()) <= r_xy
+    assert int((nz[:, 1:] - 32).abs().max()) >= r_xy // 2  # the bound is not absurdly loose
+
+
+def test_bn_folding_keeps_outputs():
+    torch.manual_seed(3)
+    model = _randomise_bn(Localizer(LocalizerConfig(**TINY)), 3)
+    fast = prepare_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 1, 3, 20, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x).logits, fast(x).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", [FlipRot(1, True, False), FlipRot(2, False, True),
+                                FlipRot(3, True, True), FlipRot(0, False, False)])
+def test_augmentation_is_undone_exactly(op):
+    a = np.arange(2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6)
+    b = torch.from_numpy(apply_flip_rot(a, op))
+    assert np.array_equal(undo_flip_rot(b, op).numpy(), a)
+
+
+# --- targets ---------------------------------------------------------------------------
+
+def test_gaussian_target_centre_soft_and_unlabelled():
+    shape = (9, 20, 31)
+    xyz = np.array([[10.2, 5.0, 4.0], [25.0, 14.0, 3.6]])
+    y = heatmap_target(xyz, shape, radius_vox=6.0)
+    assert y.dtype == np.float32 and y.shape == shape
+    assert y[4, 5, 10] == 1.0 and y[4, 14, 25] == 1.0  # rounded centres, [z, y, x]
+    assert np.count_nonzero(y == 1.0) == 2
+    sigma = sigma_from_radius(6.0)
+    assert sigma == 2.0
+    assert np.isclose(y[4, 5, 11], np.exp(-1 / (2 * sigma**2)))
+    assert np.isclose(y[4, 7, 10], np.exp(-4 / (2 * sigma**2)))
+    soft = (y > 0) & (y < 1)
+    assert soft.any() and np.all(y[~soft & (y != 1)] == -1.0)
+    assert y[4, 5, 10 + 7] == -1.0  # beyond 3σ = r
+    # a crop's target is the same box cut from the whole target
+    crop = heatmap_target(xyz, (5, 8, 12), radius_vox=6.0, origin_zyx=(2, 3, 7))
+    assert np.array_equal(crop, y[2:7, 3:11, 7:19])
+
+
+def test_fiber_target_is_a_radius_3_tube():
+    y = heatmap_target(np.array([[10, 10, 5]]), (11, 21, 21), radius_vox=8, shape="fiber")
+    assert y[5, 10, 13] == 1.0 and y[5, 10, 14] == -1.0 and y[8, 10, 10] == 1.0
+    assert set(np.unique(y)) == {-1.0, 1.0}
+    with pytest.raises(MilopypError, match="shape"):
+        heatmap_target(np.zeros((1, 3)), (3, 3, 3), radius_vox=2, shape="tube")
+
+
+# --- training --------------------------------------------------------------------------
+
+def _train(vol, xyz, **kw):
+    args = dict(particle_radius_vox=4.0, epochs=2, iterations_per_epoch=6, crop=(3, 32, 32),
+                batch_size=2, expected_particles=20, seed=5, device="cpu", **TINY)
+    args.update(kw)
+    return train_localizer([vol], [xyz], **args)
+
+
+def test_tiny_training_lowers_the_loss():
+    vol, xyz = _blobs((12, 48, 56), 20, seed=11)
+    model = _train(vol, xyz[:6], epochs=4, iterations_per_epoch=10, lr_step_epochs=10, lr=1e-2)
+    hist = [h["total"] for h in model.history]
+    assert hist[-1] < 0.8 * hist[0], hist
+    assert not model.training
+
+
+def test_training_is_deterministic_and_seeded():
+    vol, xyz = _blobs((10, 40, 44), 10, seed=12)
+    a = _train(vol, xyz[:4], epochs=1, iterations_per_epoch=3)
+    b = _train(vol, xyz[:4], epochs=1, iterations_per_epoch=3)
+    c = _train(vol, xyz[:4], epochs=1, iterations_per_epoch=3, seed=6)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_resume_continues_exactly(tmp_path):
+    vol, xyz = _blobs((10, 40, 44), 10, seed=13)
+    straight = _train(vol, xyz[:4], epochs=2, iterations_per_epoch=3, lr_step_epochs=1)
+    ckpt = tmp_path / "model.pt"
+    _train(vol, xyz[:4], epochs=1, iterations_per_epoch=3, lr_step_epochs=1,
+           checkpoint_path=ckpt)
+    assert ckpt.exists() and not list(tmp_path.glob(".*tmp*"))
+    resumed = _train(vol, xyz[:4], epochs=2, iterations_per_epoch=3, lr_step_epochs=1,
+                     checkpoint_path=ckpt)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[1]["lr"] == pytest.approx(1e-4)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 2 and state["network"]["base_channels"] == 4
+    loaded = load_localizer(ckpt)
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with pytest.raises(MilopypError, match="differs"):
+        _train(vol, xyz[:4], epochs=3, iterations_per_epoch=3, lr_step_epochs=1,
+               checkpoint_path=ckpt, base_channels=8)
+
+
+def test_training_rejects_bad_input():
+    vol, xyz = _blobs((10, 40, 44), 4, seed=14)
+    with pytest.raises(MilopypError, match="smaller than the training crop"):
+        _train(vol, xyz, crop=(3, 64, 64))
+    with pytest.raises(MilopypError, match="outside the tomogram"):
+        _train(vol, xyz + [0, 0, 50])
+    with pytest.raises(MilopypError, match="no labelled particles"):
+        _train(vol, np.zeros((0, 3)))
+
+
+# --- inference and peaks -----------------------------------------------------------------
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_tiled_inference_equals_whole_volume(tmp_path, stride):
+    cfg = LocalizerConfig(**{**TINY, "stride_xy": stride})
+    torch.manual_seed(4)
+    model = _randomise_bn(Localizer(cfg), 4)
+    shape = (7, 75, 90)  # non-cubic, not multiples of the tile or the pooling
+    rng = np.random.default_rng(4)
+    vol = rng.normal(size=shape).astype(np.float32)
+    whole = predict_heatmap(model, vol, device="cpu", tile_zyx=shape)
+    path = tmp_path / "vol.npy"
+    np.save(path, vol)
+    mm = np.load(path, mmap_mode="r")
+    out = np.full(shape, np.nan, dtype=np.float32)
+    tiled = predict_heatmap(model, mm, device="cpu", tile_zyx=(3, 18, 26), out=out)
+    assert tiled is out and not np.isnan(out).any()
+    assert np.allclose(tiled, whole, atol=1e-5, rtol=0)
+    # automatic tiles under a tiny memory budget: y–x split and one-slice z-slabs
+    core, _ = tile_geometry(model, shape, memory_mb=0.5)
+    assert core[0] == 1 and core[1] < shape[1] and core[2] < shape[2], core
+    auto = predict_heatmap(model, vol, device="cpu", memory_mb=0.5)
+    assert np.allclose(auto, whole, atol=1e-5, rtol=0)
+    # and the whole-volume result is the network on the normalised volume
+    x = torch.from_numpy((vol - vol.mean()) / vol.std())[None, None]
+    with torch.no_grad():
+        direct = torch.sigmoid(model(x).logits)[0, 0].numpy()
+    assert np.allclose(whole, direct, atol=1e-4)
+
+
+def test_peaks_respect_kernel_and_threshold():
+    h = np.zeros((7, 20, 30), dtype=np.float32)
+    h[3, 10, 10] = 0.9
+    h[3, 10, 12] = 0.8  # 2 voxels from the first
+    h[3, 10, 20] = 0.2  # below threshold
+    h[0, 0, 0] = 0.5  # at the border
+    k5 = find_peaks(h, kernel_vox=5, threshold=0.25)
+    assert list(zip(k5.x, k5.y, k5.z)) == [(10, 10, 3), (0, 0, 0)]
+    k3 = find_peaks(h, kernel_vox=3, threshold=0.25, tomogram="t1")
+    assert list(k3.columns) == ["tomogram", "x", "y", "z", "score"]
+    assert list(k3.x) == [10, 12, 0] and np.all(np.diff(k3.score) <= 0)
+    assert len(find_peaks(h, kernel_vox=3, threshold=0.1)) == 4
+    assert len(find_peaks(h, kernel_vox=3, threshold=0.1, max_peaks=2)) == 2
+    anis = find_peaks(h, kernel_vox=(1, 1, 5), threshold=0.25)
+    assert list(anis.x) == [10, 0]
+    with pytest.raises(MilopypError, match="odd"):
+        find_peaks(h, kernel_vox=4)
+
+
+def test_separable_box_max_equals_3d_max_pool():
+    from milopyp.localize.peaks import _box_max
+
+    t = torch.rand((9, 12, 17), generator=torch.Generator().manual_seed(3))
+    for k in [(3, 3, 3), (5, 1, 7), (1, 3, 1)]:
+        want = torch.nn.functional.max_pool3d(t[None, None], k, stride=1,
+                                              padding=tuple(v // 2 for v in k))[0, 0]
+        assert torch.equal(_box_max(t, k), want)
+
+
+def test_chunked_peaks_equal_unchunked():
+    rng = np.random.default_rng(15)
+    from scipy.ndimage import gaussian_filter
+
+    h = gaussian_filter(rng.random((23, 30, 41)), 1.2).astype(np.float32)
+    h = (h - h.min()) / (h.max() - h.min())
+    whole = find_peaks(h, kernel_vox=5, threshold=0.3, chunk_z=1000)
+    for chunk in (1, 2, 5):
+        part = find_peaks(h, kernel_vox=5, threshold=0.3, chunk_z=chunk)
+        assert part.equals(whole)
+    assert len(whole) > 3
+
+
+def test_end_to_end_tiny_localisation():
+    """Train on a few labels, infer, pick: the strongest picks land on blobs."""
+    vol, xyz = _blobs((12, 48, 56), 16, seed=16, sigma=1.5, amp=4.0)
+    model = _train(vol, xyz[:5], epochs=3, iterations_per_epoch=15, lr_step_epochs=10,
+                   base_channels=8, fusion_channels=8)
+    heat = predict_heatmap(model, vol, device="cpu")
+    picks = find_peaks(heat, kernel_vox=5, threshold=0.0, max_peaks=8)
+    d = np.sqrt(((picks[["x", "y", "z"]].to_numpy()[:, None] - xyz[None]) ** 2).sum(-1)).min(1)
+    assert np.mean(d <= 2.5) >= 0.75, d
