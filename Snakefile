@@ -12,6 +12,8 @@ min_version("9.0")
 include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/explore.smk"
+include: "rules/select.smk"
+include: "rules/localize.smk"
 
 
 rule all:

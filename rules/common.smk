@@ -85,8 +85,11 @@ def tiltseries_input(wildcards):
     return [path] if path else []
 
 
-def truth_path(name):
-    return config["truth"].format(tomogram=name)
+def truth_paths():
+    """Ground-truth tables of every tomogram ([] when `truth` is not set)."""
+    if not config["truth"]:
+        return []
+    return [config["truth"].format(tomogram=name) for name in sorted(TOMOGRAMS)]
 
 
 def train_explore_tomograms():
@@ -120,17 +123,101 @@ def all_outputs():
     outputs += exploration_outputs()
     if config["truth"]:
         outputs.append(f"{RESULTS}/evaluation/candidates.csv")
+    if config["selection"]:
+        outputs += expand(f"{RESULTS}/picks/{{tomogram}}.csv", tomogram=names)
+        outputs += [f"{RESULTS}/picks.star", f"{RESULTS}/picks.csv", f"{RESULTS}/report.html"]
+        if config["truth"]:
+            outputs.append(f"{RESULTS}/evaluation/picks.csv")
     return outputs
 
 
+def selection_options():
+    settings = config["localize"]
+    options = [f"--seed-radius {settings['seed_radius']}", f"--seed {config['seed']}"]
+    if settings["label_tomograms"]:
+        options.append("--label-tomograms " + " ".join(settings["label_tomograms"]))
+    if settings["max_labels_per_tomogram"]:
+        options.append(f"--max-labels-per-tomogram {settings['max_labels_per_tomogram']}")
+    return " ".join(options)
+
+
+def labelled_tomograms():
+    """Names of the tomograms that got labels (known after the selection checkpoint)."""
+    labels_dir = checkpoints.import_selection.get().output[0]
+    return sorted(Path(path).stem for path in glob.glob(f"{labels_dir}/*.csv"))
+
+
+def train_localize_inputs(wildcards):
+    names = labelled_tomograms()
+    labels_dir = checkpoints.import_selection.get().output[0]
+    return {
+        "labels": [f"{labels_dir}/{name}.csv" for name in names],
+        "tomograms": [TOMOGRAMS[name] for name in names],
+    }
+
+
+def train_localize_options():
+    settings = config["localize"]
+    options = [
+        f"--epochs {settings['epochs']}",
+        f"--iterations-per-epoch {settings['iterations_per_epoch']}",
+        f"--batch-size {settings['batch_size']}",
+        f"--lr {settings['lr']}",
+        f"--crop-xy {settings['crop_xy']}",
+        f"--crop-z {settings['crop_z']}",
+        f"--n-blocks {settings['n_blocks']}",
+        f"--base-channels {settings['base_channels']}",
+        voxel_size_option(),
+    ]
+    if settings["class_prior"]:
+        options.append(f"--class-prior {settings['class_prior']}")
+    if not settings["contrastive"]:
+        options.append("--no-contrastive")
+    if not settings["pu"]:
+        options.append("--no-pu")
+    return " ".join(option for option in options if option)
+
+
+def localize_options(wildcards, output):
+    settings = config["localize"]
+    options = []
+    if settings["nms_kernel"]:
+        options.append(f"--nms-kernel {settings['nms_kernel']}")
+    if settings["write_heatmap"]:
+        options.append(f"--heatmap {Path(output.picks).with_suffix('')}_heatmap.mrc")
+    return " ".join(options)
+
+
+def report_inputs(wildcards):
+    names = sorted(TOMOGRAMS)
+    inputs = {
+        "picks": expand(f"{RESULTS}/picks/{{tomogram}}.csv", tomogram=names),
+        "candidates": expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=names),
+        "figures": [f"{RESULTS}/explore/grid.png", f"{RESULTS}/explore/gallery.png"],
+    }
+    if config["truth"]:
+        inputs["metrics"] = f"{RESULTS}/evaluation/picks.csv"
+    return inputs
+
+
+def report_metrics_option(wildcards, input):
+    return f"--metrics {input.metrics}" if config["truth"] else ""
+
+
 def exploration_instructions():
+    if config["selection"]:
+        return (
+            f"\nmilopyp: finished. Picks: {RESULTS}/picks.star (RELION 5) and {RESULTS}/picks.csv;"
+            f" report: {RESULTS}/report.html\n"
+        )
     return (
         "\nmilopyp: exploration finished.\n"
         f"  open   {RESULTS}/explore/explorer.html in a browser (copy it from the cluster with scp),\n"
         "         select the clusters of your target and press 'Save selection';\n"
         f"  figures: {RESULTS}/explore/grid.png, gallery.png, colormaps/;"
         f" table: {RESULTS}/explore/points.csv\n"
-        "  the saved selection.json lists the chosen clusters and point ids.\n"
+        "  then set `selection: path/to/selection.json` in your config and rerun snakemake\n"
+        "  to train the localiser and pick in every tomogram.\n"
     )
 
 

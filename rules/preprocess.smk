@@ -72,7 +72,7 @@ rule patches:
 rule evaluate_candidates:
     input:
         picks=expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
-        truth=[truth_path(name) for name in sorted(TOMOGRAMS)],
+        truth=truth_paths(),
     output:
         table=f"{RESULTS}/evaluation/candidates.csv",
         json=f"{RESULTS}/evaluation/candidates.json",

@@ -8,8 +8,8 @@ data=demo/data
 start=$SECONDS
 
 if [ ! -f "$data/.complete" ]; then
-    echo "== simulating 4 tomograms (64 x 256 x 256 voxels, 10 Å) into $data"
-    milopyp simulate -o "$data" --n-tomograms 4 --shape 64 256 256 --voxel-size 10 \
+    echo "== simulating 4 tomograms (64 x 256 x 256 voxels, 12 Å) into $data"
+    milopyp simulate -o "$data" --n-tomograms 4 --shape 64 256 256 --voxel-size 12 \
         --preset demo --seed 0
     touch "$data/.complete"
 fi

@@ -294,7 +294,7 @@ def read_coordinates(
 # --------------------------------------------------------------------------- writers
 
 
-def _star_frame(df: pd.DataFrame, path: Path, voxel_size_a, shape_zyx) -> pd.DataFrame:
+def star_frame(df: pd.DataFrame, path: Path, voxel_size_a, shape_zyx) -> pd.DataFrame:
     xyz = xyz_array(df)
     out = pd.DataFrame(index=range(len(df)))
     if "tomogram" in df.columns:
@@ -350,7 +350,7 @@ def write_coordinates(
         with atomic_path(path) as tmp:
             np.savetxt(tmp, df[cols].to_numpy(dtype=np.float64), fmt="%.10g", delimiter="\t")
     else:
-        out = _star_frame(df, path, voxel_size_a, shape_zyx)
+        out = star_frame(df, path, voxel_size_a, shape_zyx)
         with atomic_path(path) as tmp:
             starfile.write({"particles": out}, tmp)
 

@@ -1,0 +1,126 @@
+"""``milopyp export``: collect the picks of all tomograms into one CSV and one STAR file.
+
+``--picks`` are per-tomogram tables (``tomogram, x, y, z, score[, fiber_id]``; voxels; a
+table without a ``tomogram`` column is named after its file). Each tomogram's shape and
+voxel size come from its MRC header among ``--tomograms`` (matched by name: the file name up
+to the first dot, or the stem); ``--voxel-size`` overrides the headers' voxel size.
+
+Outputs (atomic writes):
+
+* ``--csv``: every pick, columns ``tomogram, x, y, z, score[, fiber_id], ...`` (voxels);
+* ``-o``: a RELION-5 STAR file. It starts with the comment ``# version 50001`` (as RELION 5
+  writes) and holds a single ``data_particles`` loop: ``rlnTomoName``,
+  ``rlnCoordinateX/Y/Z`` (voxels), ``rlnCenteredCoordinateX/Y/ZAngst`` (Å from each
+  tomogram's centre ``n // 2``), ``rlnAutopickFigureOfMerit`` (score) and, for fibres,
+  ``rlnHelicalTubeID``. There is no ``data_optics`` and no ``data_global`` block: RELION 5's
+  Import > Coordinates takes optics and tomogram geometry from its ``tomograms.star``.
+  See :mod:`milopyp.export`.
+
+Tomograms without picks contribute no rows; if no tomogram has picks both files are still
+written (headers only) and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from milopyp.errors import MilopypError
+
+HELP = "collect picks into one CSV and a RELION-5 STAR file"
+log = logging.getLogger(__name__)
+
+STAR_VERSION_LINE = "# version 50001"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--picks", nargs="+", required=True, metavar="FILE",
+                        help="per-tomogram pick tables (picks/{tomogram}.csv or fibres)")
+    parser.add_argument("--tomograms", nargs="+", required=True, metavar="MRC",
+                        help="tomogram MRC files (shape and voxel size for RELION-5 Å)")
+    parser.add_argument("-o", "--output", required=True, help="STAR file to write (picks.star)")
+    parser.add_argument("--csv", default=None, metavar="FILE",
+                        help="also write all picks as one CSV (picks.csv)")
+    parser.add_argument("--voxel-size", type=float, default=None, metavar="A",
+                        help="voxel size in Å for every tomogram (default: each MRC header)")
+
+
+def _geometry(paths: list[str], voxel_size_a: float | None):
+    """``name -> (shape_zyx, voxel_size_a)``; each MRC is known by stem and first-dot name."""
+    from milopyp.io.mrc import read_header
+
+    geometry: dict[str, tuple[tuple[int, int, int], float]] = {}
+    owner: dict[str, str] = {}
+    for p in paths:
+        shape_zyx, header_voxel = read_header(p)
+        voxel = float(voxel_size_a) if voxel_size_a is not None else header_voxel
+        for name in dict.fromkeys((Path(p).name.split(".")[0], Path(p).stem)):
+            if name in owner and owner[name] != p:
+                raise MilopypError(
+                    f"{p}: tomogram name {name!r} is also that of {owner[name]}; give each "
+                    f"tomogram once"
+                )
+            owner[name] = p
+            geometry[name] = (shape_zyx, voxel)
+    return geometry
+
+
+def _read_picks(path: str) -> pd.DataFrame:
+    from milopyp.io.coords import empty_points, read_coordinates
+
+    p = Path(path)
+    if p.is_file() and p.stat().st_size == 0:
+        log.warning("%s: empty file, taken as a tomogram without picks", p)
+        return empty_points(["score"])
+    return read_coordinates(p)
+
+
+def main(args: argparse.Namespace) -> None:
+    import starfile
+
+    from milopyp.export import combine_picks, relion_particles
+    from milopyp.io.atomic import atomic_path
+    from milopyp.io.coords import check_inside
+
+    if args.voxel_size is not None and not (args.voxel_size > 0 and math.isfinite(args.voxel_size)):
+        raise MilopypError(f"--voxel-size must be > 0 Å, got {args.voxel_size}")
+    geometry = _geometry(list(args.tomograms), args.voxel_size)
+    frames = []
+    for path in args.picks:
+        df = _read_picks(path)
+        unknown = sorted(set(df["tomogram"].astype(str)) - set(geometry))
+        if unknown:
+            raise MilopypError(
+                f"{path}: picks of tomogram(s) {unknown[:8]} have no MRC among --tomograms "
+                f"({', '.join(sorted(set(geometry))[:8])}); add the tomogram files"
+            )
+        for name, sub in df.groupby("tomogram"):
+            check_inside(sub, geometry[str(name)][0], f"{path} (tomogram {name})")
+        frames.append(df)
+    picks = combine_picks(frames)
+    if "score" in picks.columns and picks["score"].isna().any():
+        log.warning("%d of %d picks have no score", int(picks["score"].isna().sum()), len(picks))
+    if len(picks) == 0:
+        log.warning(
+            "no picks in any of the %d pick table(s); writing empty %s%s",
+            len(args.picks), args.output, f" and {args.csv}" if args.csv else "",
+        )
+    particles = relion_particles(picks, geometry, source=", ".join(args.picks[:3]))
+
+    if args.csv:
+        with atomic_path(args.csv) as tmp:
+            picks.to_csv(tmp, index=False)
+        log.info("wrote %s (%d picks)", args.csv, len(picks))
+    with atomic_path(args.output) as tmp:
+        starfile.write({"particles": particles}, tmp)
+        text = tmp.read_text(encoding="utf-8")
+        tmp.write_text(f"{STAR_VERSION_LINE}\n{text}", encoding="utf-8")
+    counts = picks["tomogram"].value_counts()
+    log.info(
+        "wrote %s (%d picks in %d tomogram(s)%s)", args.output, len(picks), len(counts),
+        ": " + ", ".join(f"{k} {int(v)}" for k, v in sorted(counts.items())) if len(counts) else "",
+    )

@@ -1,0 +1,456 @@
+"""``milopyp import-selection``: turn a user's selection into per-tomogram label files.
+
+The selection file's format is detected from its content (see :mod:`milopyp.selection`):
+
+1. a JSON/YAML *mapping* with ``clusters``, ``points`` or ``seeds`` is a selection document:
+   ``explorer`` when ``source: "milopyp explorer"`` (the explorer's ``selection.json``),
+   ``seeds`` when it has ``seeds``, else ``clusters``; these need ``--points``;
+2. anything else is read as a coordinate table (manual annotation, used directly as labels):
+   by suffix ``.csv/.tsv/.star/.txt/.coords`` through :func:`milopyp.io.coords.read_coordinates`,
+   or, for another suffix, sniffed from the first line (``data_`` = STAR, a header naming
+   x, y, z separated by commas/tabs = CSV/TSV, 3-4 numbers = cet_pick text).
+
+``--tomograms`` lists the campaign, as names or as MRC paths (name = file name up to the
+first dot, as the workflow names them). With paths, labels are checked to lie inside their
+tomogram, and RELION-5 STAR tables in Å (``rlnCenteredCoordinate*Angst``) are converted per
+tomogram with its header's shape and voxel size.
+
+Output folder (a Snakemake checkpoint): ``{tomogram}.csv`` (``tomogram, x, y, z[, score,
+cluster]``, voxels) for each tomogram that has labels, and ``selection.json`` (always) with
+the source file, the detected format, the clusters chosen (and seed votes), the label counts
+per tomogram and the options used. It is built in a hidden sibling folder and renamed into
+place at the end; an existing output folder is removed first, so a failed run leaves none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from milopyp.errors import MilopypError
+
+HELP = "turn a selection (explorer, clusters, seeds, coordinates) into labels"
+log = logging.getLogger(__name__)
+
+SUMMARY_NAME = "selection.json"
+DEFAULT_SEED_RADIUS_VOX = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--selection", required=True, metavar="FILE",
+        help="selection: explorer selection.json, YAML/JSON {clusters: [..]} or {seeds: ..}, "
+             "or a coordinate table (CSV/TSV/STAR/.txt, x y z in voxels)",
+    )
+    parser.add_argument(
+        "--points", default=None, metavar="CSV",
+        help="explore/points.csv from `milopyp cluster` (needed unless the selection is a "
+             "coordinate table)",
+    )
+    parser.add_argument(
+        "--tomograms", nargs="+", required=True, metavar="NAME",
+        help="the campaign's tomograms: names or MRC paths (paths enable inside checks and "
+             "RELION-5 Å coordinates)",
+    )
+    parser.add_argument("-o", "--output", required=True, help="output folder (e.g. labels)")
+    parser.add_argument(
+        "--seed-radius", type=float, default=DEFAULT_SEED_RADIUS_VOX, metavar="VOX",
+        help=f"a seed must lie within this many voxels of a candidate "
+             f"({DEFAULT_SEED_RADIUS_VOX:g})",
+    )
+    parser.add_argument(
+        "--max-labels-per-tomogram", type=int, default=None, metavar="N",
+        help="keep at most N labels per tomogram (highest score first, else a seeded random "
+             "sample); default: all",
+    )
+    parser.add_argument(
+        "--label-tomograms", nargs="+", default=None, metavar="NAME",
+        help="keep labels of these tomograms only (e.g. train on one tomogram)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (0)")
+
+
+# --------------------------------------------------------------------------- campaign
+
+
+def tomogram_name(path: str | os.PathLike) -> str:
+    """A tomogram's name: its file name up to the first dot (as the workflow names them)."""
+    return Path(path).name.split(".")[0]
+
+
+def campaign(items: list[str]) -> tuple[list[str], dict[str, tuple[tuple[int, int, int], float]]]:
+    """Names of the campaign's tomograms and ``name -> (shape_zyx, voxel_size_a)`` for paths."""
+    from milopyp.io.mrc import read_header
+
+    names: list[str] = []
+    geometry: dict[str, tuple[tuple[int, int, int], float]] = {}
+    for item in items:
+        path = Path(item)
+        if path.is_file():
+            name = tomogram_name(path)
+            geometry[name] = read_header(path)
+        elif os.sep in item or path.suffix.lower() in (".mrc", ".rec", ".st", ".ali", ".map"):
+            raise MilopypError(
+                f"{item}: tomogram not found; give existing MRC files or plain names to "
+                f"--tomograms"
+            )
+        else:
+            name = item
+        if name in names:
+            raise MilopypError(f"--tomograms names {name!r} twice; give each tomogram once")
+        names.append(name)
+    return names, geometry
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _load_document(path: Path, text: str):
+    """The parsed JSON/YAML value of ``text``, or None when it is neither."""
+    import yaml
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _sniff_suffix(text: str) -> str | None:
+    """A coordinate-file suffix guessed from the first meaningful line, or None."""
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s.lower().startswith("data_"):
+            return ".star"
+        for sep, suffix in (("\t", ".tsv"), (",", ".csv")):
+            fields = {f.strip().lower() for f in s.split(sep)}
+            if sep in s and {"x", "y", "z"} <= fields:
+                return suffix
+        fields = s.split()
+        try:
+            [float(v) for v in fields]
+        except ValueError:
+            return None
+        return ".txt" if len(fields) in (3, 4) else None
+    return None
+
+
+def read_table(
+    path: Path,
+    *,
+    tomogram: str | None,
+    geometry: dict[str, tuple[tuple[int, int, int], float]],
+    display: Path | None = None,
+) -> pd.DataFrame:
+    """Read a coordinate table (x, y, z voxels) by suffix via ``read_coordinates``.
+
+    RELION-5 STAR tables in Å are converted per tomogram with ``geometry``. ``display`` is
+    the name used in error messages when ``path`` is a renamed temporary copy.
+    """
+    from milopyp.io.coords import read_coordinates
+
+    display = display or path
+    try:
+        try:
+            return read_coordinates(path, tomogram=tomogram)
+        except MilopypError:
+            if path.suffix.lower() != ".star" or not geometry:
+                raise
+        # Å coordinates: convert each tomogram's rows with its own shape and voxel size
+        frames = []
+        n_rows = None
+        names_seen: set[str] = set()
+        for name, (shape_zyx, voxel_size_a) in geometry.items():
+            df = read_coordinates(
+                path, tomogram=tomogram, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx
+            )
+            n_rows = len(df)
+            names_seen |= set(df["tomogram"].astype(str))
+            frames.append(df[df["tomogram"].astype(str) == name])
+        out = pd.concat(frames, ignore_index=True)
+        if n_rows is not None and len(out) != n_rows:
+            unknown = sorted(names_seen - set(geometry))
+            raise MilopypError(
+                f"{display}: rows of tomogram(s) {unknown[:8]} cannot be converted from Å: no "
+                f"MRC among --tomograms; known tomograms: {', '.join(sorted(geometry))}"
+            )
+        return out
+    except MilopypError as err:
+        if display != path:
+            raise MilopypError(str(err).replace(str(path), str(display))) from None
+        raise
+
+
+def read_selection(path: Path, geometry) -> tuple[str, object]:
+    """Detect the selection format: ``("document", mapping)`` or ``("coordinates", table)``."""
+    from milopyp.io.coords import SUFFIXES
+    from milopyp.selection import SELECT_KEYS
+
+    if not path.exists():
+        raise MilopypError(
+            f"{path}: selection file not found; save it from explorer.html (Save selection) "
+            f"or write a YAML file with clusters: [..]"
+        )
+    if not path.is_file():
+        raise MilopypError(f"{path}: selection is not a file; give the selection file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MilopypError(
+            f"{path}: selection file is unreadable ({err}); give a UTF-8 JSON/YAML file or a "
+            f"coordinate table"
+        ) from None
+    if not text.strip():
+        raise MilopypError(
+            f"selection {path} selects nothing (the file is empty); open explorer.html, tick "
+            f"clusters and press Save selection, or list clusters: [..]"
+        )
+    doc = _load_document(path, text)
+    suffix = path.suffix.lower()
+    if isinstance(doc, dict) and (
+        suffix not in SUFFIXES or any(str(k).strip().lower() in SELECT_KEYS for k in doc)
+    ):
+        return "document", doc
+    if suffix in SUFFIXES:
+        return "coordinates", read_table(path, tomogram=None, geometry=geometry)
+    sniffed = _sniff_suffix(text)
+    if sniffed is None:
+        raise MilopypError(
+            f"{path}: unknown selection format: neither a JSON/YAML mapping with clusters:, "
+            f"points: or seeds: nor a coordinate table with x, y, z; write e.g. "
+            f"clusters: [3, 5] or save the selection from explorer.html"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / f"{path.stem}{sniffed}"
+        copy.write_text(text, encoding="utf-8")
+        return "coordinates", read_table(copy, tomogram=None, geometry=geometry, display=path)
+
+
+def read_points(path: str | None, selection: Path) -> pd.DataFrame:
+    from milopyp.io.coords import read_coordinates
+    from milopyp.selection import check_points_table
+
+    if path is None:
+        raise MilopypError(
+            f"{selection}: a selection by clusters, points or seeds needs --points "
+            f"explore/points.csv (written by `milopyp cluster`)"
+        )
+    if not Path(path).is_file():
+        raise MilopypError(f"{path}: points table not found; run `milopyp cluster` first")
+    return check_points_table(read_coordinates(path), path)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _is_labels_folder(path: Path) -> bool:
+    return all(
+        p.is_file() and (p.suffix == ".csv" or p.name == SUMMARY_NAME or p.name.startswith("."))
+        for p in path.iterdir()
+    )
+
+
+def remove_old_output(out: Path) -> None:
+    """Remove an earlier output folder (only one that looks like ours)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or not _is_labels_folder(out):
+        raise MilopypError(
+            f"{out}: exists and is not a labels folder written by `milopyp import-selection` "
+            f"(it holds other files); remove it or choose another -o"
+        )
+    shutil.rmtree(out)
+
+
+def write_labels_folder(out: Path, labels: pd.DataFrame, summary: dict) -> list[str]:
+    """Write ``{tomogram}.csv`` per tomogram and ``selection.json`` into ``out`` atomically.
+
+    Files go to a hidden temporary sibling folder that is renamed onto ``out`` at the end;
+    on any error the temporary folder is removed and ``out`` does not exist.
+    """
+    from milopyp.io.atomic import write_text
+    from milopyp.io.coords import write_coordinates
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files = []
+        for name, table in labels.groupby("tomogram", sort=True):
+            file_name = f"{name}.csv"
+            write_coordinates(tmp / file_name, table.reset_index(drop=True))
+            files.append(file_name)
+        summary = {**summary, "files": files}
+        write_text(tmp / SUMMARY_NAME, json.dumps(summary, indent=1) + "\n")
+        os.chmod(tmp, 0o777 & ~_umask())
+        remove_old_output(out)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+        raise
+    return files
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _inside_check(labels: pd.DataFrame, geometry, source) -> None:
+    from milopyp.io.coords import check_inside
+
+    for name, table in labels.groupby("tomogram"):
+        if name in geometry:
+            check_inside(table, geometry[name][0], f"{source} (tomogram {name})")
+
+
+def _seed_table(spec, selection: Path, known: list[str], geometry) -> pd.DataFrame:
+    """The seeds of a ``seeds`` document as ``tomogram, x, y, z`` (voxels)."""
+    from milopyp.selection import nothing_selected
+
+    if spec.seeds_file:
+        seed_path = Path(spec.seeds_file)
+        if not seed_path.is_absolute():
+            seed_path = selection.parent / seed_path
+        if not seed_path.is_file():
+            raise MilopypError(
+                f"{selection}: seeds: file {seed_path} not found; the path is relative to the "
+                f"selection file's folder"
+            )
+        seeds = read_table(seed_path, tomogram=spec.tomogram, geometry=geometry)
+    else:
+        seeds = spec.seeds.copy()
+        if seeds["tomogram"].isna().any():
+            if len(known) != 1:
+                i = int(seeds.index[seeds["tomogram"].isna()][0])
+                raise MilopypError(
+                    f"{selection}: seed {i} names no tomogram and the campaign has "
+                    f"{len(known)}; add tomogram: NAME to each seed (or once at the top level)"
+                )
+            seeds["tomogram"] = seeds["tomogram"].fillna(known[0])
+    if len(seeds) == 0:
+        raise nothing_selected(selection)
+    return seeds[["tomogram", "x", "y", "z"]].reset_index(drop=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    from milopyp import selection as sel
+
+    selection = Path(args.selection)
+    out = Path(args.output)
+    if args.seed_radius is None or not args.seed_radius > 0:
+        raise MilopypError(f"--seed-radius must be > 0 voxels, got {args.seed_radius}")
+    if args.max_labels_per_tomogram is not None and args.max_labels_per_tomogram < 1:
+        raise MilopypError(
+            f"--max-labels-per-tomogram must be >= 1, got {args.max_labels_per_tomogram}"
+        )
+    with contextlib.suppress(OSError):
+        if selection.resolve().is_relative_to(out.resolve()):
+            raise MilopypError(
+                f"{selection}: the selection file lies inside the output folder {out}, which "
+                f"is replaced; keep the selection elsewhere"
+            )
+    # A failed run must not leave an earlier labels folder that looks current.
+    remove_old_output(out)
+
+    known, geometry = campaign(list(args.tomograms))
+    if args.label_tomograms:
+        sel.check_known_tomograms(args.label_tomograms, known, "--label-tomograms", "they")
+
+    kind, content = read_selection(selection, geometry)
+    summary: dict = {"source": str(selection), "format": None, "campaign_tomograms": known}
+    if kind == "coordinates":
+        labels = content
+        fmt = "coordinates"
+        if len(labels) == 0:
+            raise sel.nothing_selected(selection)
+        sel.check_known_tomograms(labels["tomogram"], known, selection, "its rows")
+        summary.update({"format": fmt, "clusters": [], "n_selected": len(labels)})
+        log.info("%s: coordinate table, %d labels used directly", selection, len(labels))
+    else:
+        spec = sel.spec_from_document(content, selection)
+        fmt = spec.format
+        points = read_points(args.points, selection)
+        clusters = list(spec.clusters)
+        votes: dict[int, int] = {}
+        if spec.seeds_file or spec.seeds is not None:
+            seeds = _seed_table(spec, selection, known, geometry)
+            sel.check_known_tomograms(seeds["tomogram"], known, selection, "its seeds")
+            choice = sel.clusters_from_seeds(
+                points, seeds, radius_vox=float(args.seed_radius), source=selection
+            )
+            votes = choice.votes
+            for c, n in votes.items():
+                log.info("%s: cluster %d chosen by %d of %d seed(s)", selection, c, n, len(seeds))
+            clusters = sorted(set(clusters) | set(choice.clusters))
+            summary.update(
+                {"n_seeds": len(seeds), "seed_radius_vox": float(args.seed_radius),
+                 "seed_votes": {str(c): n for c, n in votes.items()}}
+            )
+        labels = sel.labels_from_ids(points, clusters, spec.points, selection, args.points)
+        if spec.n_points is not None and spec.n_points != len(labels):
+            log.warning(
+                "%s: the explorer counted %d selected points but %s gives %d; was the "
+                "selection saved from this run's explorer?",
+                selection, spec.n_points, args.points, len(labels),
+            )
+        outside = sorted(set(labels["tomogram"]) - set(known))
+        if outside:
+            n = int(labels["tomogram"].isin(outside).sum())
+            log.warning(
+                "%s: %d selected points of tomogram(s) %s that are not in --tomograms are "
+                "dropped", args.points, n, outside[:8],
+            )
+            labels = sel.restrict_tomograms(labels, known)
+        summary.update(
+            {"format": fmt, "points_table": args.points, "clusters": clusters,
+             "points": list(spec.points), "n_selected": len(labels)}
+        )
+        log.info(
+            "%s: %s selection, clusters %s + %d point id(s) -> %d points",
+            selection, fmt, clusters, len(spec.points), len(labels),
+        )
+
+    before = sel.label_counts(labels)
+    if args.label_tomograms:
+        labels = sel.restrict_tomograms(labels, args.label_tomograms)
+    if args.max_labels_per_tomogram is not None:
+        labels = sel.cap_per_tomogram(labels, args.max_labels_per_tomogram, seed=args.seed)
+    if len(labels) == 0:
+        filters = f" after --label-tomograms {' '.join(args.label_tomograms)}" if (
+            args.label_tomograms) else ""
+        raise MilopypError(
+            f"selection {selection} resolves to 0 labels{filters} (before filters: "
+            f"{before or 'none'}); select clusters that hold points of these tomograms or "
+            f"change --label-tomograms"
+        )
+    labels = sel.label_table(labels)
+    _inside_check(labels, geometry, selection)
+    counts = sel.label_counts(labels)
+    summary.update(
+        {"label_tomograms": list(args.label_tomograms) if args.label_tomograms else None,
+         "max_labels_per_tomogram": args.max_labels_per_tomogram, "seed": args.seed,
+         "label_counts": counts, "n_labels": len(labels)}
+    )
+    write_labels_folder(out, labels, summary)
+    log.info(
+        "wrote %s: %d labels in %d tomogram(s): %s", out, len(labels), len(counts),
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )

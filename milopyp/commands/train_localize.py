@@ -1,0 +1,100 @@
+"""``milopyp train-localize``: train the few-shot localiser on labelled tomograms.
+
+Labels are ``labels/{tomogram}.csv`` tables (x, y, z in voxels of that tomogram); each is
+paired with the tomogram of the same name. The checkpoint ``<output>.ckpt`` is written each
+epoch, and a killed run resumes from it; the finished model is copied to ``<output>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from milopyp.errors import MilopypError
+
+HELP = "train the few-shot localisation network on the labels"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms (MRC) with labels")
+    parser.add_argument("--labels", nargs="+", required=True,
+                        help="label tables (tomogram,x,y,z), matched to tomograms by name")
+    parser.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    parser.add_argument("--particle-diameter", type=float, required=True, help="particle diameter, Å")
+    parser.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å (default: header)")
+    parser.add_argument("--shape", choices=["globular", "fiber"], default="globular",
+                        help="globular particles (Gaussian targets) or fibres (radius-3 tubes)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs (10)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=100, help="steps per epoch (100)")
+    parser.add_argument("--batch-size", type=int, default=2, help="crops per step (2)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    parser.add_argument("--crop-xy", type=int, default=64, help="crop side in x, y, voxels (64)")
+    parser.add_argument("--crop-z", type=int, default=5, help="crop depth in z, voxels (5)")
+    parser.add_argument("--n-blocks", type=int, choices=[4, 5], default=4, help="UNet blocks (4)")
+    parser.add_argument("--base-channels", type=int, default=8, help="first UNet block width (8)")
+    parser.add_argument("--class-prior", type=float, default=None,
+                        help="particle centres per voxel (PU prior); default from --expected-particles")
+    parser.add_argument("--expected-particles", type=float, default=None,
+                        help="expected particles per tomogram (sets the PU prior)")
+    parser.add_argument("--no-contrastive", action="store_true", help="drop the contrastive terms")
+    parser.add_argument("--no-pu", action="store_true", help="plain focal loss instead of PU")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
+
+
+def main(args: argparse.Namespace) -> None:
+    from milopyp.io.atomic import atomic_path
+    from milopyp.io.coords import check_inside, read_coordinates, xyz_array
+    from milopyp.io.mrc import read_tomogram
+    from milopyp.localize.train import train_localizer
+
+    by_name = {Path(p).name.split(".")[0]: p for p in args.tomograms}
+    tomograms, labels, voxel_sizes = [], [], []
+    for label_path in args.labels:
+        table = read_coordinates(label_path)
+        names = sorted(set(table["tomogram"]))
+        if len(names) != 1 or names[0] not in by_name:
+            raise MilopypError(
+                f"{label_path}: labels name tomogram(s) {names}, expected exactly one of "
+                f"{sorted(by_name)}; give one label table per tomogram"
+            )
+        volume, voxel_size_a = read_tomogram(by_name[names[0]], mmap=True)
+        check_inside(table, volume.shape, label_path)
+        tomograms.append(volume)
+        labels.append(xyz_array(table))
+        voxel_sizes.append(args.voxel_size or voxel_size_a)
+    if sum(len(xyz) for xyz in labels) == 0:
+        raise MilopypError(
+            f"{', '.join(args.labels)}: no labels to train on; check the selection"
+        )
+    voxel_size_a = voxel_sizes[0]
+    radius_vox = args.particle_diameter / 2 / voxel_size_a
+    log.info("training on %d tomogram(s), %d labels, particle radius %.1f voxels",
+             len(tomograms), sum(len(xyz) for xyz in labels), radius_vox)
+    checkpoint = Path(f"{args.output}.ckpt")
+    train_localizer(
+        tomograms,
+        labels,
+        particle_radius_vox=radius_vox,
+        shape=args.shape,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch,
+        crop=(args.crop_z, args.crop_xy, args.crop_xy),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        class_prior=args.class_prior,
+        expected_particles=args.expected_particles,
+        contrastive=not args.no_contrastive,
+        pu=not args.no_pu,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_path=checkpoint,
+        n_blocks=args.n_blocks,
+        base_channels=args.base_channels,
+    )
+    with atomic_path(args.output) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+    log.info("wrote %s", args.output)

@@ -1,0 +1,171 @@
+"""A small self-contained HTML report: pick counts, score histograms, accuracy, figures.
+
+Pure functions: tables in, PNG bytes / HTML text out (``milopyp report`` reads and writes the
+files). The page needs no network: images are embedded as ``data:`` URIs and the style sheet
+is inline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+#: at most this many tomograms get their own histogram curve; beyond, one overall histogram
+MAX_CURVES = 12
+
+
+def count_table(picks: pd.DataFrame, candidates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per tomogram: ``n_picks``, ``mean_score``, ``median_score`` (+ ``n_candidates``).
+
+    ``tomograms`` are the union of both tables' names (a tomogram without picks has 0).
+    The last row, ``all``, sums the counts and summarises all scores.
+    """
+    names = set(picks["tomogram"].astype(str))
+    if candidates is not None:
+        names |= set(candidates["tomogram"].astype(str))
+    rows = []
+    score = (
+        pd.to_numeric(picks["score"], errors="coerce")
+        if "score" in picks.columns
+        else pd.Series(np.nan, index=picks.index)
+    )
+    tomo = picks["tomogram"].astype(str)
+    for name in [*sorted(names), None]:
+        mask = np.ones(len(picks), bool) if name is None else (tomo == name).to_numpy()
+        s = score[mask].dropna()
+        row = {
+            "tomogram": "all" if name is None else name,
+            "n_picks": int(mask.sum()),
+            "mean_score": float(s.mean()) if len(s) else math.nan,
+            "median_score": float(s.median()) if len(s) else math.nan,
+        }
+        if candidates is not None:
+            c_tomo = candidates["tomogram"].astype(str)
+            row["n_candidates"] = int(len(candidates) if name is None else (c_tomo == name).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def score_histogram_png(picks: pd.DataFrame, *, bins: int = 30) -> bytes | None:
+    """PNG bytes of the pick-score histogram, one step curve per tomogram (up to
+    :data:`MAX_CURVES` tomograms, else one overall histogram); None without finite scores.
+    """
+    if "score" not in picks.columns:
+        return None
+    score = pd.to_numeric(picks["score"], errors="coerce").to_numpy(np.float64)
+    finite = np.isfinite(score)
+    if not finite.any():
+        return None
+    from matplotlib.figure import Figure  # no pyplot: renders with Agg, no global state
+
+    lo, hi = float(score[finite].min()), float(score[finite].max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    ax = fig.add_subplot()
+    tomo = picks["tomogram"].astype(str).to_numpy()
+    names = sorted(set(tomo[finite]))
+    if 1 < len(names) <= MAX_CURVES:
+        for name in names:
+            ax.hist(score[finite & (tomo == name)], bins=edges, histtype="step", label=name)
+        ax.legend(fontsize="small", frameon=False)
+        ax.set_title("pick scores per tomogram")
+    else:
+        ax.hist(score[finite], bins=edges, color="#1f77b4")
+        ax.set_title("pick scores" + (f" ({names[0]})" if len(names) == 1 else " (all)"))
+    ax.set_xlabel("score")
+    ax.set_ylabel("picks")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    """``data:<mime>;base64,...`` for embedding bytes in HTML."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _cell(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def html_table(df: pd.DataFrame) -> str:
+    """``df`` as a plain HTML table (floats with 3 decimals, NaN as a dash)."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = "".join(
+            f'<td class="{"num" if isinstance(v, (int, float, np.number)) else "txt"}">'
+            f"{_cell(v)}</td>"
+            for v in row
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
+img { max-width: 100%; height: auto; }
+.note { color: #555; }
+"""
+
+
+def render_report(
+    *,
+    title: str,
+    counts: pd.DataFrame,
+    histogram_png: bytes | None = None,
+    metrics: pd.DataFrame | None = None,
+    figures: Sequence[tuple[str, bytes, str]] = (),
+    sources: Sequence[str] = (),
+) -> str:
+    """The report page. ``figures``: ``(caption, bytes, mime type)``; ``sources``: input
+    file names listed at the end.
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Picks per tomogram</h2>",
+        html_table(counts),
+        "<h2>Score distribution</h2>",
+    ]
+    if histogram_png is not None:
+        parts.append(
+            f'<figure><img alt="histogram of pick scores" src="{data_uri(histogram_png)}">'
+            "</figure>"
+        )
+    else:
+        parts.append('<p class="note">No pick scores to show.</p>')
+    if metrics is not None:
+        parts += ["<h2>Accuracy against ground truth</h2>", html_table(metrics)]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for caption, data, mime in figures:
+            parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="{data_uri(data, mime)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+    if sources:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+        parts.append(f'<h2>Inputs</h2><ul class="note">{items}</ul>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

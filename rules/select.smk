@@ -1,0 +1,21 @@
+# The selection checkpoint: a person's (or a seed file's) choice becomes labels/{tomogram}.csv.
+# Which tomograms have labels is known only after this job, so the training rule asks the
+# checkpoint for its inputs.
+
+
+checkpoint import_selection:
+    input:
+        selection=config["selection"] or [],
+        points=f"{RESULTS}/explore/points.csv",
+    output:
+        directory(f"{RESULTS}/labels"),
+    log:
+        f"{RESULTS}/logs/import_selection.log",
+    params:
+        names=" ".join(sorted(TOMOGRAMS)),
+        options=selection_options(),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp import-selection --selection {input.selection} --points {input.points}"
+        " --tomograms {params.names} -o {output} {params.options} 2> {log}"
