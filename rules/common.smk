@@ -181,6 +181,8 @@ def train_localize_options():
 def localize_options(wildcards, output):
     settings = config["localize"]
     options = []
+    if settings["threshold"] is not None:
+        options.append(f"--threshold {settings['threshold']}")
     if settings["nms_kernel"]:
         options.append(f"--nms-kernel {settings['nms_kernel']}")
     if settings["write_heatmap"]:

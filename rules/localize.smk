@@ -37,7 +37,6 @@ rule localize:
     benchmark:
         f"{RESULTS}/benchmarks/localize/{{tomogram}}.tsv"
     params:
-        threshold=config["localize"]["threshold"],
         options=localize_options,
         device=config["device"],
     threads: 2
@@ -46,7 +45,7 @@ rule localize:
     shell:
         "milopyp localize --model {input.model} --tomogram {input.tomogram}"
         " --tomogram-name {wildcards.tomogram} -o {output.picks}"
-        " --threshold {params.threshold} {params.options} --device {params.device} 2> {log}"
+        " {params.options} --device {params.device} 2> {log}"
 
 
 rule export:

@@ -11,6 +11,10 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
+
+from milopyp.errors import MilopypError
+
 HELP = "predict a heat map for a tomogram and pick particle centres"
 log = logging.getLogger(__name__)
 
@@ -19,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model from `milopyp train-localize`")
     parser.add_argument("--tomogram", required=True, help="tomogram (MRC, [z, y, x])")
     parser.add_argument("-o", "--output", required=True, help="pick table to write (.csv)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="keep peaks with probability above this (0.5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="keep peaks with heat-map value above this (default: the "
+                        "model's automatic threshold, calibrated on its labels)")
     parser.add_argument("--nms-kernel", type=int, default=None,
                         help="NMS box side in voxels (odd); default: the particle radius")
     parser.add_argument("--max-picks", type=int, default=None, help="keep at most this many picks")
@@ -43,13 +48,21 @@ def main(args: argparse.Namespace) -> None:
     volume, voxel_size_a = read_tomogram(args.tomogram, mmap=True)
     heatmap = predict_heatmap(model, volume, device=args.device, memory_mb=args.memory_mb)
     kernel = args.nms_kernel or nms_kernel_from_model(model)
-    picks = find_peaks(heatmap, kernel_vox=kernel, threshold=args.threshold,
+    threshold = args.threshold
+    if threshold is None:
+        threshold = model.calibration.get("threshold")
+        if threshold is None or not np.isfinite(threshold):
+            raise MilopypError(
+                f"{args.model}: the model has no automatic threshold (trained without "
+                "calibration); pass --threshold"
+            )
+    picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold,
                        max_peaks=args.max_picks, tomogram=name)
     if picks.empty:
-        log.warning("%s: no heat-map peak above %.2f; lower --threshold if the target is there",
-                    args.tomogram, args.threshold)
-    log.info("%s: %d picks (NMS kernel %d voxels, threshold %.2f)", name, len(picks), kernel,
-             args.threshold)
+        log.warning("%s: no heat-map peak above %.4g; lower --threshold if the target is there",
+                    args.tomogram, threshold)
+    log.info("%s: %d picks (NMS kernel %d voxels, threshold %.4g)", name, len(picks), kernel,
+             threshold)
     if args.heatmap:
         write_tomogram(args.heatmap, heatmap, voxel_size_a)
     write_coordinates(args.output, picks)

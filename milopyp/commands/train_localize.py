@@ -2,20 +2,25 @@
 
 Labels are ``labels/{tomogram}.csv`` tables (x, y, z in voxels of that tomogram); each is
 paired with the tomogram of the same name. The checkpoint ``<output>.ckpt`` is written each
-epoch, and a killed run resumes from it; the finished model is copied to ``<output>``.
+epoch, and a killed run resumes from it. The finished model (``<output>``) also holds the
+automatic pick threshold, calibrated on the heat map at the labels.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
+
+import numpy as np
 
 from milopyp.errors import MilopypError
 
 HELP = "train the few-shot localisation network on the labels"
 log = logging.getLogger(__name__)
+
+#: Tomograms (those with the most labels) whose heat maps calibrate the pick threshold.
+CALIBRATION_TOMOGRAMS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +54,8 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
     from milopyp.io.mrc import read_tomogram
+    import torch
+
     from milopyp.localize.train import train_localizer
 
     by_name = {Path(p).name.split(".")[0]: p for p in args.tomograms}
@@ -75,7 +82,7 @@ def main(args: argparse.Namespace) -> None:
     log.info("training on %d tomogram(s), %d labels, particle radius %.1f voxels",
              len(tomograms), sum(len(xyz) for xyz in labels), radius_vox)
     checkpoint = Path(f"{args.output}.ckpt")
-    train_localizer(
+    model = train_localizer(
         tomograms,
         labels,
         particle_radius_vox=radius_vox,
@@ -95,6 +102,28 @@ def main(args: argparse.Namespace) -> None:
         n_blocks=args.n_blocks,
         base_channels=args.base_channels,
     )
+    calibration = calibrate(model, tomograms, labels, radius_vox, args.device)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state["calibration"] = calibration
     with atomic_path(args.output) as tmp:
-        shutil.copyfile(checkpoint, tmp)
-    log.info("wrote %s", args.output)
+        torch.save(state, tmp)
+    log.info("wrote %s (automatic pick threshold %.4g)", args.output, calibration["threshold"])
+
+
+def calibrate(model, tomograms, labels, radius_vox: float, device: str) -> dict:
+    """Heat-map peaks at the labels of (up to) the three most-labelled tomograms."""
+    from milopyp.localize.calibrate import auto_threshold, label_peak_scores
+    from milopyp.localize.infer import predict_heatmap
+
+    order = sorted(range(len(labels)), key=lambda i: -len(labels[i]))[:CALIBRATION_TOMOGRAMS]
+    scores = []
+    for i in order:
+        if len(labels[i]):
+            heatmap = predict_heatmap(model, tomograms[i], device=device)
+            scores.append(label_peak_scores(heatmap, labels[i], radius_vox / 2))
+    scores = np.concatenate(scores)
+    threshold = auto_threshold(scores)
+    log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g",
+             np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold)
+    return {"threshold": threshold, "label_peak_median": float(np.median(scores)),
+            "n_labels": int(scores.size)}

@@ -359,11 +359,14 @@ def load_localizer(path: str | Path, *, device: str | torch.device = "cpu") -> L
     The checkpoint (``torch.save`` dict, read with ``weights_only=True``) holds: format
     "milopyp-localizer", version, epoch, network (LocalizerConfig fields), settings
     (TrainSettings incl. loss settings), model / optimizer / scheduler state dicts, rng
-    (numpy bit-generator state, torch generator state) and history (per-epoch losses).
+    (numpy bit-generator state, torch generator state) and history (per-epoch losses); the
+    finished model file adds calibration (label peak scores and the automatic threshold,
+    see :mod:`milopyp.localize.calibrate`), exposed as ``model.calibration``.
     """
     dev = resolve_device(device)
     state = _read(path, dev)
     model = Localizer(LocalizerConfig(**state["network"]))
     model.load_state_dict(state["model"])
     model.settings = state["settings"]
+    model.calibration = state.get("calibration", {})
     return model.to(dev).eval()
