@@ -10,6 +10,12 @@ min_version("9.0")
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    tomogram=tomogram_constraint(),
+
+
 include: "rules/preprocess.smk"
 include: "rules/explore.smk"
 include: "rules/select.smk"

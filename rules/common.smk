@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, tomogram discovery, output paths.
+# Helpers shared by the rule files (config validation, tomogram discovery, output paths).
 import glob
 import math
 import sys
@@ -45,8 +45,14 @@ def discover_tomograms(pattern):
 TOMOGRAMS = discover_tomograms(config["tomograms"])
 
 
-wildcard_constraints:
-    tomogram="|".join(sorted(TOMOGRAMS)),
+def tomogram_constraint():
+    """Regex for the {tomogram} wildcard: exactly the campaign's tomogram names."""
+    return "|".join(sorted(TOMOGRAMS))
+
+
+def output_folder(wildcards, output):
+    """Folder of a rule's first output (for commands that take a folder)."""
+    return str(Path(output[0]).parent)
 
 
 def tomogram_path(wildcards):

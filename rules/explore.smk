@@ -61,7 +61,7 @@ rule cluster:
     benchmark:
         f"{RESULTS}/benchmarks/cluster.tsv"
     params:
-        outdir=f"{RESULTS}/explore",
+        outdir=output_folder,
         k=config["explore"]["k"],
         classes=config["explore"]["classes"],
         neighbors=config["explore"]["umap_neighbors"],
