@@ -153,13 +153,15 @@ def labelled_tomograms():
     return sorted(Path(path).stem for path in glob.glob(f"{labels_dir}/*.csv"))
 
 
-def train_localize_inputs(wildcards):
-    names = labelled_tomograms()
+# Two input functions rather than one unpacked dict: before the checkpoint has run, each
+# named input stays in place (a dry-run can still format the rule's shell command).
+def training_labels(wildcards):
     labels_dir = checkpoints.import_selection.get().output[0]
-    return {
-        "labels": [f"{labels_dir}/{name}.csv" for name in names],
-        "tomograms": [TOMOGRAMS[name] for name in names],
-    }
+    return [f"{labels_dir}/{name}.csv" for name in labelled_tomograms()]
+
+
+def training_tomograms(wildcards):
+    return [TOMOGRAMS[name] for name in labelled_tomograms()]
 
 
 def train_localize_options():

@@ -3,7 +3,8 @@
 
 rule train_localize:
     input:
-        unpack(train_localize_inputs),
+        labels=training_labels,
+        tomograms=training_tomograms,
     output:
         f"{RESULTS}/localize/model.pt",
     log:

@@ -135,3 +135,57 @@ def test_lint_is_clean(tmp_path, dataset):
     work = campaign(tmp_path, dataset)
     result = snakemake(work, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3) -> Path:
+    """A few ribosome centres of one tomogram, as a user would click them."""
+    truth = pd.read_csv(dataset / "truth" / f"{name}.csv")
+    ribosomes = truth[truth["species"] == "ribosome"].head(n)
+    seeds = [
+        {"tomogram": name, "x": round(r.x), "y": round(r.y), "z": round(r.z)}
+        for r in ribosomes.itertuples()
+    ]
+    path = workdir / "seeds.yaml"
+    path.write_text(yaml.safe_dump({"seeds": seeds}))
+    return path
+
+
+@pytest.mark.slow
+def test_selection_checkpoint_drives_localisation_and_export(tmp_path, dataset):
+    first = "tomo_000"
+    work = campaign(tmp_path, dataset)
+    seeds_file(work, dataset, first)
+    write_config(
+        work,
+        selection="seeds.yaml",
+        localize={"label_tomograms": [first], "max_labels_per_tomogram": 20, "epochs": 1,
+                  "iterations_per_epoch": 5, "crop_xy": 32},
+    )
+    dry = snakemake(work, "--dry-run")
+    # before the checkpoint has run, the DAG cannot know the labelled tomograms yet
+    assert "import_selection" in dry.stdout
+    snakemake(work)
+    results = work / "results"
+    assert sorted(p.name for p in (results / "labels").glob("*.csv")) == [f"{first}.csv"]
+    train_log = (results / "logs" / "train_localize.log").read_text()
+    assert "training on 1 tomogram(s)" in train_log
+    for name in ("tomo_000", "tomo_001"):
+        picks = pd.read_csv(results / "picks" / f"{name}.csv")
+        assert list(picks.columns[:5]) == ["tomogram", "x", "y", "z", "score"]
+    star = (results / "picks.star").read_text()
+    assert "rlnCenteredCoordinateXAngst" in star and "rlnTomoName" in star
+    assert "data:image/png;base64," in (results / "report.html").read_text()
+    metrics = pd.read_csv(results / "evaluation" / "picks.csv")
+    assert set(metrics["tomogram"]) == {"tomo_000", "tomo_001", "overall"}
+
+
+@pytest.mark.slow
+def test_empty_selection_fails_with_a_clear_message(tmp_path, dataset):
+    work = campaign(tmp_path, dataset)
+    (work / "empty.yaml").write_text("clusters: []\n")
+    write_config(work, selection="empty.yaml")
+    result = snakemake(work, check=False)
+    assert result.returncode != 0
+    log = (work / "results" / "logs" / "import_selection.log").read_text()
+    assert "selects nothing" in log
+    assert not (work / "results" / "labels").exists()
