@@ -67,6 +67,7 @@ rule cluster:
         neighbors=config["explore"]["umap_neighbors"],
         min_dist=config["explore"]["umap_min_dist"],
         seed=config["seed"],
+        diameter=config["particle_diameter"],
     threads: 2
     conda:
         CONDA_ENV
@@ -74,4 +75,5 @@ rule cluster:
         "milopyp cluster --embeddings {input.embeddings} --patches {input.patches}"
         " --tomograms {input.tomograms} -o {params.outdir} --k {params.k}"
         " --classes {params.classes} --umap-neighbors {params.neighbors}"
-        " --min-dist {params.min_dist} --seed {params.seed} 2> {log}"
+        " --min-dist {params.min_dist} --seed {params.seed}"
+        " --particle-diameter {params.diameter} 2> {log}"
