@@ -8,7 +8,7 @@ export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast install browser lint benchmark clean
+.PHONY: demo test test-fast install browser slurm slurm-stop lint benchmark clean
 
 # torch is pinned and installed first, from the local CPU wheel; constraints.txt keeps any
 # later resolution from pulling another torch (a multi-GB CUDA download).
@@ -28,8 +28,18 @@ browser:
 demo: install
 	bash scripts/demo.sh
 
-test: install browser
-	MILOPYP_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+# A one-node SLURM on localhost (Debian's slurm-wlm + munge, partitions cpu/gpu, one fake GPU)
+# for tests/test_slurm.py; needs root. Without root the SLURM tests skip.
+slurm:
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/slurm/start-slurm.sh; \
+	else echo "not root: SLURM tests will skip (run 'sudo make slurm' to enable them)"; fi
+
+slurm-stop:
+	bash scripts/slurm/stop-slurm.sh
+
+test: install browser slurm
+	MILOPYP_REQUIRE_BROWSER=1 MILOPYP_REQUIRE_SLURM=$$( [ "$$(id -u)" = 0 ] && echo 1 || echo 0 ) \
+	    $(PY) -m pytest -q
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
@@ -41,6 +51,7 @@ lint: install
 benchmark: install
 	$(PY) benchmarks/candidates.py
 	$(PY) benchmarks/explore.py
+	$(PY) benchmarks/campaign.py
 
 clean:
 	rm -rf demo/ .pytest_cache

@@ -10,6 +10,7 @@ min_version("9.0")
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 
 
 wildcard_constraints:
@@ -20,6 +21,7 @@ include: "rules/preprocess.smk"
 include: "rules/explore.smk"
 include: "rules/select.smk"
 include: "rules/localize.smk"
+include: "rules/provenance.smk"
 
 
 rule all:

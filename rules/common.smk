@@ -1,5 +1,6 @@
 # Helpers shared by the rule files (config validation, tomogram discovery, output paths).
 import glob
+import json
 import math
 import sys
 from pathlib import Path
@@ -127,6 +128,7 @@ def all_outputs():
     names = sorted(TOMOGRAMS)
     outputs = expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=names)
     outputs += exploration_outputs()
+    outputs.append(f"{RESULTS}/provenance.json")
     if config["truth"]:
         outputs.append(f"{RESULTS}/evaluation/candidates.csv")
     if config["selection"]:
@@ -212,6 +214,12 @@ def report_inputs(wildcards):
 
 def report_metrics_option(wildcards, input):
     return f"--metrics {input.metrics}" if config["truth"] else ""
+
+
+def provenance_config_json(wildcards):
+    """The validated config (defaults filled in) as one JSON string. A function, because a
+    plain string in params would have its "{tomogram}" patterns taken for wildcards."""
+    return json.dumps(config, sort_keys=True)
 
 
 def exploration_instructions():

@@ -20,7 +20,9 @@ rule train_explore:
         device=config["device"],
     threads: 4
     resources:
-        gpu=1,
+        gpu=gpus_per_job(),
+        mem_mb=train_explore_mem_mb,
+        runtime=train_explore_runtime,
     conda:
         CONDA_ENV
     shell:
@@ -42,6 +44,10 @@ rule embed:
     params:
         device=config["device"],
     threads: 2
+    resources:
+        gpu=gpus_per_job(),
+        mem_mb=embed_mem_mb,
+        runtime=per_attempt(30),
     conda:
         CONDA_ENV
     shell:
@@ -68,7 +74,10 @@ rule cluster:
         min_dist=config["explore"]["umap_min_dist"],
         seed=config["seed"],
         diameter=config["particle_diameter"],
-    threads: 2
+    threads: 4
+    resources:
+        mem_mb=cluster_mem_mb,
+        runtime=cluster_runtime,
     conda:
         CONDA_ENV
     shell:

@@ -16,9 +16,11 @@ rule train_localize:
         options=train_localize_options(),
         seed=config["seed"],
         device=config["device"],
-    threads: 2
+    threads: 4
     resources:
-        gpu=1,
+        gpu=gpus_per_job(),
+        mem_mb=train_localize_mem_mb,
+        runtime=train_localize_runtime,
     conda:
         CONDA_ENV
     shell:
@@ -41,6 +43,10 @@ rule localize:
         options=localize_options,
         device=config["device"],
     threads: 2
+    resources:
+        gpu=gpus_per_job(),
+        mem_mb=tomogram_mem_mb(volumes=3, base_mb=2500),
+        runtime=tomogram_runtime(minutes_per_gib=5, network=True),
     conda:
         CONDA_ENV
     shell:
@@ -58,8 +64,14 @@ rule export:
         csv=f"{RESULTS}/picks.csv",
     log:
         f"{RESULTS}/logs/export.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/export.tsv"
     params:
         voxel_size=voxel_size_option(),
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     conda:
         CONDA_ENV
     shell:
@@ -76,9 +88,15 @@ rule evaluate_picks:
         json=f"{RESULTS}/evaluation/picks.json",
     log:
         f"{RESULTS}/logs/evaluate_picks.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_picks.tsv"
     params:
         radius=evaluation_radius_option(),
         species=species_option(),
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     conda:
         CONDA_ENV
     shell:
@@ -93,8 +111,14 @@ rule report:
         f"{RESULTS}/report.html",
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     params:
         metrics=report_metrics_option,
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     conda:
         CONDA_ENV
     shell:

@@ -15,6 +15,10 @@ rule preprocess:
         equalize="" if config["preprocess"]["equalize"] else "--no-equalize",
         invert="--invert" if config["preprocess"]["invert"] else "",
         voxel_size=voxel_size_option(),
+    threads: 1
+    resources:
+        mem_mb=tomogram_mem_mb(volumes=4),
+        runtime=tomogram_runtime(minutes_per_gib=2),
     conda:
         CONDA_ENV
     shell:
@@ -38,12 +42,17 @@ rule candidates:
         nms=nms_radius_option(),
         cap=max_candidates_option(),
         voxel_size=voxel_size_option(),
+    threads: 2
+    resources:
+        mem_mb=tomogram_mem_mb(volumes=5),
+        runtime=tomogram_runtime(minutes_per_gib=5),
     conda:
         CONDA_ENV
     shell:
         "milopyp candidates --tomogram {input} -o {output} --tomogram-name {wildcards.tomogram}"
         " --particle-diameter {params.diameter} --threshold-std {params.threshold}"
-        " --levels {params.levels} {params.nms} {params.cap} {params.voxel_size} 2> {log}"
+        " --levels {params.levels} {params.nms} {params.cap} {params.voxel_size}"
+        " --threads {threads} 2> {log}"
 
 
 rule patches:
@@ -55,12 +64,18 @@ rule patches:
         f"{RESULTS}/patches/{{tomogram}}.npz",
     log:
         f"{RESULTS}/logs/patches/{{tomogram}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/patches/{{tomogram}}.tsv"
     params:
         size=patch_size_vox(),
         slices=config["patches"]["slices"],
         max_angle=config["patches"]["max_tilt_angle"],
         tiltseries=tiltseries_option,
         invert="--invert-tilt-series" if config["preprocess"]["invert"] else "",
+    threads: 1
+    resources:
+        mem_mb=tomogram_mem_mb(volumes=3),
+        runtime=tomogram_runtime(minutes_per_gib=2),
     conda:
         CONDA_ENV
     shell:
@@ -78,9 +93,15 @@ rule evaluate_candidates:
         json=f"{RESULTS}/evaluation/candidates.json",
     log:
         f"{RESULTS}/logs/evaluate_candidates.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_candidates.tsv"
     params:
         radius=evaluation_radius_option(),
         species=species_option(),
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     conda:
         CONDA_ENV
     shell:

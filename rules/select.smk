@@ -11,9 +11,15 @@ checkpoint import_selection:
         directory(f"{RESULTS}/labels"),
     log:
         f"{RESULTS}/logs/import_selection.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import_selection.tsv"
     params:
         names=" ".join(sorted(TOMOGRAMS)),
         options=selection_options(),
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(10),
     conda:
         CONDA_ENV
     shell:
