@@ -18,12 +18,23 @@ echo "== running the workflow (snakemake --cores 2 --configfile config/demo.yaml
 snakemake --cores 2 --configfile config/demo.yaml --rerun-incomplete --quiet rules
 
 echo
-echo "== accuracy of the DoG candidates against the simulator's truth (ribosomes)"
-column -s, -t < demo/results/evaluation/candidates.csv
+echo "== accuracy against the simulator's truth (ribosomes; a match lies within 130 Å)"
+python - <<'PY'
+import pandas as pd
+rows = {"DoG candidates (all)": "demo/results/evaluation/candidates.csv",
+        "milopyp picks": "demo/results/evaluation/picks.csv"}
+print(f"   {'':22s} {'picks':>6s} {'precision':>9s} {'recall':>6s} {'F1':>6s}")
+for label, path in rows.items():
+    r = pd.read_csv(path).set_index("tomogram").loc["overall"]
+    print(f"   {label:22s} {int(r.n_picks):6d} {r.precision:9.3f} {r.recall:6.3f} {r.f1:6.3f}")
+PY
 echo
 echo "== results"
+echo "   picks        demo/results/picks.star (RELION 5), demo/results/picks.csv, picks/*.csv"
+echo "   report       demo/results/report.html"
 echo "   candidates   demo/results/candidates/*.csv   (tomogram,x,y,z,score; voxels)"
 echo "   exploration  demo/results/explore/explorer.html  (open in a browser)"
 echo "                demo/results/explore/grid.png, gallery.png, colormaps/*.png"
 echo "                demo/results/explore/points.csv (cluster and UMAP per candidate)"
+echo "   labels       demo/results/labels/ (from the seeds in config/demo-seeds.yaml)"
 echo "   demo finished in $((SECONDS - start)) s"
