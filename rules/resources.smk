@@ -95,7 +95,10 @@ def cluster_runtime(wildcards, input, attempt):
 def train_localize_mem_mb(wildcards, input, attempt):
     """The labelled tomograms (memory-mapped, crops are read as needed) + the UNet + torch.
     Before the selection checkpoint has run, the inputs (and so the labels) are not known."""
-    labelled = [Path(path).stem for path in getattr(input, "labels", [])]
+    labels = getattr(input, "labels", [])
+    if isinstance(labels, str):  # before the checkpoint: one placeholder path, not a list
+        labels = [labels]
+    labelled = [Path(path).stem for path in labels if Path(path).stem in TOMOGRAMS]
     return int((3000 + sum(tomogram_mib(name) for name in labelled)) * attempt)
 
 
