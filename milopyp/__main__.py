@@ -1,4 +1,5 @@
-from milopyp.cli import main
 import sys
+
+from milopyp.cli import main
 
 sys.exit(main())

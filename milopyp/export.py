@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from milopyp.errors import MilopypError
-from milopyp.io.coords import star_frame, empty_points
+from milopyp.io.coords import empty_points, star_frame
 
 log = logging.getLogger(__name__)
 

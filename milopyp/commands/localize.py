@@ -74,4 +74,4 @@ def nms_kernel_from_model(model) -> int:
     if settings.get("shape") == "fiber":
         return 3
     radius = float(settings.get("particle_radius_vox", 3.0))
-    return max(3, int(round(radius)) | 1)
+    return max(3, round(radius) | 1)

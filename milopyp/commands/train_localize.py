@@ -51,11 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    import torch
+
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
     from milopyp.io.mrc import read_tomogram
-    import torch
-
     from milopyp.localize.train import train_localizer
 
     by_name = {Path(p).name.split(".")[0]: p for p in args.tomograms}

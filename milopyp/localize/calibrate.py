@@ -23,7 +23,7 @@ def label_peak_scores(heatmap: np.ndarray, xyz: np.ndarray, radius_vox: float) -
     heatmap: [z, y, x]; xyz: (N, 3) label centres in voxels (x, y, z). Returns (N,) float.
     """
     xyz = np.asarray(xyz, dtype=float).reshape(-1, 3)
-    half = max(1, int(round(radius_vox)))
+    half = max(1, round(radius_vox))
     shape = np.array(heatmap.shape)
     scores = np.empty(len(xyz), dtype=np.float64)
     for i, (x, y, z) in enumerate(np.rint(xyz).astype(int)):
