@@ -37,3 +37,40 @@ def auto_threshold(scores: np.ndarray, fraction: float = THRESHOLD_FRACTION) -> 
     """``fraction`` x the median of the label peak scores (NaN when there are none)."""
     scores = np.asarray(scores, dtype=float)
     return float(fraction * np.median(scores)) if scores.size else float("nan")
+
+
+def count_particles(
+    heatmap: np.ndarray,
+    threshold: float,
+    radius_vox: float,
+    *,
+    exclude_xyz: np.ndarray | None = None,
+) -> int:
+    """Particles a heat map shows: its local maxima above ``threshold``, thinned greedily
+    (strongest first) so that no two lie within ``radius_vox`` of each other (one particle
+    can have several maxima), not counting those within ``radius_vox / 2`` of a point of
+    ``exclude_xyz`` ((N, 3) x, y, z, e.g. the labels).
+
+    heatmap: [z, y, x]; radius_vox: particle radius in voxels. Used to estimate how many
+    unlabelled particles a labelled tomogram holds (the PU class prior).
+    """
+    from scipy.spatial import cKDTree
+
+    from milopyp.localize.peaks import find_peaks
+
+    kernel = max(3, round(radius_vox) | 1)
+    peaks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold)
+    xyz = peaks[["x", "y", "z"]].to_numpy(dtype=np.float64)  # strongest first
+    if len(xyz) == 0:
+        return 0
+    keep = np.ones(len(xyz), dtype=bool)
+    tree = cKDTree(xyz)
+    for i, near in enumerate(tree.query_ball_point(xyz, radius_vox)):
+        if keep[i]:
+            near = np.asarray(near, dtype=np.intp)
+            keep[near[near > i]] = False
+    xyz = xyz[keep]
+    if exclude_xyz is not None and len(exclude_xyz):
+        d, _ = cKDTree(np.asarray(exclude_xyz, dtype=np.float64).reshape(-1, 3)).query(xyz)
+        xyz = xyz[d > radius_vox / 2]
+    return len(xyz)
