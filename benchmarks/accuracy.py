@@ -16,15 +16,23 @@ Rows:
   held-out tomograms (an upper bound for any DoG picker: the floor every learned picker must
   clear);
 - the localiser (full model; no contrastive; no PU; full model with 10 / 25 / 55 / 100
-  labels), each at (a) the automatic threshold (0.9 × median heat-map peak within r/2 of each
-  label, computed on the labelled tomogram: no truth used) and (b) the best threshold tuned
-  on truth (oracle, comparable with the DoG floor); AP is threshold-free.
+  labels), trained with the library defaults (``train_localizer``: class prior estimated
+  from the model, as ``milopyp train-localize`` does without ``--class-prior``), each at
+  (a) the automatic threshold of :mod:`milopyp.localize.calibrate` (0.9 × median heat-map
+  peak near the labels of the labelled tomogram: no truth used) and (b) the best threshold
+  tuned on truth (oracle, comparable with the DoG floor); AP is threshold-free. Picks are
+  the heat map's local maxima in a box of about the particle radius, as ``milopyp localize``
+  picks them. ``--train-seeds 0,1,2`` trains each model once per seed and prints mean ± sd
+  (single runs vary by a few F1 points).
 
-Simulated data are cached under ``benchmarks/out/accuracy/`` (git-ignored).
+Simulated data are cached under ``benchmarks/out/accuracy/`` (git-ignored). Torch runs with
+``--threads`` threads (1 by default: on 2 shared cores a second OpenMP thread that has to
+wait for a busy core slowed training up to 10×; on an idle machine 2 threads are ~20% faster).
 
-    .venv/bin/python benchmarks/accuracy.py              # default (~15 min on 2 cores)
-    .venv/bin/python benchmarks/accuracy.py --quick      # ~3 min: fewer rows, shorter training
-    .venv/bin/python benchmarks/accuracy.py --rows full,no-pu --epochs 4
+    .venv/bin/python benchmarks/accuracy.py              # default: ~6 min (2 cores, 1 busy)
+    .venv/bin/python benchmarks/accuracy.py --quick      # ~1 min: 3 rows, 60 steps/epoch
+    .venv/bin/python benchmarks/accuracy.py --rows full,no-pu --train-seeds 0,1,2
+    .venv/bin/python benchmarks/accuracy.py --rows full -v --threshold-study  # diagnostics
 """
 
 from __future__ import annotations
@@ -165,7 +173,6 @@ def dog_rows(tests: list[Volume], diameter: float, radius: float, threads: int) 
     truth = ribosomes(tests)
     names = [v.name for v in tests]
     default, everything = [], []
-    t0 = time.perf_counter()
     for v in tests:
         c = find_candidates(v.tomogram, particle_diameter_vox=diameter, threads=threads)
         c.insert(0, "tomogram", v.name)
@@ -174,14 +181,13 @@ def dog_rows(tests: list[Volume], diameter: float, radius: float, threads: int) 
                             threads=threads)
         a.insert(0, "tomogram", v.name)
         everything.append(a)
-    sec = (time.perf_counter() - t0) / 2
     default_df = pd.concat(default, ignore_index=True)
     all_df = pd.concat(everything, ignore_index=True)
     r1 = metrics_at(default_df, truth, -np.inf, radius, names)
-    r1.update(setting="DoG candidates (all)", labels=0, kind="default", seconds=sec)
+    r1.update(setting="DoG candidates (all)", labels=0, kind="default", seconds=None)
     thr = best_threshold(all_df, truth, radius)
     r2 = metrics_at(all_df, truth, thr, radius, names)
-    r2.update(setting="DoG, threshold tuned on truth", labels=0, kind="oracle", seconds=sec)
+    r2.update(setting="DoG, threshold tuned on truth", labels=0, kind="oracle", seconds=None)
     return [r1, r2]
 
 
@@ -361,10 +367,10 @@ def _fmt(rows: list[dict]) -> str:
         r = dict(r)
         thr = r["threshold"]
         r["threshold"] = "-" if not np.isfinite(thr) else f"{thr:.3g}"
-        r["seconds"] = f"{r['seconds']:.0f}"
-        if r.get("runs", 1) > 1:
-            for k in ("precision", "recall", "f1", "ap"):
-                r[k] = f"{r[k]:.3f} ± {r[k + '_sd']:.3f}"
+        r["seconds"] = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        for k in ("precision", "recall", "f1", "ap"):
+            r[k] = (f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" if r.get("runs", 1) > 1
+                    else f"{r[k]:.3f}")
         shown.append(r)
     return format_table(shown, COLUMNS)
 
@@ -393,12 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-score", type=float, default=0.0,
                    help="heat-map peaks below this are never considered (0)")
     p.add_argument("--quick", action="store_true",
-                   help="3 tomograms, rows dog,full,no-pu, 4 epochs × 60 iterations (~3 min)")
+                   help="3 tomograms, rows dog,full,no-pu, 60 iterations per epoch (~2 min)")
     p.add_argument("--seed", type=int, default=0, help="data and labels seed (0)")
     p.add_argument("--train-seeds", default="0",
                    help="comma list of training seeds; models are trained once per seed and "
                         "their metrics averaged (0)")
-    p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
+    p.add_argument("--threads", type=int, default=1, help="torch / DoG threads (1)")
     p.add_argument("--workdir", type=Path, default=WORKDIR, help="cache and outputs")
     p.add_argument("--threshold-study", action="store_true",
                    help="log the held-out F1 of other label-only threshold rules")
@@ -416,7 +422,6 @@ def main(argv: list[str] | None = None) -> None:
     shape = parse_size(args.shape or "64x256x256")
     train_shape = parse_size(args.train_shape or ("64x384x384" if args.quick else "64x512x512"))
     if args.quick:
-        args.epochs = args.epochs or 4
         args.iterations = args.iterations or 60
     defaults = train_localizer.__kwdefaults__
     args.epochs = args.epochs or defaults["epochs"]
@@ -454,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in new:
             print(f"  {r['setting']:<52} labels {r['labels']:>3}  thr {r['threshold']:.3g}  "
                   f"P {r['precision']:.3f}  R {r['recall']:.3f}  F1 {r['f1']:.3f}  "
-                  f"AP {r['ap']:.3f}  ({r['seconds']:.0f} s)", flush=True)
+                  f"AP {r['ap']:.3f}" + ("" if r["seconds"] is None else
+                                          f"  (train {r['seconds']:.0f} s)"), flush=True)
 
     if "dog" in rows_wanted:
         report(dog_rows(tests, diameter, radius, args.threads))
@@ -478,11 +484,13 @@ def main(argv: list[str] | None = None) -> None:
             elif n != args.labels or "full" not in rows_wanted:
                 report(done[n])
 
-    # the label series again, in order, after the ablations
+    # the ablations, then the whole label series in order (the ablation label count again)
+    series = sorted((r for r in rows if r["setting"].startswith("full model")),
+                    key=lambda r: (r["labels"], r["kind"]))
     ordered = [r for r in rows if not (r["setting"].startswith("full model") and
                                        r["labels"] != args.labels)]
-    ordered += sorted((r for r in rows if r["setting"].startswith("full model") and
-                       r["labels"] != args.labels), key=lambda r: (r["labels"], r["kind"]))
+    if "labels" in rows_wanted:
+        ordered += series
     print()
     print(_fmt(ordered))
     floor = next((r["f1"] for r in rows if r["kind"] == "oracle" and r["setting"].startswith(
@@ -490,6 +498,10 @@ def main(argv: list[str] | None = None) -> None:
     if floor is not None:
         print(f"\ntuned-DoG floor F1 {floor:.3f} (an upper bound for DoG: threshold chosen on "
               f"the truth)")
+        for r in ordered:
+            if r["kind"] == "auto":
+                print(f"  {r['setting']} ({r['labels']} labels): F1 {r['f1']:.3f}, "
+                      f"{r['f1'] - floor:+.3f} over the floor")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,7 @@ def train_localize_options():
     settings = config["localize"]
     options = [
         f"--epochs {settings['epochs']}",
+        f"--lr-step-epochs {settings['lr_step_epochs']}",
         f"--iterations-per-epoch {settings['iterations_per_epoch']}",
         f"--batch-size {settings['batch_size']}",
         f"--lr {settings['lr']}",

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å (default: header)")
     parser.add_argument("--shape", choices=["globular", "fiber"], default="globular",
                         help="globular particles (Gaussian targets) or fibres (radius-3 tubes)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs (10)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs (6)")
+    parser.add_argument("--lr-step-epochs", type=int, default=3,
+                        help="multiply the learning rate by 0.1 every this many epochs (3)")
     parser.add_argument("--iterations-per-epoch", type=int, default=100, help="steps per epoch (100)")
     parser.add_argument("--batch-size", type=int, default=2, help="crops per step (2)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
@@ -92,6 +94,7 @@ def main(args: argparse.Namespace) -> None:
         crop=(args.crop_z, args.crop_xy, args.crop_xy),
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_step_epochs=args.lr_step_epochs,
         class_prior=args.class_prior,
         expected_particles=args.expected_particles,
         contrastive=not args.no_contrastive,
