@@ -15,6 +15,7 @@ include: "rules/resources.smk"
 
 wildcard_constraints:
     tomogram=tomogram_constraint(),
+    target=target_constraint(),
 
 
 include: "rules/preprocess.smk"

@@ -94,6 +94,26 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
 
 
 def _subschema(schema: dict, path: list) -> dict:
+    """The schema of the value at ``path`` (follows properties, additionalProperties, $ref)."""
+    root = schema
     for key in path:
-        schema = schema.get("properties", {}).get(key, {})
-    return schema
+        schema = _resolve(root, schema)
+        properties = schema.get("properties", {})
+        if key in properties:
+            schema = properties[key]
+        elif isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        else:
+            return {}
+    return _resolve(root, schema)
+
+
+def _resolve(root: dict, schema: dict) -> dict:
+    """``schema`` with a local ``$ref`` ("#/a/b") replaced by its target (own keys win)."""
+    ref = schema.get("$ref")
+    if not ref or not ref.startswith("#/"):
+        return schema
+    target = root
+    for part in ref[2:].split("/"):
+        target = target.get(part, {})
+    return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}

@@ -52,6 +52,23 @@ def count_table(picks: pd.DataFrame, candidates: pd.DataFrame | None = None) -> 
     return pd.DataFrame(rows)
 
 
+def fiber_table(fibers: pd.DataFrame) -> pd.DataFrame:
+    """Fibres, points and total length (voxels, 2-voxel steps summed) per tomogram, then a
+    ``total`` row. ``fibers``: ``tomogram, fiber_id, x, y, z`` (voxels)."""
+    rows = []
+    for name, sub in fibers.groupby(fibers["tomogram"].astype(str), sort=True):
+        length = 0.0
+        for _, f in sub.groupby("fiber_id"):
+            xyz = f[["x", "y", "z"]].to_numpy(np.float64)
+            length += float(np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum())
+        rows.append({"tomogram": name, "fibres": int(sub["fiber_id"].nunique()),
+                     "points": len(sub), "length_vox": round(length, 1)})
+    total = {"tomogram": "total", "fibres": sum(r["fibres"] for r in rows),
+             "points": sum(r["points"] for r in rows),
+             "length_vox": round(sum(r["length_vox"] for r in rows), 1)}
+    return pd.DataFrame([*rows, total], columns=["tomogram", "fibres", "points", "length_vox"])
+
+
 def score_histogram_png(picks: pd.DataFrame, *, bins: int = 30) -> bytes | None:
     """PNG bytes of the pick-score histogram, one step curve per tomogram (up to
     :data:`MAX_CURVES` tomograms, else one overall histogram); None without finite scores.
@@ -135,9 +152,12 @@ def render_report(
     metrics: pd.DataFrame | None = None,
     figures: Sequence[tuple[str, bytes, str]] = (),
     sources: Sequence[str] = (),
+    fibers: pd.DataFrame | None = None,
+    fiber_metrics: pd.DataFrame | None = None,
 ) -> str:
     """The report page. ``figures``: ``(caption, bytes, mime type)``; ``sources``: input
-    file names listed at the end.
+    file names listed at the end; ``fibers``: per-tomogram fibre counts
+    (:func:`fiber_table`); ``fiber_metrics``: :func:`milopyp.evaluate.evaluate_fibers`.
     """
     parts = [
         "<!DOCTYPE html>",
@@ -155,8 +175,12 @@ def render_report(
         )
     else:
         parts.append('<p class="note">No pick scores to show.</p>')
+    if fibers is not None:
+        parts += ["<h2>Traced fibres per tomogram</h2>", html_table(fibers)]
     if metrics is not None:
         parts += ["<h2>Accuracy against ground truth</h2>", html_table(metrics)]
+    if fiber_metrics is not None:
+        parts += ["<h2>Fibres against ground truth</h2>", html_table(fiber_metrics)]
     if figures:
         parts.append("<h2>Figures</h2>")
         for caption, data, mime in figures:

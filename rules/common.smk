@@ -124,6 +124,60 @@ def exploration_outputs():
     ]
 
 
+def resolve_targets():
+    """Target name -> settings: shape, selection, particle_diameter (Å), truth_species and
+    the complete localize / fibers settings (top-level values, then the target's own)."""
+    targets = config["targets"] or {}
+    if targets and config["selection"]:
+        fail(
+            "set either `selection` (one target) or `targets` (several), not both; move the "
+            f"selection file to targets.<name>.selection (targets: {', '.join(targets)})"
+        )
+    if not targets and config["selection"]:
+        targets = {"particles": {"selection": config["selection"]}}
+    resolved = {}
+    for name, settings in targets.items():
+        resolved[name] = {
+            "shape": settings.get("shape", "globular"),
+            "selection": settings.get("selection"),
+            "particle_diameter": settings.get("particle_diameter") or config["particle_diameter"],
+            "truth_species": settings.get("truth_species") or config["evaluation"]["species"],
+            "localize": {**config["localize"], **settings.get("localize", {})},
+            "fibers": {**config["fibers"], **settings.get("fibers", {})},
+        }
+    return resolved
+
+
+TARGETS = resolve_targets()
+#: targets whose selection is given (the others wait for the user)
+SELECTED = [name for name, target in TARGETS.items() if target["selection"]]
+FIBER_TARGETS = [name for name in SELECTED if TARGETS[name]["shape"] == "fiber"]
+
+
+def target_constraint():
+    """Regex for the {target} wildcard: the configured target names (none: matches nothing)."""
+    return "|".join(sorted(TARGETS)) or "[^\\s\\S]"
+
+
+def target_dir(name="{target}"):
+    return f"{RESULTS}/targets/{name}"
+
+
+def target_outputs(name):
+    names = sorted(TOMOGRAMS)
+    folder = target_dir(name)
+    outputs = expand(f"{folder}/picks/{{tomogram}}.csv", tomogram=names)
+    outputs += [f"{folder}/picks.star", f"{folder}/picks.csv", f"{folder}/report.html"]
+    if TARGETS[name]["shape"] == "fiber":
+        outputs += expand(f"{folder}/fibers/{{tomogram}}.csv", tomogram=names)
+        outputs += [f"{folder}/fibers.star", f"{folder}/fibers.csv"]
+    if config["truth"]:
+        outputs.append(f"{folder}/evaluation/picks.csv")
+        if TARGETS[name]["shape"] == "fiber":
+            outputs.append(f"{folder}/evaluation/fibers.csv")
+    return outputs
+
+
 def all_outputs():
     names = sorted(TOMOGRAMS)
     outputs = expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=names)
@@ -131,16 +185,25 @@ def all_outputs():
     outputs.append(f"{RESULTS}/provenance.json")
     if config["truth"]:
         outputs.append(f"{RESULTS}/evaluation/candidates.csv")
-    if config["selection"]:
-        outputs += expand(f"{RESULTS}/picks/{{tomogram}}.csv", tomogram=names)
-        outputs += [f"{RESULTS}/picks.star", f"{RESULTS}/picks.csv", f"{RESULTS}/report.html"]
-        if config["truth"]:
-            outputs.append(f"{RESULTS}/evaluation/picks.csv")
+    for name in SELECTED:
+        outputs += target_outputs(name)
     return outputs
 
 
-def selection_options():
-    settings = config["localize"]
+def target_settings(wildcards):
+    return TARGETS[wildcards.target]
+
+
+def target_selection(wildcards):
+    return TARGETS[wildcards.target]["selection"]
+
+
+def target_diameter(wildcards):
+    return TARGETS[wildcards.target]["particle_diameter"]
+
+
+def selection_options(wildcards):
+    settings = TARGETS[wildcards.target]["localize"]
     options = [f"--seed-radius {settings['seed_radius']}", f"--seed {config['seed']}"]
     if settings["label_tomograms"]:
         options.append("--label-tomograms " + " ".join(settings["label_tomograms"]))
@@ -149,26 +212,29 @@ def selection_options():
     return " ".join(options)
 
 
-def labelled_tomograms():
-    """Names of the tomograms that got labels (known after the selection checkpoint)."""
-    labels_dir = checkpoints.import_selection.get().output[0]
+def labelled_tomograms(target):
+    """Names of the tomograms that got labels for ``target`` (known after the checkpoint)."""
+    labels_dir = checkpoints.import_selection.get(target=target).output[0]
     return sorted(Path(path).stem for path in glob.glob(f"{labels_dir}/*.csv"))
 
 
 # Two input functions rather than one unpacked dict: before the checkpoint has run, each
 # named input stays in place (a dry-run can still format the rule's shell command).
 def training_labels(wildcards):
-    labels_dir = checkpoints.import_selection.get().output[0]
-    return [f"{labels_dir}/{name}.csv" for name in labelled_tomograms()]
+    labels_dir = checkpoints.import_selection.get(target=wildcards.target).output[0]
+    return [f"{labels_dir}/{name}.csv" for name in labelled_tomograms(wildcards.target)]
 
 
 def training_tomograms(wildcards):
-    return [TOMOGRAMS[name] for name in labelled_tomograms()]
+    return [TOMOGRAMS[name] for name in labelled_tomograms(wildcards.target)]
 
 
-def train_localize_options():
-    settings = config["localize"]
+def train_localize_options(wildcards):
+    target = TARGETS[wildcards.target]
+    settings = target["localize"]
     options = [
+        f"--particle-diameter {target['particle_diameter']}",
+        f"--shape {target['shape']}",
         f"--epochs {settings['epochs']}",
         f"--lr-step-epochs {settings['lr_step_epochs']}",
         f"--iterations-per-epoch {settings['iterations_per_epoch']}",
@@ -190,31 +256,88 @@ def train_localize_options():
 
 
 def localize_options(wildcards, output):
-    settings = config["localize"]
+    settings = TARGETS[wildcards.target]["localize"]
     options = []
     if settings["threshold"] is not None:
         options.append(f"--threshold {settings['threshold']}")
-    if settings["nms_kernel"]:
+    if settings["nms_kernel"] and TARGETS[wildcards.target]["shape"] != "fiber":
         options.append(f"--nms-kernel {settings['nms_kernel']}")
     if settings["write_heatmap"]:
         options.append(f"--heatmap {Path(output.picks).with_suffix('')}_heatmap.mrc")
     return " ".join(options)
 
 
+def trace_fibers_options(wildcards):
+    target = TARGETS[wildcards.target]
+    settings = target["fibers"]
+    voxel_a = campaign_voxel_size_a()
+    link_a = settings["link_distance"] or 4 * voxel_a
+    spacing_a = settings["segment_spacing"] or target["particle_diameter"] / 4
+    options = [
+        f"--link-distance-a {link_a}",
+        f"--min-points {settings['min_points']}",
+        f"--max-residual {settings['max_residual']}",
+        f"--max-curvature {settings['max_curvature']}",
+        f"--step {settings['step']}",
+        f"--segment-spacing-a {spacing_a}",
+        voxel_size_option(),
+    ]
+    return " ".join(option for option in options if option)
+
+
+def target_picks(wildcards):
+    return expand(f"{target_dir(wildcards.target)}/picks/{{tomogram}}.csv",
+                  tomogram=sorted(TOMOGRAMS))
+
+
+def target_fibers(wildcards):
+    return expand(f"{target_dir(wildcards.target)}/fibers/{{tomogram}}.csv",
+                  tomogram=sorted(TOMOGRAMS))
+
+
+def target_segments(wildcards):
+    return expand(f"{target_dir(wildcards.target)}/fibers/{{tomogram}}.segments.csv",
+                  tomogram=sorted(TOMOGRAMS))
+
+
+def overlay_name():
+    """The tomogram the report's overlay figure shows: the first by name."""
+    return sorted(TOMOGRAMS)[0]
+
+
+def overlay_picks(wildcards):
+    return f"{target_dir(wildcards.target)}/picks/{overlay_name()}.csv"
+
+
+def overlay_fibers(wildcards):
+    if TARGETS[wildcards.target]["shape"] != "fiber":
+        return []
+    return f"{target_dir(wildcards.target)}/fibers/{overlay_name()}.csv"
+
+
+def overlay_options(wildcards, input):
+    options = [f"--particle-diameter {TARGETS[wildcards.target]['particle_diameter']}",
+               voxel_size_option(), f"--title {wildcards.target}"]
+    if input.fibers:
+        options.append(f"--fibers {input.fibers}")
+    return " ".join(option for option in options if option)
+
+
 def report_inputs(wildcards):
-    names = sorted(TOMOGRAMS)
+    folder = target_dir(wildcards.target)
     inputs = {
-        "picks": expand(f"{RESULTS}/picks/{{tomogram}}.csv", tomogram=names),
-        "candidates": expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=names),
-        "figures": [f"{RESULTS}/explore/grid.png", f"{RESULTS}/explore/gallery.png"],
+        "picks": target_picks(wildcards),
+        "candidates": expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
+        "figures": [f"{folder}/overlay.png", f"{RESULTS}/explore/grid.png",
+                    f"{RESULTS}/explore/gallery.png"],
     }
     if config["truth"]:
-        inputs["metrics"] = f"{RESULTS}/evaluation/picks.csv"
+        inputs["metrics"] = f"{folder}/evaluation/picks.csv"
+        if TARGETS[wildcards.target]["shape"] == "fiber":
+            inputs["fiber_metrics"] = f"{folder}/evaluation/fibers.csv"
+    if TARGETS[wildcards.target]["shape"] == "fiber":
+        inputs["fibers"] = target_fibers(wildcards)
     return inputs
-
-
-def report_metrics_option(wildcards, input):
-    return f"--metrics {input.metrics}" if config["truth"] else ""
 
 
 def provenance_config_json(wildcards):
@@ -224,18 +347,25 @@ def provenance_config_json(wildcards):
 
 
 def exploration_instructions():
-    if config["selection"]:
-        return (
-            f"\nmilopyp: finished. Picks: {RESULTS}/picks.star (RELION 5) and {RESULTS}/picks.csv;"
-            f" report: {RESULTS}/report.html\n"
-        )
+    lines = []
+    for name in SELECTED:
+        folder = target_dir(name)
+        line = f"  {name}: picks {folder}/picks.star (RELION 5), picks.csv; report {folder}/report.html"
+        if name in FIBER_TARGETS:
+            line += f"; fibres {folder}/fibers.star, fibers.csv"
+        lines.append(line)
+    waiting = [name for name in TARGETS if name not in SELECTED]
+    if lines and not waiting:
+        return "\nmilopyp: finished.\n" + "\n".join(lines) + "\n"
+    where = (f"targets.{waiting[0]}.selection" if waiting else "selection")
     return (
-        "\nmilopyp: exploration finished.\n"
+        "\nmilopyp: exploration finished" + (" (targets done:\n" + "\n".join(lines) + ")"
+                                             if lines else "") + ".\n"
         f"  open   {RESULTS}/explore/explorer.html in a browser (copy it from the cluster with scp),\n"
         "         select the clusters of your target and press 'Save selection';\n"
         f"  figures: {RESULTS}/explore/grid.png, gallery.png, colormaps/;"
         f" table: {RESULTS}/explore/points.csv\n"
-        "  then set `selection: path/to/selection.json` in your config and rerun snakemake\n"
+        f"  then set `{where}: path/to/selection.json` in your config and rerun snakemake\n"
         "  to train the localiser and pick in every tomogram.\n"
     )
 
@@ -257,6 +387,32 @@ def tiltseries_option(wildcards, input):
 def evaluation_radius_option():
     radius_a = config["evaluation"]["radius"] or config["particle_diameter"] / 2
     return f"--radius-a {radius_a} --voxel-size {campaign_voxel_size_a()}"
+
+
+def target_evaluation_options(wildcards):
+    """Match radius (Å; fibres: 3 voxels, the training tube) and truth species of a target."""
+    target = TARGETS[wildcards.target]
+    if config["evaluation"]["radius"]:
+        options = [f"--radius-a {config['evaluation']['radius']}"]
+    elif target["shape"] == "fiber":
+        options = ["--radius 3"]
+    else:
+        options = [f"--radius-a {target['particle_diameter'] / 2}"]
+    options.append(f"--voxel-size {campaign_voxel_size_a()}")
+    if target["truth_species"]:
+        options.append(f"--species {target['truth_species']}")
+    return " ".join(options)
+
+
+def report_metrics_option(wildcards, input):
+    options = []
+    if config["truth"]:
+        options.append(f"--metrics {input.metrics}")
+        if hasattr(input, "fiber_metrics"):
+            options.append(f"--fiber-metrics {input.fiber_metrics}")
+    if hasattr(input, "fibers"):
+        options.append("--fibers " + " ".join(input.fibers))
+    return " ".join(options)
 
 
 def species_option():

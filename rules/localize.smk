@@ -1,4 +1,6 @@
-# Few-shot localisation: train on the labelled tomograms, pick in every tomogram, export.
+# Few-shot localisation, per target: train on the labelled tomograms, pick in every
+# tomogram, trace fibres (fibre targets), export, score, report.
+# Every output lies below targets/{target}/; the exploration outputs are shared.
 
 
 rule train_localize:
@@ -6,14 +8,13 @@ rule train_localize:
         labels=training_labels,
         tomograms=training_tomograms,
     output:
-        f"{RESULTS}/localize/model.pt",
+        f"{RESULTS}/targets/{{target}}/model.pt",
     log:
-        f"{RESULTS}/logs/train_localize.log",
+        f"{RESULTS}/logs/{{target}}/train_localize.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_localize.tsv"
+        f"{RESULTS}/benchmarks/{{target}}/train_localize.tsv"
     params:
-        diameter=config["particle_diameter"],
-        options=train_localize_options(),
+        options=train_localize_options,
         seed=config["seed"],
         device=config["device"],
     threads: 4
@@ -25,20 +26,19 @@ rule train_localize:
         CONDA_ENV
     shell:
         "milopyp train-localize --tomograms {input.tomograms} --labels {input.labels}"
-        " -o {output} --particle-diameter {params.diameter} {params.options}"
-        " --seed {params.seed} --device {params.device} 2> {log}"
+        " -o {output} {params.options} --seed {params.seed} --device {params.device} 2> {log}"
 
 
 rule localize:
     input:
-        model=f"{RESULTS}/localize/model.pt",
+        model=f"{RESULTS}/targets/{{target}}/model.pt",
         tomogram=tomogram_path,
     output:
-        picks=f"{RESULTS}/picks/{{tomogram}}.csv",
+        picks=f"{RESULTS}/targets/{{target}}/picks/{{tomogram}}.csv",
     log:
-        f"{RESULTS}/logs/localize/{{tomogram}}.log",
+        f"{RESULTS}/logs/{{target}}/localize/{{tomogram}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/localize/{{tomogram}}.tsv"
+        f"{RESULTS}/benchmarks/{{target}}/localize/{{tomogram}}.tsv"
     params:
         options=localize_options,
         device=config["device"],
@@ -55,17 +55,37 @@ rule localize:
         " {params.options} --device {params.device} 2> {log}"
 
 
+rule trace_fibers:
+    input:
+        picks=f"{RESULTS}/targets/{{target}}/picks/{{tomogram}}.csv",
+        tomogram=tomogram_path,
+    output:
+        fibers=f"{RESULTS}/targets/{{target}}/fibers/{{tomogram}}.csv",
+        segments=f"{RESULTS}/targets/{{target}}/fibers/{{tomogram}}.segments.csv",
+    log:
+        f"{RESULTS}/logs/{{target}}/trace_fibers/{{tomogram}}.log",
+    params:
+        options=trace_fibers_options,
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(10),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp trace-fibers --picks {input.picks} --tomogram {input.tomogram}"
+        " -o {output.fibers} --segments {output.segments} {params.options} 2> {log}"
+
+
 rule export:
     input:
-        picks=expand(f"{RESULTS}/picks/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
+        picks=target_picks,
         tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
     output:
-        star=f"{RESULTS}/picks.star",
-        csv=f"{RESULTS}/picks.csv",
+        star=f"{RESULTS}/targets/{{target}}/picks.star",
+        csv=f"{RESULTS}/targets/{{target}}/picks.csv",
     log:
-        f"{RESULTS}/logs/export.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/export.tsv"
+        f"{RESULTS}/logs/{{target}}/export.log",
     params:
         voxel_size=voxel_size_option(),
     threads: 1
@@ -79,20 +99,20 @@ rule export:
         " -o {output.star} --csv {output.csv} {params.voxel_size} 2> {log}"
 
 
-rule evaluate_picks:
+# Fibres for subtomogram averaging: overlapping segment points with a helical tube id and
+# tilt/psi priors along each fibre (fibers.star); the resampled centre lines (fibers.csv).
+rule export_fibers:
     input:
-        picks=expand(f"{RESULTS}/picks/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
-        truth=truth_paths(),
+        segments=target_segments,
+        fibers=target_fibers,
+        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
     output:
-        table=f"{RESULTS}/evaluation/picks.csv",
-        json=f"{RESULTS}/evaluation/picks.json",
+        star=f"{RESULTS}/targets/{{target}}/fibers.star",
+        csv=f"{RESULTS}/targets/{{target}}/fibers.csv",
     log:
-        f"{RESULTS}/logs/evaluate_picks.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_picks.tsv"
+        f"{RESULTS}/logs/{{target}}/export_fibers.log",
     params:
-        radius=evaluation_radius_option(),
-        species=species_option(),
+        voxel_size=voxel_size_option(),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -100,19 +120,85 @@ rule evaluate_picks:
     conda:
         CONDA_ENV
     shell:
-        "milopyp evaluate --picks {input.picks} --truth {input.truth} {params.radius}"
-        " {params.species} -o {output.table} --json {output.json} > {log} 2>&1"
+        "milopyp export --picks {input.segments} --tomograms {input.tomograms}"
+        " -o {output.star} {params.voxel_size} 2> {log}"
+        " && milopyp export --picks {input.fibers} --tomograms {input.tomograms}"
+        " --csv {output.csv} {params.voxel_size} 2>> {log}"
+
+
+rule evaluate_picks:
+    input:
+        picks=target_picks,
+        truth=truth_paths(),
+    output:
+        table=f"{RESULTS}/targets/{{target}}/evaluation/picks.csv",
+        json=f"{RESULTS}/targets/{{target}}/evaluation/picks.json",
+    log:
+        f"{RESULTS}/logs/{{target}}/evaluate_picks.log",
+    params:
+        options=target_evaluation_options,
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp evaluate --picks {input.picks} --truth {input.truth} {params.options}"
+        " -o {output.table} --json {output.json} > {log} 2>&1"
+
+
+rule evaluate_fibers:
+    input:
+        fibers=target_fibers,
+        truth=truth_paths(),
+    output:
+        table=f"{RESULTS}/targets/{{target}}/evaluation/fibers.csv",
+        json=f"{RESULTS}/targets/{{target}}/evaluation/fibers.json",
+    log:
+        f"{RESULTS}/logs/{{target}}/evaluate_fibers.log",
+    params:
+        options=target_evaluation_options,
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp evaluate --fibers --picks {input.fibers} --truth {input.truth} {params.options}"
+        " -o {output.table} --json {output.json} > {log} 2>&1"
+
+
+rule overlay:
+    input:
+        tomogram=TOMOGRAMS[overlay_name()],
+        picks=overlay_picks,
+        fibers=overlay_fibers,
+    output:
+        f"{RESULTS}/targets/{{target}}/overlay.png",
+    log:
+        f"{RESULTS}/logs/{{target}}/overlay.log",
+    params:
+        options=overlay_options,
+    threads: 1
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(10),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp overlay --tomogram {input.tomogram} --picks {input.picks} {params.options}"
+        " -o {output} 2> {log}"
 
 
 rule report:
     input:
         unpack(report_inputs),
     output:
-        f"{RESULTS}/report.html",
+        f"{RESULTS}/targets/{{target}}/report.html",
     log:
-        f"{RESULTS}/logs/report.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/report.tsv"
+        f"{RESULTS}/logs/{{target}}/report.log",
     params:
         metrics=report_metrics_option,
     threads: 1
@@ -123,4 +209,5 @@ rule report:
         CONDA_ENV
     shell:
         "milopyp report --picks {input.picks} --candidates {input.candidates}"
-        " {params.metrics} --figure {input.figures} -o {output} 2> {log}"
+        " {params.metrics} --figure {input.figures} --title 'milopyp: {wildcards.target}'"
+        " -o {output} 2> {log}"

@@ -105,7 +105,7 @@ def train_localize_mem_mb(wildcards, input, attempt):
 def train_localize_runtime(wildcards, input, attempt):
     """Minutes: epochs x iterations x batch of 3D crops; about 10x more without a GPU. Training
     resumes from its checkpoint on the next attempt."""
-    settings = config["localize"]
+    settings = TARGETS[wildcards.target]["localize"]
     crops = settings["epochs"] * settings["iterations_per_epoch"] * settings["batch_size"]
     minutes = crops / 500  # ~500 crops per minute on a GPU, data loading included
     if config["device"] == "cpu":

@@ -1,21 +1,21 @@
-# The selection checkpoint: a person's (or a seed file's) choice becomes labels/{tomogram}.csv.
-# Which tomograms have labels is known only after this job, so the training rule asks the
-# checkpoint for its inputs.
+# The selection checkpoint: a person's (or a seed file's) choice becomes labels, one folder
+# per target: targets/{target}/labels/{tomogram}.csv. Which tomograms have labels is known
+# only after this job, so the training rule asks the checkpoint for its inputs.
 
 
 checkpoint import_selection:
     input:
-        selection=config["selection"] or [],
+        selection=target_selection,
         points=f"{RESULTS}/explore/points.csv",
     output:
-        directory(f"{RESULTS}/labels"),
+        directory(f"{RESULTS}/targets/{{target}}/labels"),
     log:
-        f"{RESULTS}/logs/import_selection.log",
+        f"{RESULTS}/logs/{{target}}/import_selection.log",
     benchmark:
-        f"{RESULTS}/benchmarks/import_selection.tsv"
+        f"{RESULTS}/benchmarks/{{target}}/import_selection.tsv"
     params:
         names=" ".join(sorted(TOMOGRAMS)),
-        options=selection_options(),
+        options=selection_options,
     threads: 1
     resources:
         mem_mb=per_attempt(2000),

@@ -34,6 +34,12 @@ def test_user_values_win_over_defaults():
         ({"tomograms": "a", "device": "gpu"}, "bad value for `device`"),
         ({"tomograms": "a", "particle_diameter": -5}, "bad value for `particle_diameter`"),
         ({"tomograms": "a", "tiltseries": "data/x.st"}, "bad value for `tiltseries`"),
+        ({"tomograms": "a", "targets": {"mt": {"shape": "tube"}}}, "bad value for `targets.mt.shape`"),
+        ({"tomograms": "a", "targets": {"mt": {"localize": {"epoch": 2}}}},
+         "unknown config key `targets.mt.localize.epoch`; did you mean `epochs`"),
+        ({"tomograms": "a", "targets": {"mt": {"fibres": {}}}},
+         "unknown config key `targets.mt.fibres`; did you mean `fibers`"),
+        ({"tomograms": "a", "targets": {"m t": {}}}, "bad value for `targets`"),
     ],
 )
 def test_bad_config_gives_one_line_error(config, fragment):

@@ -219,3 +219,55 @@ def test_command(tmp_path, capsys):
     no_voxel = [a for a in argv if a not in ("--voxel-size", "10")]
     rc, captured = _run_cli(no_voxel, capsys)
     assert rc == 2 and "--voxel-size" in captured.err
+
+
+def _line(name, fid, start, direction, n, step=2.0):
+    start, direction = np.asarray(start, float), np.asarray(direction, float)
+    direction /= np.linalg.norm(direction)
+    xyz = start + step * np.arange(n)[:, None] * direction
+    return pd.DataFrame({"tomogram": name, "fiber_id": fid, "x": xyz[:, 0], "y": xyz[:, 1],
+                         "z": xyz[:, 2]})
+
+
+def test_evaluate_fibers_counts_found_split_and_spurious_fibres():
+    from milopyp.evaluate import evaluate_fibers, format_fiber_table
+
+    truth = pd.concat([_line("A", 0, [0, 10, 5], [1, 0, 0], 50),     # 100 voxels along x
+                       _line("A", 1, [10, 0, 9], [0, 1, 0], 40),     # 80 voxels along y
+                       _line("A", 2, [0, 60, 5], [1, 1, 0], 30),     # missed entirely
+                       _line("B", 0, [0, 0, 0], [1, 0, 0], 20)])
+    traced = pd.concat([
+        _line("A", 0, [0, 11, 5], [1, 0, 0], 50),                  # fibre 0, 1 voxel off
+        _line("A", 1, [10.5, 0, 9], [0, 1, 0], 18),                # fibre 1 in two pieces
+        _line("A", 2, [10.5, 38, 9], [0, 1, 0], 20),
+        _line("A", 3, [80, 80, 30], [0, 0, 1], 10),                # spurious
+    ])
+    m = evaluate_fibers(traced, truth, radius_vox=3.0).set_index("tomogram")
+    a = m.loc["A"]
+    assert (a.n_true_fibers, a.n_traced_fibers, a.found_fibers, a.true_traced_fibers) == (3, 4, 2, 3)
+    assert a.n_points == 98 and a.n_true_points == 120 and a.point_tp == 88
+    assert a.point_precision == pytest.approx(88 / 98) and a.point_recall == pytest.approx(88 / 120)
+    b = m.loc["B"]  # a tomogram with truth and no traced fibre
+    assert (b.n_true_fibers, b.found_fibers, b.n_points, b.point_recall) == (1, 0, 0, 0.0)
+    overall = m.loc["overall"]
+    assert (overall.n_true_fibers, overall.found_fibers, overall.n_traced_fibers) == (4, 2, 4)
+    assert "found" in format_fiber_table(m.reset_index())
+    with pytest.raises(MilopypError, match="fiber_id"):
+        evaluate_fibers(traced.drop(columns="fiber_id"), truth, radius_vox=3.0)
+
+
+def test_command_scores_fibres(tmp_path, capsys):
+    from milopyp.io.coords import write_coordinates
+
+    truth = _line("A", 0, [0, 10, 5], [1, 0, 0], 50).assign(species="filament")
+    truth = pd.concat([truth, table("A", [[50, 50, 5]], species=["ribosome"])])
+    write_coordinates(tmp_path / "truth.csv", truth)
+    write_coordinates(tmp_path / "fibers.csv", _line("A", 3, [0, 11, 5], [1, 0, 0], 40))
+    out = tmp_path / "fibers_metrics.csv"
+    rc, captured = _run_cli(["evaluate", "--fibers", "--picks", str(tmp_path / "fibers.csv"),
+                             "--truth", str(tmp_path / "truth.csv"), "--species", "filament",
+                             "--radius", "3", "-o", str(out)], capsys)
+    assert rc == 0, captured.err
+    m = pd.read_csv(out).set_index("tomogram").loc["overall"]
+    assert (m.n_true_fibers, m.found_fibers, m.point_tp) == (1, 1, 40)
+    assert "point F1" in captured.out

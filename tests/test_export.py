@@ -168,3 +168,17 @@ def test_cli_entry_point(tmp_path, tomograms):
     assert main(["export", "--picks", pa, "--tomograms", *tomograms, "-o", str(star)]) == 0
     assert len(read_coordinates(star)) == 3
     assert Path(star).read_text().count("tomo_a") == 3
+
+
+def test_csv_only_and_relion_prior_columns_pass_through(tmp_path, tomograms):
+    df = picks_frame("tomo_b", 4, 5, fibers=True).assign(rlnAngleTilt=90.0, rlnAnglePsi=[0, 10, 20, 30])
+    p = write_picks(tmp_path, "tomo_b", df)
+    csv = tmp_path / "only.csv"
+    run(["--picks", p, "--tomograms", *tomograms, "--csv", str(csv)])
+    assert len(pd.read_csv(csv)) == 4 and not list(tmp_path.glob("*.star"))
+    star = tmp_path / "segments.star"
+    run(["--picks", p, "--tomograms", *tomograms, "-o", str(star)])
+    raw = starfile.read(star)
+    assert raw.rlnAnglePsi.tolist() == [0, 10, 20, 30] and set(raw.rlnAngleTilt) == {90.0}
+    with pytest.raises(MilopypError, match="nothing to write"):
+        run(["--picks", p, "--tomograms", *tomograms])

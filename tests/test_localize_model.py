@@ -301,3 +301,86 @@ def test_end_to_end_tiny_localisation():
     picks = find_peaks(heat, kernel_vox=5, threshold=0.0, max_peaks=8)
     d = np.sqrt(((picks[["x", "y", "z"]].to_numpy()[:, None] - xyz[None]) ** 2).sum(-1)).min(1)
     assert np.mean(d <= 2.5) >= 0.75, d
+
+
+# --- calibration and class-prior estimation --------------------------------------------
+
+def _heat_bumps(shape_zyx, xyz, heights, sigma=1.2):
+    """A heat map [z, y, x] with a Gaussian bump of ``height`` at each x, y, z."""
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape_zyx], indexing="ij")
+    heat = np.zeros(shape_zyx, np.float32)
+    for (x, y, z), h in zip(xyz, heights):
+        bump = h * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * sigma**2))
+        np.maximum(heat, bump.astype(np.float32), out=heat)
+    return heat
+
+
+def test_count_particles_counts_bumps_above_threshold_once_and_skips_labels():
+    from milopyp.localize.calibrate import auto_threshold, count_particles, label_peak_scores
+
+    xyz = np.array([[10, 10, 8], [30, 12, 8], [12, 34, 8], [34, 34, 8], [22, 22, 4]], float)
+    heights = [0.5, 0.4, 0.3, 0.05, 0.45]  # the fourth is below any sensible threshold
+    heat = _heat_bumps((16, 44, 44), xyz, heights)
+    assert count_particles(heat, 0.1, radius_vox=4) == 4
+    assert count_particles(heat, 0.42, radius_vox=4) == 2
+    # one particle with two maxima 3 voxels apart counts once within its radius ...
+    double = np.maximum(heat, _heat_bumps(heat.shape, [[13, 10, 8]], [0.48]))
+    assert count_particles(double, 0.1, radius_vox=4) == 4
+    # ... and twice when the radius says they are two particles
+    assert count_particles(double, 0.1, radius_vox=2) == 5
+    # labelled particles are not counted again
+    assert count_particles(heat, 0.1, radius_vox=4, exclude_xyz=xyz[:2] + 1) == 2
+    assert count_particles(np.zeros((8, 16, 16), np.float32), 0.1, radius_vox=3) == 0
+    # the automatic threshold is 0.9 x the median label peak
+    scores = label_peak_scores(heat, xyz[[0, 1, 4]], radius_vox=2)
+    np.testing.assert_allclose(scores, [0.5, 0.4, 0.45], rtol=1e-5)
+    assert auto_threshold(scores) == pytest.approx(0.9 * 0.45)
+    assert np.isnan(auto_threshold(np.array([])))
+
+
+def test_class_prior_is_re_estimated_from_the_model_and_resumes_exactly(tmp_path, caplog):
+    vol, xyz = _blobs((12, 48, 56), 24, seed=21)
+    kw = {"epochs": 5, "iterations_per_epoch": 4, "lr": 1e-2, "lr_step_epochs": 10,
+              "expected_particles": None}
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        straight = _train(vol, xyz[:5], **kw)
+    priors = [h["prior"] for h in straight.history]
+    # assumed until epoch 2, re-estimated after epochs 2 and 4, kept in between
+    assert priors[1] != priors[0] and priors[2] == priors[1] and priors[4] == priors[3]
+    assert "re-estimated from the model" in caplog.text
+    lo, hi = 0.5 * 5 / vol.size, 50.0 * 5 / vol.size  # PRIOR_UPDATE_BOUNDS x labels per voxel
+    assert lo <= priors[1] <= hi
+    # given a prior (or a count), it is never re-estimated
+    fixed = _train(vol, xyz[:5], **{**kw, "class_prior": 1e-3, "epochs": 3})
+    assert {h["prior"] for h in fixed.history} == {1e-3}
+    # interrupted after epoch 3 (after the first update), resumed: bit-identical
+    ckpt = tmp_path / "model.pt"
+    _train(vol, xyz[:5], **{**kw, "epochs": 3}, checkpoint_path=ckpt)
+    resumed = _train(vol, xyz[:5], **kw, checkpoint_path=ckpt)
+    assert [h["prior"] for h in resumed.history] == priors
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.7, np.pi / 2, 2.5, 4.0])
+def test_rotated_crop_moves_labels_with_the_density(angle):
+    from milopyp.localize.augment import rotated_crop
+
+    shape, sigma = (6, 70, 80), 1.2
+    points = np.array([[40.0, 30.0, 3.0], [42.0, 36.0, 2.0], [33.0, 37.0, 4.0]])  # x, y, z
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    vol = np.zeros(shape, np.float32)
+    for x, y, z in points:
+        vol += np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * sigma**2))
+    origin = np.array([1, 20, 25])
+    crop, local = rotated_crop(vol, origin, (5, 24, 24), angle, points)
+    assert crop.shape == (5, 24, 24) and crop.dtype == np.float32
+    for x, y, z in local:
+        assert 1 <= x <= 22 and 1 <= y <= 22, (x, y)
+        k = round(z)
+        window = crop[k, round(y) - 2:round(y) + 3, round(x) - 2:round(x) + 3]
+        assert window.max() > 0.8, (angle, x, y, window.max())
+        assert crop[k, round(y), round(x)] > 0.6
+    if angle == 0.0:
+        np.testing.assert_allclose(crop, vol[1:6, 20:44, 25:49], atol=1e-5)
+        np.testing.assert_allclose(local, points - [25, 20, 1])

@@ -113,3 +113,19 @@ def test_cli_entry_point(tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", "--picks", p, "-o", str(out)]) == 0
     assert "data:image/png;base64," in out.read_text()
+
+
+def test_report_shows_traced_fibres(tmp_path):
+    from milopyp.report import fiber_table
+
+    fibres = pd.DataFrame({"tomogram": ["t1"] * 5 + ["t2"] * 3, "fiber_id": [0, 0, 0, 1, 1, 0, 0, 0],
+                           "x": [0, 2, 4, 0, 0, 0, 0, 0], "y": [0, 0, 0, 5, 7, 0, 2, 4],
+                           "z": [1] * 8})
+    table_ = fiber_table(fibres).set_index("tomogram")
+    assert table_.loc["t1"].tolist() == [2, 5, 6.0] and table_.loc["t2"].tolist() == [1, 3, 4.0]
+    assert table_.loc["total"].tolist() == [3, 8, 10.0]
+    f1 = write(tmp_path, "fibers", "t1", fibres[fibres.tomogram == "t1"])
+    p = write(tmp_path, "picks", "t1", table("t1", 4, 0))
+    out = tmp_path / "r.html"
+    run(["--picks", p, "--fibers", f1, "-o", str(out)])
+    assert "Traced fibres per tomogram" in out.read_text()

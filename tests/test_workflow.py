@@ -150,33 +150,69 @@ def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3) -> Path:
     return path
 
 
+def filament_labels(workdir: Path, dataset: Path, name: str) -> Path:
+    """Centre-line points of the filament of one tomogram, as traced by hand (every 2 voxels)."""
+    truth = pd.read_csv(dataset / "truth" / f"{name}.csv")
+    line = truth[truth["species"] == "filament"][["tomogram", "x", "y", "z"]]
+    assert len(line) > 20
+    path = workdir / "microtubule.csv"
+    line.round(1).to_csv(path, index=False)
+    return path
+
+
 @pytest.mark.slow
-def test_selection_checkpoint_drives_localisation_and_export(tmp_path, dataset):
+def test_two_targets_share_exploration_and_get_their_own_outputs(tmp_path, dataset):
+    """A globular and a fibre target in one campaign: the selection checkpoint (per target)
+    drives training, picking, fibre tracing, export, scoring and reports."""
     first = "tomo_000"
     work = campaign(tmp_path, dataset)
     seeds_file(work, dataset, first)
+    filament_labels(work, dataset, first)
+    quick = {"label_tomograms": [first], "epochs": 1, "iterations_per_epoch": 5, "crop_xy": 32}
     write_config(
         work,
-        selection="seeds.yaml",
-        localize={"label_tomograms": [first], "max_labels_per_tomogram": 20, "epochs": 1,
-                  "iterations_per_epoch": 5, "crop_xy": 32},
+        targets={
+            "ribosome": {"selection": "seeds.yaml", "truth_species": "ribosome",
+                         "localize": {**quick, "max_labels_per_tomogram": 20}},
+            "microtubule": {"shape": "fiber", "selection": "microtubule.csv",
+                            "truth_species": "filament", "localize": quick},
+        },
     )
     dry = snakemake(work, "--dry-run")
     # before the checkpoint has run, the DAG cannot know the labelled tomograms yet
-    assert "import_selection" in dry.stdout
-    snakemake(work)
+    jobs = dict(line.split() for line in dry.stdout.split("Job stats:")[1].split("total")[0]
+                .splitlines()[3:] if line.strip())
+    assert jobs["import_selection"] == "2" and jobs["train_localize"] == "2", jobs
+    assert jobs["train_explore"] == "1" and jobs["cluster"] == "1"  # exploration is shared
+    result = snakemake(work)
     results = work / "results"
-    assert sorted(p.name for p in (results / "labels").glob("*.csv")) == [f"{first}.csv"]
-    train_log = (results / "logs" / "train_localize.log").read_text()
-    assert "training on 1 tomogram(s)" in train_log
-    for name in ("tomo_000", "tomo_001"):
-        picks = pd.read_csv(results / "picks" / f"{name}.csv")
-        assert list(picks.columns[:5]) == ["tomogram", "x", "y", "z", "score"]
-    star = (results / "picks.star").read_text()
-    assert "rlnCenteredCoordinateXAngst" in star and "rlnTomoName" in star
-    assert "data:image/png;base64," in (results / "report.html").read_text()
-    metrics = pd.read_csv(results / "evaluation" / "picks.csv")
-    assert set(metrics["tomogram"]) == {"tomo_000", "tomo_001", "overall"}
+    for target in ("ribosome", "microtubule"):
+        folder = results / "targets" / target
+        assert sorted(p.name for p in (folder / "labels").glob("*.csv")) == [f"{first}.csv"]
+        train_log = (results / "logs" / target / "train_localize.log").read_text()
+        assert "training on 1 tomogram(s)" in train_log
+        for name in ("tomo_000", "tomo_001"):
+            picks = pd.read_csv(folder / "picks" / f"{name}.csv")
+            assert list(picks.columns[:5]) == ["tomogram", "x", "y", "z", "score"]
+        star = (folder / "picks.star").read_text()
+        assert "rlnCenteredCoordinateXAngst" in star and "rlnTomoName" in star
+        report = (folder / "report.html").read_text()
+        assert "data:image/png;base64," in report and "overlay.png" in report
+        metrics = pd.read_csv(folder / "evaluation" / "picks.csv")
+        assert set(metrics["tomogram"]) == {"tomo_000", "tomo_001", "overall"}
+        assert str(folder / "report.html").split("results/", 1)[1] in result.stdout
+    mt = results / "targets" / "microtubule"
+    from milopyp.localize.train import load_localizer
+
+    assert load_localizer(mt / "model.pt").settings["shape"] == "fiber"
+    assert "NMS kernel 3 " in (results / "logs" / "microtubule" / "localize" / f"{first}.log").read_text()
+    fibres = pd.read_csv(mt / "fibers.csv")
+    assert {"tomogram", "fiber_id", "x", "y", "z"} <= set(fibres.columns)
+    assert "rlnHelicalTubeID" in (mt / "fibers.star").read_text()
+    fibre_metrics = pd.read_csv(mt / "evaluation" / "fibers.csv")
+    assert set(fibre_metrics["tomogram"]) == {"tomo_000", "tomo_001", "overall"}
+    assert "Traced fibres per tomogram" in (mt / "report.html").read_text()
+    assert not (results / "targets" / "ribosome" / "fibers").exists()
 
 
 @pytest.mark.slow
@@ -186,6 +222,6 @@ def test_empty_selection_fails_with_a_clear_message(tmp_path, dataset):
     write_config(work, selection="empty.yaml")
     result = snakemake(work, check=False)
     assert result.returncode != 0
-    log = (work / "results" / "logs" / "import_selection.log").read_text()
+    log = (work / "results" / "logs" / "particles" / "import_selection.log").read_text()
     assert "selects nothing" in log
-    assert not (work / "results" / "labels").exists()
+    assert not (work / "results" / "targets" / "particles" / "labels").exists()

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in Å, to convert --radius-a")
     parser.add_argument("--species", default=None,
                         help="comma-separated truth species to score against (default: all)")
+    parser.add_argument("--fibers", action="store_true",
+                        help="score traced fibres (tomogram, fiber_id, x, y, z) against true "
+                             "centre lines: fibres found / total and point precision/recall/F1")
+    parser.add_argument("--min-coverage", type=float, default=0.5,
+                        help="with --fibers: fraction of a fibre's points within the radius "
+                             "for it to count as found (0.5)")
     parser.add_argument("-o", "--output", required=True, help="metrics table to write (.csv)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write JSON here")
 
@@ -106,7 +112,7 @@ def _filter_species(truth: pd.DataFrame, species: str | None, paths: list[str]) 
 
 
 def main(args: argparse.Namespace) -> None:
-    from milopyp.evaluate import evaluate, format_table
+    from milopyp.evaluate import evaluate, evaluate_fibers, format_fiber_table, format_table
     from milopyp.io.atomic import atomic_path, write_text
 
     picks = _read_all(args.picks, "picks")
@@ -124,7 +130,11 @@ def main(args: argparse.Namespace) -> None:
         picks = picks[~picks["tomogram"].astype(str).isin(outside)]
     if not tomograms:
         raise MilopypError(f"{', '.join(args.truth)}: the truth holds no points; nothing to score")
-    metrics = evaluate(picks, truth, radius_vox=radius_vox, tomograms=tomograms)
+    if args.fibers:
+        metrics = evaluate_fibers(picks, truth, radius_vox=radius_vox, tomograms=tomograms,
+                                  min_coverage=args.min_coverage)
+    else:
+        metrics = evaluate(picks, truth, radius_vox=radius_vox, tomograms=tomograms)
     with atomic_path(args.output) as tmp:
         metrics.to_csv(tmp, index=False)
     if args.json:
@@ -139,7 +149,7 @@ def main(args: argparse.Namespace) -> None:
         write_text(args.json, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     print(f"matching radius {radius_vox:.3g} voxels"
           + (f", species {args.species}" if args.species else ""))
-    print(format_table(metrics))
+    print(format_fiber_table(metrics) if args.fibers else format_table(metrics))
 
 
 def _records(df: pd.DataFrame) -> list[dict]:

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-tomogram pick tables (picks/{tomogram}.csv or fibres)")
     parser.add_argument("--tomograms", nargs="+", required=True, metavar="MRC",
                         help="tomogram MRC files (shape and voxel size for RELION-5 Å)")
-    parser.add_argument("-o", "--output", required=True, help="STAR file to write (picks.star)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="STAR file to write (picks.star); -o and/or --csv")
     parser.add_argument("--csv", default=None, metavar="FILE",
                         help="also write all picks as one CSV (picks.csv)")
     parser.add_argument("--voxel-size", type=float, default=None, metavar="A",
@@ -86,6 +87,8 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside
 
+    if not args.output and not args.csv:
+        raise MilopypError("nothing to write: give -o picks.star and/or --csv picks.csv")
     if args.voxel_size is not None and not (args.voxel_size > 0 and math.isfinite(args.voxel_size)):
         raise MilopypError(f"--voxel-size must be > 0 Å, got {args.voxel_size}")
     geometry = _geometry(list(args.tomograms), args.voxel_size)
@@ -106,8 +109,8 @@ def main(args: argparse.Namespace) -> None:
         log.warning("%d of %d picks have no score", int(picks["score"].isna().sum()), len(picks))
     if len(picks) == 0:
         log.warning(
-            "no picks in any of the %d pick table(s); writing empty %s%s",
-            len(args.picks), args.output, f" and {args.csv}" if args.csv else "",
+            "no picks in any of the %d pick table(s); writing empty %s",
+            len(args.picks), " and ".join(p for p in (args.output, args.csv) if p),
         )
     particles = relion_particles(picks, geometry, source=", ".join(args.picks[:3]))
 
@@ -115,6 +118,8 @@ def main(args: argparse.Namespace) -> None:
         with atomic_path(args.csv) as tmp:
             picks.to_csv(tmp, index=False)
         log.info("wrote %s (%d picks)", args.csv, len(picks))
+    if not args.output:
+        return
     with atomic_path(args.output) as tmp:
         starfile.write({"particles": particles}, tmp)
         text = tmp.read_text(encoding="utf-8")

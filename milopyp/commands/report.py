@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="candidate tables, to show candidates per tomogram")
     parser.add_argument("--metrics", default=None, metavar="CSV",
                         help="accuracy table from `milopyp evaluate` (precision/recall/F1)")
+    parser.add_argument("--fibers", nargs="*", default=None, metavar="FILE",
+                        help="traced fibres per tomogram (fibers/{tomogram}.csv)")
+    parser.add_argument("--fiber-metrics", default=None, metavar="CSV",
+                        help="fibre accuracy table of `milopyp evaluate --fibers`")
     parser.add_argument("--figure", nargs="*", default=[], metavar="IMAGE",
                         help="images to embed (PNG, JPEG, SVG, ...)")
     parser.add_argument("--title", default="milopyp report", help="page title")
@@ -88,11 +92,13 @@ def _read_figure(path: str) -> tuple[str, bytes, str]:
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import write_text
-    from milopyp.report import count_table, render_report, score_histogram_png
+    from milopyp.report import count_table, fiber_table, render_report, score_histogram_png
 
     picks = _read_tables(args.picks)
     candidates = _read_tables(args.candidates) if args.candidates else None
     metrics = _read_metrics(args.metrics) if args.metrics else None
+    fiber_metrics = _read_metrics(args.fiber_metrics) if args.fiber_metrics else None
+    fibers = fiber_table(_read_tables(args.fibers)) if args.fibers else None
     figures = [_read_figure(f) for f in args.figure]
     counts = count_table(picks, candidates)
     page = render_report(
@@ -101,7 +107,10 @@ def main(args: argparse.Namespace) -> None:
         histogram_png=score_histogram_png(picks),
         metrics=metrics,
         figures=figures,
-        sources=[*args.picks, *(args.candidates or []), *([args.metrics] if args.metrics else [])],
+        sources=[*args.picks, *(args.candidates or []), *([args.metrics] if args.metrics else []),
+                 *(args.fibers or [])],
+        fibers=fibers,
+        fiber_metrics=fiber_metrics,
     )
     write_text(args.output, page)
     log.info(

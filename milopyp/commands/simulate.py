@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default="demo",
         choices=sorted(PRESETS),
-        help="demo, crowded or two_species (demo)",
+        help="demo (all species but decoys), crowded (ribosomes among decoys), two_species, "
+        "membrane (vesicles with spikes + free spikes) or filament (crossing filaments) (demo)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument(

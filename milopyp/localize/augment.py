@@ -8,6 +8,7 @@ x, then rotate by ``k`` quarter turns with ``rot90(axes=(-2, -1))`` (y towards x
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,3 +64,43 @@ def flip_rot_index_map(op: FlipRot, h: int, w: int) -> torch.Tensor:
     """
     grid = torch.arange(h * w).reshape(h, w)
     return undo_flip_rot(grid, op).reshape(-1)
+
+
+def rotated_crop(
+    volume: np.ndarray,
+    origin_zyx: np.ndarray,
+    crop_zyx: tuple[int, int, int],
+    angle_rad: float,
+    xyz: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The crop ``[origin, origin + crop)`` of ``volume`` [z, y, x] rotated in the x–y plane
+    by ``angle_rad`` about the crop's centre (linear interpolation; voxels beyond the volume
+    repeat its edge), and the points ``xyz`` ((N, 3) x, y, z voxels of the volume) in the
+    rotated crop's own voxel coordinates (x, y, z from its first voxel).
+
+    Used for filament targets: a filament has one direction per tomogram, so a few labels
+    along one filament would otherwise teach only that direction (and the 90° multiples of
+    :func:`random_flip_rot`). Returns (crop float32 [cz, cy, cx], (N, 3) float64).
+    """
+    from scipy.ndimage import map_coordinates
+
+    cz, cy, cx = (int(c) for c in crop_zyx)
+    z0 = int(origin_zyx[0])
+    centre_yx = np.array([origin_zyx[1] + (cy - 1) / 2, origin_zyx[2] + (cx - 1) / 2])
+    reach = int(np.ceil(0.5 * math.hypot(cy, cx))) + 2
+    lo = np.maximum(np.floor(centre_yx).astype(int) - reach, 0)
+    hi = np.minimum(np.floor(centre_yx).astype(int) + reach + 2, volume.shape[1:])
+    box = np.asarray(volume[z0:z0 + cz, lo[0]:hi[0], lo[1]:hi[1]], dtype=np.float32)
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    v, u = np.meshgrid(np.arange(cy) - (cy - 1) / 2, np.arange(cx) - (cx - 1) / 2,
+                       indexing="ij")  # v: rows (y), u: columns (x) of the output
+    src_x = centre_yx[1] + c * u - s * v - lo[1]
+    src_y = centre_yx[0] + s * u + c * v - lo[0]
+    out = np.empty((cz, cy, cx), dtype=np.float32)
+    for k in range(cz):
+        out[k] = map_coordinates(box[k], [src_y, src_x], order=1, mode="nearest")
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    dx, dy = xyz[:, 0] - centre_yx[1], xyz[:, 1] - centre_yx[0]
+    local = np.stack([c * dx + s * dy + (cx - 1) / 2, -s * dx + c * dy + (cy - 1) / 2,
+                      xyz[:, 2] - z0], axis=1)
+    return out, local

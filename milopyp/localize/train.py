@@ -37,6 +37,7 @@ from milopyp.localize.augment import (
     flip_rot_index_map,
     jitter_intensity,
     random_flip_rot,
+    rotated_crop,
     undo_flip_rot,
 )
 from milopyp.localize.losses import LossSettings, localizer_loss
@@ -215,10 +216,17 @@ def _sample_crops(
         shape = np.array(data.tomograms[i].shape)
         origin = np.clip(origin, 0, shape - crop)
         z0, y0, x0 = (int(v) for v in origin)
-        a = normalize(data.tomograms[i][z0:z0 + cz, y0:y0 + cy, x0:x0 + cx], data.stats[i])
+        if settings.shape == "fiber":  # any in-plane direction (see rotated_crop)
+            raw, local = rotated_crop(data.tomograms[i], origin, settings.crop_zyx,
+                                      rng.uniform(0.0, 2.0 * math.pi), data.labels[i])
+            a = normalize(raw, data.stats[i])
+            y = _crop_target(local, np.zeros(3, dtype=np.int64), settings)
+        else:
+            a = normalize(data.tomograms[i][z0:z0 + cz, y0:y0 + cy, x0:x0 + cx], data.stats[i])
+            y = _crop_target(data.labels[i], origin, settings)
         op = random_flip_rot(rng, square=cy == cx)
         b = jitter_intensity(apply_flip_rot(a, op), rng)
-        ys.append(_crop_target(data.labels[i], origin, settings))
+        ys.append(y)
         x1.append(a)
         x2.append(b)
         ops.append(op)
