@@ -24,6 +24,9 @@ Rows:
   the heat map's local maxima in a box of about the particle radius, as ``milopyp localize``
   picks them. ``--train-seeds 0,1,2`` trains each model once per seed and prints mean ± sd
   (single runs vary by a few F1 points).
+- ``membrane`` and ``filament``: the tables of :mod:`benchmarks.accuracy_shapes` (presets
+  ``membrane``: spikes attached to vesicles, the target, among free spikes of the same
+  shape; ``filament``: tubes traced into fibres, scored as fibres found and point F1).
 
 Simulated data are cached under ``benchmarks/out/accuracy/`` (git-ignored). Torch runs with
 ``--threads`` threads (1 by default: on 2 shared cores a second OpenMP thread that has to
@@ -64,7 +67,7 @@ log = logging.getLogger("accuracy")
 WORKDIR = REPO / "benchmarks" / "out" / "accuracy"
 PRESET = "crowded"
 TARGET = "ribosome"
-ROWS = ("dog", "full", "no-contrastive", "no-pu", "labels")
+ROWS = ("dog", "full", "no-contrastive", "no-pu", "labels", "membrane", "filament")
 QUICK_ROWS = ("dog", "full", "no-pu")
 
 
@@ -502,10 +505,39 @@ def main(argv: list[str] | None = None) -> None:
             if r["kind"] == "auto":
                 print(f"  {r['setting']} ({r['labels']} labels): F1 {r['f1']:.3f}, "
                       f"{r['f1'] - floor:+.3f} over the floor")
+    shapes = shape_tables(rows_wanted, args)
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(ordered, indent=1))
+        args.json.write_text(json.dumps({"crowded": ordered, **shapes}, indent=1, default=float))
+
+
+def shape_tables(rows_wanted: list[str], args: argparse.Namespace) -> dict[str, list[dict]]:
+    """The membrane-spike and filament tables (:mod:`benchmarks.accuracy_shapes`)."""
+    from benchmarks.accuracy_shapes import (
+        FILAMENT_COLUMNS,
+        LINK_VOX,
+        MEMBRANE_COLUMNS,
+        filament_rows,
+        membrane_rows,
+    )
+    from benchmarks.accuracy_shapes import (
+        _fmt as fmt_shapes,
+    )
+
+    common = {"seed": args.seed, "n_test": 2 if args.quick else 3,
+              "iterations": 60 if args.quick else None, "train_seed": args.train_seeds[0],
+              "workdir": args.workdir.parent / "accuracy_shapes"}
+    out: dict[str, list[dict]] = {}
+    if "membrane" in rows_wanted:
+        print("\nmembrane: attached spikes (the target) among free ones of the same shape")
+        out["membrane"] = membrane_rows(threads=args.threads, **common)
+        print(fmt_shapes(out["membrane"], MEMBRANE_COLUMNS), flush=True)
+    if "filament" in rows_wanted:
+        print("\nfilament: microtubule-like tubes traced into fibres")
+        out["filament"] = filament_rows(links=(LINK_VOX,), **common)
+        print(fmt_shapes(out["filament"], FILAMENT_COLUMNS), flush=True)
+    return out
 
 
 if __name__ == "__main__":

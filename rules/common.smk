@@ -190,16 +190,8 @@ def all_outputs():
     return outputs
 
 
-def target_settings(wildcards):
-    return TARGETS[wildcards.target]
-
-
 def target_selection(wildcards):
     return TARGETS[wildcards.target]["selection"]
-
-
-def target_diameter(wildcards):
-    return TARGETS[wildcards.target]["particle_diameter"]
 
 
 def selection_options(wildcards):
@@ -248,6 +240,8 @@ def train_localize_options(wildcards):
     ]
     if settings["class_prior"]:
         options.append(f"--class-prior {settings['class_prior']}")
+    elif settings["expected_particles"]:
+        options.append(f"--expected-particles {settings['expected_particles']}")
     if not settings["contrastive"]:
         options.append("--no-contrastive")
     if not settings["pu"]:
@@ -270,9 +264,8 @@ def localize_options(wildcards, output):
 def trace_fibers_options(wildcards):
     target = TARGETS[wildcards.target]
     settings = target["fibers"]
-    voxel_a = campaign_voxel_size_a()
-    link_a = settings["link_distance"] or 4 * voxel_a
-    spacing_a = settings["segment_spacing"] or target["particle_diameter"] / 4
+    link_a = settings["link_distance"] or 0.6 * target["particle_diameter"]
+    spacing_a = settings["segment_spacing"] or target["particle_diameter"] / 3
     options = [
         f"--link-distance-a {link_a}",
         f"--min-points {settings['min_points']}",

@@ -131,6 +131,20 @@ def test_pattern_matching_no_tomogram_is_a_clear_error(tmp_path, dataset):
     assert "matched no file" in result.stderr
 
 
+def test_selection_and_targets_together_is_a_clear_error(tmp_path, dataset):
+    work = campaign(tmp_path, dataset, selection="a.yaml",
+                    targets={"ribosome": {"selection": "b.yaml"}})
+    result = snakemake(work, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "set either `selection` (one target) or `targets`" in result.stderr
+
+
+def test_a_target_without_selection_waits(tmp_path, dataset):
+    work = campaign(tmp_path, dataset, targets={"ribosome": {"selection": None}})
+    result = snakemake(work, "--dry-run")
+    assert "import_selection" not in result.stdout and "train_localize" not in result.stdout
+
+
 def test_lint_is_clean(tmp_path, dataset):
     work = campaign(tmp_path, dataset)
     result = snakemake(work, "--lint", check=False)

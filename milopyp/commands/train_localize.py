@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> None:
         n_blocks=args.n_blocks,
         base_channels=args.base_channels,
     )
-    calibration = calibrate(model, tomograms, labels, radius_vox, args.device)
+    calibration = calibrate(model, tomograms, labels, radius_vox, args.device, shape=args.shape)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["calibration"] = calibration
     with atomic_path(args.output) as tmp:
@@ -113,9 +113,17 @@ def main(args: argparse.Namespace) -> None:
     log.info("wrote %s (automatic pick threshold %.4g)", args.output, calibration["threshold"])
 
 
-def calibrate(model, tomograms, labels, radius_vox: float, device: str) -> dict:
-    """Heat-map peaks at the labels of (up to) the three most-labelled tomograms."""
-    from milopyp.localize.calibrate import auto_threshold, label_peak_scores
+def calibrate(model, tomograms, labels, radius_vox: float, device: str, *,
+              shape: str = "globular") -> dict:
+    """Heat-map peaks at the labels of (up to) the three most-labelled tomograms; the pick
+    threshold is a fraction of their median (lower for fibres, see
+    :data:`milopyp.localize.calibrate.FIBER_THRESHOLD_FRACTION`)."""
+    from milopyp.localize.calibrate import (
+        FIBER_THRESHOLD_FRACTION,
+        THRESHOLD_FRACTION,
+        auto_threshold,
+        label_peak_scores,
+    )
     from milopyp.localize.infer import predict_heatmap
 
     order = sorted(range(len(labels)), key=lambda i: -len(labels[i]))[:CALIBRATION_TOMOGRAMS]
@@ -125,7 +133,8 @@ def calibrate(model, tomograms, labels, radius_vox: float, device: str) -> dict:
             heatmap = predict_heatmap(model, tomograms[i], device=device)
             scores.append(label_peak_scores(heatmap, labels[i], radius_vox / 2))
     scores = np.concatenate(scores)
-    threshold = auto_threshold(scores)
+    fraction = FIBER_THRESHOLD_FRACTION if shape == "fiber" else THRESHOLD_FRACTION
+    threshold = auto_threshold(scores, fraction)
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g",
              np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold)
     return {"threshold": threshold, "label_peak_median": float(np.median(scores)),
