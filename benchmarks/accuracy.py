@@ -494,8 +494,9 @@ def main(argv: list[str] | None = None) -> None:
                                        r["labels"] != args.labels)]
     if "labels" in rows_wanted:
         ordered += series
-    print()
-    print(_fmt(ordered))
+    if ordered:
+        print()
+        print(_fmt(ordered))
     floor = next((r["f1"] for r in rows if r["kind"] == "oracle" and r["setting"].startswith(
         "DoG")), None)
     if floor is not None:

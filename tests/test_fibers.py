@@ -373,6 +373,11 @@ def test_cli_writes_fibres_segments_and_star(tmp_path, crossing_picks):
     assert cli.main(["trace-fibers", "--picks", str(picks), "-o", str(out2),
                      "--link-distance", "6"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out2), fibers)
+    # ... and so does the default for a 100 Å filament (0.6 x diameter = 60 Å = 6 voxels)
+    out3 = tmp_path / "by_diameter.csv"
+    assert cli.main(["trace-fibers", "--picks", str(picks), "--tomogram", str(mrc), "-o",
+                     str(out3), "--particle-diameter", "100"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out3), fibers)
 
 
 def test_cli_empty_picks_write_empty_outputs(tmp_path, caplog):

@@ -34,7 +34,10 @@ from milopyp.errors import MilopypError
 HELP = "trace filaments through dense fibre picks (fibres CSV, segments, RELION STAR)"
 log = logging.getLogger(__name__)
 
-DEFAULT_LINK_VOX = 6.0
+DEFAULT_LINK_VOX = 12.0  # 0.6 x a 250 Å microtubule at 12 Å/voxel; see --particle-diameter
+#: link distance as a fraction of the filament diameter (picks of a fibre model lie 3-7
+#: voxels apart along a filament; separate filaments' centre lines are >= 1 diameter apart)
+LINK_DIAMETER_FRACTION = 0.6
 DEFAULT_SEGMENT_SPACING_A = 80.0  # one tubulin dimer (8 nm) along a microtubule
 
 
@@ -51,10 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the segment points (with tilt/psi priors) as CSV")
     link = parser.add_mutually_exclusive_group()
     link.add_argument("--link-distance", type=float, default=None, metavar="VOX",
-                      help=f"picks closer than this are linked, voxels (default "
-                           f"{DEFAULT_LINK_VOX:g}: ~3 pick spacings, below the filaments' spacing)")
+                      help=f"picks closer than this are linked, voxels (default: "
+                           f"{LINK_DIAMETER_FRACTION:g} x --particle-diameter, else "
+                           f"{DEFAULT_LINK_VOX:g})")
     link.add_argument("--link-distance-a", type=float, default=None, metavar="A",
                       help="the link distance in Å")
+    parser.add_argument("--particle-diameter", type=float, default=None, metavar="A",
+                        help="filament diameter in Å (sets the default link distance)")
     parser.add_argument("--min-points", type=int, default=10, metavar="N",
                         help="fewest picks of a fibre (10)")
     parser.add_argument("--max-residual", type=float, default=3.5, metavar="VOX",
@@ -84,7 +90,7 @@ def _positive(value, flag: str) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     for flag in ("link_distance", "link_distance_a", "max_residual", "max_curvature", "step",
-                 "segment_spacing_a", "segment_spacing", "voxel_size"):
+                 "segment_spacing_a", "segment_spacing", "voxel_size", "particle_diameter"):
         _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     if args.min_points < 3:
         raise MilopypError(f"--min-points must be >= 3 (a quadratic fit), got {args.min_points}")
@@ -145,8 +151,12 @@ def main(args: argparse.Namespace) -> None:
 
         shape_zyx, header_voxel = read_header(args.tomogram)
         voxel = float(voxel) if voxel is not None else header_voxel
-    link = _vox(args.link_distance, args.link_distance_a, DEFAULT_LINK_VOX, voxel,
-                "--link-distance-a")
+    link_a = args.link_distance_a
+    if link_a is None and args.link_distance is None and args.particle_diameter:
+        link_a, flag = LINK_DIAMETER_FRACTION * args.particle_diameter, "--particle-diameter"
+    else:
+        flag = "--link-distance-a"
+    link = _vox(args.link_distance, link_a, DEFAULT_LINK_VOX, voxel, flag)
 
     picks = _read_picks(args.picks, voxel, shape_zyx)
     if shape_zyx is not None:
