@@ -88,17 +88,18 @@ class Volume:
     truth: pd.DataFrame  # tomogram, species, x, y, z
 
 
-def simulated(index: int, shape_zyx, voxel_size_a: float, seed: int, workdir: Path) -> Volume:
+def simulated(index: int, shape_zyx, voxel_size_a: float, seed: int, workdir: Path, *,
+              preset: str = PRESET) -> Volume:
     """Tomogram ``index`` of the dataset (seeded from (seed, index)), cached as .npy + .csv."""
     name = f"tomo_{index:03d}"
-    stem = f"{PRESET}_{'x'.join(map(str, shape_zyx))}_v{voxel_size_a:g}_s{seed}_{index:03d}"
+    stem = f"{preset}_{'x'.join(map(str, shape_zyx))}_v{voxel_size_a:g}_s{seed}_{index:03d}"
     npy, csv = workdir / f"{stem}.npy", workdir / f"{stem}.csv"
     if npy.exists() and csv.exists():
         truth = pd.read_csv(csv)
         truth["tomogram"] = name
         return Volume(name, np.load(npy), truth)
-    sim = simulate_tomogram(shape_zyx=shape_zyx, voxel_size_a=voxel_size_a,
-                            seed=tomogram_seed(seed, index), preset=PRESET, name=name)
+    sim = simulate_tomogram(shape_zyx=tuple(shape_zyx), voxel_size_a=voxel_size_a,
+                            seed=tomogram_seed(seed, index), preset=preset, name=name)
     workdir.mkdir(parents=True, exist_ok=True)
     tmp_npy, tmp_csv = npy.with_suffix(".tmp.npy"), csv.with_suffix(".tmp.csv")
     np.save(tmp_npy, sim.tomogram)

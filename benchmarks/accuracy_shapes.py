@@ -65,6 +65,7 @@ from scipy.spatial import cKDTree
 
 from benchmarks._common import REPO, format_table, machine_line
 from benchmarks.accuracy import Volume, best_threshold, draw_labels, metrics_at
+from benchmarks.accuracy import simulated as _simulated
 from milopyp.candidates import find_candidates
 from milopyp.commands.localize import nms_kernel_from_model
 from milopyp.commands.train_localize import calibrate
@@ -73,7 +74,7 @@ from milopyp.fibers import trace_table
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
 from milopyp.localize.calibrate import FIBER_THRESHOLD_FRACTION, label_peak_scores
 from milopyp.localize.train import load_localizer
-from milopyp.simulate import preset_parameters, simulate_tomogram, tomogram_seed
+from milopyp.simulate import preset_parameters
 from milopyp.simulation.templates import mean_width_a, spike_template
 
 log = logging.getLogger("accuracy_shapes")
@@ -90,7 +91,6 @@ MEMBRANE_VARIANTS = (
     ("12 epochs, expected count 1.5x", {"epochs": 12, "lr_step_epochs": 8}, 1.5),
 )
 LINK_VOX = 0.6 * 250.0 / 12.0  # the workflow's default: 0.6 x the filament diameter
-FILAMENT_RADIUS_VOX = 250.0 / 2 / VOXEL_A
 FIBRE_RADIUS_VOX = 3.0
 ROWS = ("membrane", "filament")
 
@@ -99,24 +99,8 @@ ROWS = ("membrane", "filament")
 
 
 def simulated(preset: str, index: int, shape_zyx, seed: int, workdir: Path) -> Volume:
-    """Tomogram ``index`` of a preset's dataset (seeded from (seed, index)), cached as .npy +
-    .csv (accuracy.py's ``simulated`` for any preset)."""
-    name = f"tomo_{index:03d}"
-    stem = f"{preset}_{'x'.join(map(str, shape_zyx))}_v{VOXEL_A:g}_s{seed}_{index:03d}"
-    npy, csv = workdir / f"{stem}.npy", workdir / f"{stem}.csv"
-    if npy.exists() and csv.exists():
-        truth = pd.read_csv(csv)
-        truth["tomogram"] = name
-        return Volume(name, np.load(npy), truth)
-    sim = simulate_tomogram(shape_zyx=tuple(shape_zyx), voxel_size_a=VOXEL_A,
-                            seed=tomogram_seed(seed, index), preset=preset, name=name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp_npy, tmp_csv = npy.with_suffix(".tmp.npy"), csv.with_suffix(".tmp.csv")
-    np.save(tmp_npy, sim.tomogram)
-    sim.truth.to_csv(tmp_csv, index=False)
-    tmp_npy.replace(npy)
-    tmp_csv.replace(csv)
-    return Volume(name, sim.tomogram, sim.truth)
+    """Tomogram ``index`` of a preset's dataset at 12 Å (accuracy.py's cached ``simulated``)."""
+    return _simulated(index, tuple(shape_zyx), VOXEL_A, seed, workdir, preset=preset)
 
 
 def species(vols: list[Volume], name: str, extra=()) -> pd.DataFrame:
