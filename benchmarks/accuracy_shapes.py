@@ -68,11 +68,14 @@ from benchmarks.accuracy import Volume, best_threshold, draw_labels, metrics_at
 from benchmarks.accuracy import simulated as _simulated
 from milopyp.candidates import find_candidates
 from milopyp.commands.localize import nms_kernel_from_model
-from milopyp.commands.train_localize import calibrate
 from milopyp.evaluate import evaluate, evaluate_fibers
 from milopyp.fibers import trace_table
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
-from milopyp.localize.calibrate import FIBER_THRESHOLD_FRACTION, label_peak_scores
+from milopyp.localize.calibrate import (
+    FIBER_THRESHOLD_FRACTION,
+    calibrate_threshold,
+    label_peak_scores,
+)
 from milopyp.localize.train import load_localizer
 from milopyp.simulate import preset_parameters
 from milopyp.simulation.templates import mean_width_a, spike_template
@@ -130,7 +133,7 @@ def auto_calibration(model, tomogram, labels, radius: float, shape: str = "globu
     """The model's calibration, else computed as ``milopyp train-localize`` does."""
     cal = getattr(model, "calibration", None) or {}
     if "threshold" not in cal:
-        cal = calibrate(model, [tomogram], [labels], radius, "cpu", shape=shape)
+        cal = calibrate_threshold(model, [tomogram], [labels], radius, "cpu", shape=shape)
     return cal
 
 

@@ -281,11 +281,12 @@ FIBER_COLUMNS = ["tomogram", "n_true_fibers", "n_traced_fibers", "found_fibers",
                  "point_precision", "point_recall", "point_f1"]
 
 
-def _coverage(points: np.ndarray, others: np.ndarray, radius_vox: float) -> float:
-    """Fraction of ``points`` within ``radius_vox`` of any of ``others`` (0 when none)."""
-    if not len(points) or not len(others):
+def _coverage(points: np.ndarray, others: cKDTree | None, radius_vox: float) -> float:
+    """Fraction of ``points`` within ``radius_vox`` of a point of the tree ``others`` (0 when
+    either is empty; ``others`` is None for no points)."""
+    if not len(points) or others is None:
         return 0.0
-    d, _ = cKDTree(others).query(points, distance_upper_bound=radius_vox + 1e-9)
+    d, _ = others.query(points, distance_upper_bound=radius_vox + 1e-9)
     return float(np.mean(np.isfinite(d)))
 
 
@@ -325,12 +326,14 @@ def evaluate_fibers(
         p_xyz = p_sub[["x", "y", "z"]].to_numpy(np.float64)
         true_fibres = [g[["x", "y", "z"]].to_numpy(np.float64) for _, g in t_sub.groupby("fiber_id")]
         traced_fibres = [g[["x", "y", "z"]].to_numpy(np.float64) for _, g in p_sub.groupby("fiber_id")]
+        p_tree = cKDTree(p_xyz) if len(p_xyz) else None
+        t_tree = cKDTree(t_xyz) if len(t_xyz) else None
         counts = {
             "n_true_fibers": len(true_fibres),
             "n_traced_fibers": len(traced_fibres),
-            "found_fibers": sum(_coverage(f, p_xyz, radius_vox) >= min_coverage
+            "found_fibers": sum(_coverage(f, p_tree, radius_vox) >= min_coverage
                                 for f in true_fibres),
-            "true_traced_fibers": sum(_coverage(f, t_xyz, radius_vox) >= min_coverage
+            "true_traced_fibers": sum(_coverage(f, t_tree, radius_vox) >= min_coverage
                                       for f in traced_fibres),
         }
         for key, value in counts.items():

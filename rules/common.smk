@@ -204,17 +204,21 @@ def selection_options(wildcards):
     return " ".join(options)
 
 
+def labels_dir(target):
+    """The labels folder of ``target`` (raises until its selection checkpoint has run)."""
+    return checkpoints.import_selection.get(target=target).output[0]
+
+
 def labelled_tomograms(target):
     """Names of the tomograms that got labels for ``target`` (known after the checkpoint)."""
-    labels_dir = checkpoints.import_selection.get(target=target).output[0]
-    return sorted(Path(path).stem for path in glob.glob(f"{labels_dir}/*.csv"))
+    return sorted(Path(path).stem for path in glob.glob(f"{labels_dir(target)}/*.csv"))
 
 
 # Two input functions rather than one unpacked dict: before the checkpoint has run, each
 # named input stays in place (a dry-run can still format the rule's shell command).
 def training_labels(wildcards):
-    labels_dir = checkpoints.import_selection.get(target=wildcards.target).output[0]
-    return [f"{labels_dir}/{name}.csv" for name in labelled_tomograms(wildcards.target)]
+    folder = labels_dir(wildcards.target)
+    return [f"{folder}/{name}.csv" for name in labelled_tomograms(wildcards.target)]
 
 
 def training_tomograms(wildcards):

@@ -16,13 +16,7 @@ from milopyp.localize.pu import pu_focal_loss, pu_focal_risks
 ALPHA, BETA = 2.0, 4.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: several OpenMP threads per test process only spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _l_pos(z: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,7 @@ from milopyp.localize.unet import Localizer, LocalizerConfig, receptive_radius
 TINY = {"n_blocks": 2, "base_channels": 4, "fusion_channels": 4, "proj_dim": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: several OpenMP threads per test process only spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:

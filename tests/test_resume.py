@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,16 +18,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from workflow_helpers import BIN, REPO, simulate_campaign_data
+from workflow_helpers import workflow_env as env
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PER_TOMOGRAM_RULES = {"preprocess", "candidates", "patches", "embed"}
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
-    e.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
-    return e
 
 
 def snakemake_args(workdir: Path, *extra) -> list:
@@ -61,11 +54,7 @@ def job_stats(output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("sim") / "data"
-    subprocess.run([BIN / "milopyp", "simulate", "-o", data, "--n-tomograms", "4",
-                    "--shape", "40", "128", "160", "--voxel-size", "12", "--preset", "demo",
-                    "--seed", "5"], env=env(), check=True, capture_output=True)
-    return data
+    return simulate_campaign_data(tmp_path_factory.mktemp("sim") / "data", 4)
 
 
 def campaign(work: Path, dataset: Path, names: list[str], **explore) -> Path:

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,16 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import BIN, REPO, simulate_campaign_data
+from workflow_helpers import workflow_env as env
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCRIPTS = REPO / "scripts" / "slurm"
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
-    e.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
-    return e
 
 
 def slurm_is_up() -> bool:
@@ -62,11 +55,7 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("sim") / "data"
-    subprocess.run([BIN / "milopyp", "simulate", "-o", data, "--n-tomograms", "2",
-                    "--shape", "40", "128", "160", "--voxel-size", "12", "--preset", "demo",
-                    "--seed", "5"], env=env(), check=True, capture_output=True)
-    return data
+    return simulate_campaign_data(tmp_path_factory.mktemp("sim") / "data", 2)
 
 
 def slurm_jobs(workdir: Path) -> pd.DataFrame:

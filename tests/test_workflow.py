@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from workflow_helpers import BIN, REPO, simulate_campaign_data, workflow_env
 
 
 def run(args, cwd, check=True):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
-    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(args, cwd=cwd, env=workflow_env(), capture_output=True, text=True,
+                            check=False)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(map(str, args))} failed ({result.returncode}):\n"
@@ -54,11 +49,7 @@ def write_config(workdir: Path, **overrides) -> None:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    data = tmp_path_factory.mktemp("sim") / "data"
-    run([BIN / "milopyp", "simulate", "-o", data, "--n-tomograms", "2",
-         "--shape", "40", "128", "160", "--voxel-size", "12", "--preset", "demo", "--seed", "5"],
-        cwd=REPO)
-    return data
+    return simulate_campaign_data(tmp_path_factory.mktemp("sim") / "data", 2)
 
 
 def campaign(tmp_path: Path, dataset: Path, **overrides) -> Path:

@@ -56,15 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from milopyp.candidates import find_candidates
     from milopyp.io.coords import write_coordinates
-    from milopyp.io.mrc import read_tomogram
+    from milopyp.io.mrc import read_tomogram, voxel_size_for
 
     t0 = time.perf_counter()
     tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True)
-    voxel_size_a = header_voxel_a if args.voxel_size is None else float(args.voxel_size)
-    if not voxel_size_a > 0:
-        raise MilopypError(
-            f"{args.tomogram}: voxel size must be > 0 Å, got {voxel_size_a}; pass --voxel-size"
-        )
+    voxel_size_a = voxel_size_for(args.tomogram, header_voxel_a, args.voxel_size)
     if not args.particle_diameter > 0:
         raise MilopypError(
             f"--particle-diameter must be > 0 Å, got {args.particle_diameter}"

@@ -84,7 +84,7 @@ def _match_pixel_size(stack: np.ndarray, tilt_px: float, tomo_px: float, path) -
 def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
-    from milopyp.io.mrc import read_tilt_series, read_tomogram
+    from milopyp.io.mrc import read_tilt_series, read_tomogram, voxel_size_for
     from milopyp.patches import make_patches
 
     if args.size < 8:
@@ -93,9 +93,8 @@ def main(args: argparse.Namespace) -> None:
         raise MilopypError(f"--slices must be >= 1, got {args.slices}")
     tomo_path = Path(args.tomogram)
     name = tomo_path.stem
-    tomogram, voxel_size_a = read_tomogram(tomo_path)
-    if args.voxel_size is not None:
-        voxel_size_a = float(args.voxel_size)
+    tomogram, header_voxel_a = read_tomogram(tomo_path)
+    voxel_size_a = voxel_size_for(tomo_path, header_voxel_a, args.voxel_size)
     cand = read_coordinates(
         args.candidates, tomogram=name, voxel_size_a=voxel_size_a, shape_zyx=tomogram.shape
     )

@@ -12,15 +12,11 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from milopyp.errors import MilopypError
 
 HELP = "train the few-shot localisation network on the labels"
 log = logging.getLogger(__name__)
 
-#: Tomograms (those with the most labels) whose heat maps calibrate the pick threshold.
-CALIBRATION_TOMOGRAMS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +53,8 @@ def main(args: argparse.Namespace) -> None:
 
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
-    from milopyp.io.mrc import read_tomogram
+    from milopyp.io.mrc import read_tomogram, voxel_size_for
+    from milopyp.localize.calibrate import calibrate_threshold
     from milopyp.localize.train import train_localizer
 
     by_name = {Path(p).name.split(".")[0]: p for p in args.tomograms}
@@ -74,7 +71,7 @@ def main(args: argparse.Namespace) -> None:
         check_inside(table, volume.shape, label_path)
         tomograms.append(volume)
         labels.append(xyz_array(table))
-        voxel_sizes.append(args.voxel_size or voxel_size_a)
+        voxel_sizes.append(voxel_size_for(by_name[names[0]], voxel_size_a, args.voxel_size))
     if sum(len(xyz) for xyz in labels) == 0:
         raise MilopypError(
             f"{', '.join(args.labels)}: no labels to train on; check the selection"
@@ -105,37 +102,10 @@ def main(args: argparse.Namespace) -> None:
         n_blocks=args.n_blocks,
         base_channels=args.base_channels,
     )
-    calibration = calibrate(model, tomograms, labels, radius_vox, args.device, shape=args.shape)
+    calibration = calibrate_threshold(model, tomograms, labels, radius_vox, args.device,
+                                      shape=args.shape)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["calibration"] = calibration
     with atomic_path(args.output) as tmp:
         torch.save(state, tmp)
     log.info("wrote %s (automatic pick threshold %.4g)", args.output, calibration["threshold"])
-
-
-def calibrate(model, tomograms, labels, radius_vox: float, device: str, *,
-              shape: str = "globular") -> dict:
-    """Heat-map peaks at the labels of (up to) the three most-labelled tomograms; the pick
-    threshold is a fraction of their median (lower for fibres, see
-    :data:`milopyp.localize.calibrate.FIBER_THRESHOLD_FRACTION`)."""
-    from milopyp.localize.calibrate import (
-        FIBER_THRESHOLD_FRACTION,
-        THRESHOLD_FRACTION,
-        auto_threshold,
-        label_peak_scores,
-    )
-    from milopyp.localize.infer import predict_heatmap
-
-    order = sorted(range(len(labels)), key=lambda i: -len(labels[i]))[:CALIBRATION_TOMOGRAMS]
-    scores = []
-    for i in order:
-        if len(labels[i]):
-            heatmap = predict_heatmap(model, tomograms[i], device=device)
-            scores.append(label_peak_scores(heatmap, labels[i], radius_vox / 2))
-    scores = np.concatenate(scores)
-    fraction = FIBER_THRESHOLD_FRACTION if shape == "fiber" else THRESHOLD_FRACTION
-    threshold = auto_threshold(scores, fraction)
-    log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g",
-             np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold)
-    return {"threshold": threshold, "label_peak_median": float(np.median(scores)),
-            "n_labels": int(scores.size)}

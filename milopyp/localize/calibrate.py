@@ -11,7 +11,11 @@ lower than the typical label.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: Automatic threshold = THRESHOLD_FRACTION x median heat-map peak at the labels.
 THRESHOLD_FRACTION = 0.9
@@ -22,6 +26,8 @@ THRESHOLD_FRACTION = 0.9
 #: a lower threshold lets through off the filaments are isolated, and the fibre tracer drops
 #: them (too few, not line-like); gaps along a filament are what it cannot recover.
 FIBER_THRESHOLD_FRACTION = 0.6
+#: Tomograms (those with the most labels) whose heat maps calibrate the pick threshold.
+CALIBRATION_TOMOGRAMS = 3
 
 
 def label_peak_scores(heatmap: np.ndarray, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
@@ -81,3 +87,32 @@ def count_particles(
         d, _ = cKDTree(np.asarray(exclude_xyz, dtype=np.float64).reshape(-1, 3)).query(xyz)
         xyz = xyz[d > radius_vox / 2]
     return len(xyz)
+
+
+def most_labelled(labels: list[np.ndarray], n: int) -> list[int]:
+    """Indices of the (up to) ``n`` tomograms with the most labels, none without labels;
+    ``labels``: per tomogram an (N, 3) array."""
+    order = sorted(range(len(labels)), key=lambda i: -len(labels[i]))[:n]
+    return [i for i in order if len(labels[i])]
+
+
+def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndarray],
+                        radius_vox: float, device, *, shape: str = "globular") -> dict:
+    """The automatic pick threshold of a trained localiser: heat-map peaks at the labels of
+    the :data:`CALIBRATION_TOMOGRAMS` most-labelled tomograms ([z, y, x]; labels (N, 3)
+    x, y, z voxels), times :data:`THRESHOLD_FRACTION` (:data:`FIBER_THRESHOLD_FRACTION` for
+    ``shape="fiber"``) of their median. Returns ``threshold``, ``label_peak_median`` and
+    ``n_labels`` (stored in the model file as its calibration)."""
+    from milopyp.localize.infer import predict_heatmap
+
+    scores = np.concatenate([
+        label_peak_scores(predict_heatmap(model, tomograms[i], device=device), labels[i],
+                          radius_vox / 2)
+        for i in most_labelled(labels, CALIBRATION_TOMOGRAMS)
+    ])
+    fraction = FIBER_THRESHOLD_FRACTION if shape == "fiber" else THRESHOLD_FRACTION
+    threshold = auto_threshold(scores, fraction)
+    log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g",
+             np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold)
+    return {"threshold": threshold, "label_peak_median": float(np.median(scores)),
+            "n_labels": int(scores.size)}

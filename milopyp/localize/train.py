@@ -150,15 +150,17 @@ def estimate_class_prior(
     10%); the model counts them better after two epochs (estimated 226 unlabelled
     ribosomes for 177 true, where the assumption gave 495).
     """
-    from milopyp.localize.calibrate import auto_threshold, count_particles, label_peak_scores
+    from milopyp.localize.calibrate import (
+        auto_threshold,
+        count_particles,
+        label_peak_scores,
+        most_labelled,
+    )
     from milopyp.localize.infer import predict_heatmap
 
-    order = sorted(range(len(labels)), key=lambda i: -len(labels[i]))[:PRIOR_TOMOGRAMS]
     hidden, n_vox = 0.0, 0.0
-    for i in order:
+    for i in most_labelled(labels, PRIOR_TOMOGRAMS):
         lab = labels[i]
-        if not len(lab):
-            continue
         heat = predict_heatmap(model, tomograms[i], device=device, stats=stats[i])
         threshold = auto_threshold(label_peak_scores(heat, lab, radius_vox / 2))
         found = count_particles(heat, threshold, radius_vox, exclude_xyz=lab)
