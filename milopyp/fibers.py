@@ -43,7 +43,10 @@ second-order polynomials per group and keeps small residual and curvature. Here:
    model are sparser than the 2-voxel truth (a smooth ridge has a local maximum every 3-7
    voxels), which is why the workflow links picks over 0.6 filament diameters.
 
-The result does not depend on the order of the input picks (they are sorted first).
+The result does not depend on the order of the input picks (they are sorted first). Memory
+grows linearly with the picks (neighbour pairs are handled in bounded chunks), and at most
+``max_picks`` (:data:`MAX_PICKS`) are traced: a flood of picks from a flat heat map is cut
+to the highest-scoring ones, with a warning.
 :func:`segment_points` turns fibres into overlapping extraction points with RELION priors.
 """
 
@@ -71,6 +74,17 @@ _SAME_DIRECTION_DEG = 15.0  # tracks sharing picks and running within this angle
 _SAME_COS = float(np.cos(np.radians(_SAME_DIRECTION_DEG)))
 _JOIN_ANGLE_DEG = 30.0  # fibre ends joined across a gap must point at each other this well
 _DENSE_STEP = 0.1  # voxels of t between samples of the fitted curve (residual, arc length)
+#: Most neighbour pairs held at once (each ~100 bytes while a chunk is processed, ~200 MB):
+#: the link graph and the neighbourhood shapes are built chunk by chunk, so memory stays
+#: O(picks + this) however dense the picks are.
+_PAIR_CHUNK = 1 << 21
+
+#: Default cap on the picks traced (:func:`trace`'s ``max_picks``). Filaments' centre lines
+#: take a few % of a tomogram at most; picked every 3-7 voxels, 160x512x512 voxels of
+#: microtubules give ~10^4 picks. Far more means a flat (saturated) heat map; beyond this cap
+#: the highest-scoring picks are kept, which bounds time and memory (500,000 random picks in
+#: 160x512x512: 11 s and 0.27 GB peak; benchmarks/fibers_memory.py).
+MAX_PICKS = 200_000
 
 
 @dataclass(frozen=True)
@@ -96,18 +110,22 @@ class Tracing:
     ``n_components``: connected components of the link graph; ``n_tracks``: tracks traced in
     the components big enough; ``rejected``: reason -> number of components or tracks dropped
     (``"fewer than min_points picks"``, ``"not line-like"``, ``"shorter than step"``,
-    ``"residual"``, ``"curvature"``)."""
+    ``"residual"``, ``"curvature"``); ``n_capped``: picks beyond ``max_picks`` not traced."""
 
     fibers: list[Fiber]
     n_components: int = 0
     n_tracks: int = 0
     rejected: Counter = field(default_factory=Counter)
     joined: int = 0
+    n_capped: int = 0
 
     def summary(self) -> str:
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"
-        return (f"{self.n_components} component(s), {self.n_tracks} track(s), rejected: {why}; "
-                f"{self.joined} gap(s) bridged; {len(self.fibers)} fibre(s) kept")
+        capped = f"{self.n_capped} lowest-scoring pick(s) over max_picks not traced; " \
+            if self.n_capped else ""
+        return (f"{capped}{self.n_components} component(s), {self.n_tracks} track(s), "
+                f"rejected: {why}; {self.joined} gap(s) bridged; {len(self.fibers)} fibre(s) "
+                f"kept")
 
 
 # --------------------------------------------------------------------------- tracing
@@ -115,7 +133,7 @@ class Tracing:
 
 def trace(xyz, *, link_distance_vox: float, min_points: int = 10, max_residual_vox: float = 3.5,
           max_curvature: float = 0.05, step_vox: float = 2.0, scores=None,
-          join_distance_vox: float | None = None) -> Tracing:
+          join_distance_vox: float | None = None, max_picks: int | None = MAX_PICKS) -> Tracing:
     """Trace fibres through picks ``xyz`` (N, 3), x, y, z in voxels (see the module docstring).
 
     ``link_distance_vox``: graph cutoff (voxels; ~3 times the pick spacing along a filament,
@@ -126,7 +144,10 @@ def trace(xyz, *, link_distance_vox: float, min_points: int = 10, max_residual_v
     noisy 20-voxel fits reach ~0.02); ``step_vox``: spacing of the output points (voxels);
     ``scores`` (N,): pick scores, least-squares weights of the fit (negative ones count 0);
     ``join_distance_vox``: fibres whose ends are this close and point at each other are
-    joined (step 5 of the module docstring; default 3 x link, 0 = never).
+    joined (step 5 of the module docstring; default 3 x link, 0 = never); ``max_picks``: most
+    picks traced (None = all): beyond it the highest-scoring are kept (without scores, a
+    seeded random subset) and a warning says so; time and memory stay bounded by it (memory
+    grows linearly with the picks traced, see :data:`MAX_PICKS`).
     """
     xyz = np.asarray(xyz, dtype=np.float64)
     xyz = xyz.reshape(0, 3) if xyz.size == 0 else xyz
@@ -140,12 +161,23 @@ def trace(xyz, *, link_distance_vox: float, min_points: int = 10, max_residual_v
             raise ValueError(f"trace: {name} must be a positive number, got {value}")
     if int(min_points) < 3:
         raise ValueError(f"trace: min_points must be >= 3 (a quadratic fit), got {min_points}")
+    if max_picks is not None and int(max_picks) < 1:
+        raise ValueError(f"trace: max_picks must be >= 1 (or None: no cap), got {max_picks}")
     weights = _weights(scores, len(xyz))
     result = Tracing(fibers=[])
     if len(xyz) == 0:
         return result
 
     order = np.lexsort((xyz[:, 2], xyz[:, 1], xyz[:, 0]))  # input order must not matter
+    if max_picks is not None and len(order) > max_picks:
+        order = _cap(order, scores, int(max_picks))
+        result.n_capped = len(xyz) - len(order)
+        log.warning(
+            "trace: %d picks, more than max_picks %d: the model picked implausibly many points "
+            "(filament centre lines give ~10^4 per tomogram); tracing the %d %s. Check the "
+            "fibre heat map (flat or saturated: the model did not learn the filaments?) and "
+            "the pick threshold (localize --threshold)", len(xyz), max_picks, len(order),
+            "highest-scoring" if scores is not None else "picks of a random subset")
     pts = xyz[order]
     labels = _components(pts, float(link_distance_vox))
     result.n_components = int(labels.max()) + 1
@@ -234,26 +266,84 @@ def _weights(scores, n: int) -> np.ndarray | None:
     return None if w is None or np.clip(w, 0, None).sum() <= 0 else np.clip(w, 0.0, None)
 
 
+def _cap(order: np.ndarray, scores, max_picks: int) -> np.ndarray:
+    """The ``max_picks`` entries of ``order`` (input indices, sorted by position) with the
+    highest scores (ties: by position), or a seeded random subset without scores; returned
+    in position order, so the result still does not depend on the input order."""
+    if scores is None:
+        keep = np.random.default_rng(0).choice(len(order), max_picks, replace=False)
+    else:
+        ranked = np.asarray(scores, np.float64)[order]
+        keep = np.argsort(-ranked, kind="stable")[:max_picks]
+    return order[np.sort(keep)]
+
+
+def _pair_chunks(pts: np.ndarray, tree: cKDTree, radius: float, budget: int | None = None):
+    """All pairs of picks within ``radius`` (each pick with itself included), in chunks of
+    consecutive picks: yields ``(lo, i, j)`` with ``lo + i`` and ``j`` (int arrays) the two
+    picks' indices. A chunk holds at most ``budget`` pairs (or one pick), so memory per
+    chunk is O(budget) whatever the density: its picks' neighbour counts are bounded from
+    above by :func:`_neighbour_bound` (a counting pass of the tree would cost as much as
+    the pairs themselves). ``budget`` defaults to :data:`_PAIR_CHUNK`."""
+    budget = _PAIR_CHUNK if budget is None else budget
+    ends = np.cumsum(_neighbour_bound(pts, radius))
+    lo = 0
+    while lo < len(pts):
+        done = ends[lo - 1] if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, done + budget, side="right")))
+        pairs = cKDTree(pts[lo:hi]).sparse_distance_matrix(tree, radius, output_type="ndarray")
+        yield lo, pairs["i"].astype(np.intp), pairs["j"].astype(np.intp)
+        lo = hi
+
+
+def _neighbour_bound(pts: np.ndarray, radius: float) -> np.ndarray:
+    """(n,) upper bound of each pick's neighbours within ``radius``: the picks in the 3x3x3
+    cells of side ``radius`` around its cell (about 6x the count for uniform picks)."""
+    cell = np.floor((pts - pts.min(axis=0)) / radius).astype(np.int64) + 1  # >= 1: a margin
+    dims = cell.max(axis=0) + 2
+    key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    cells = np.stack(np.unravel_index(keys, tuple(dims)), axis=1)
+    total = np.zeros(len(keys), np.int64)
+    for off in np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3):
+        c = cells + off
+        k = (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
+        at = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+        total += np.where(keys[at] == k, counts[at], 0)
+    return total[inverse.reshape(-1)]
+
+
 def _components(pts: np.ndarray, link: float) -> np.ndarray:
-    pairs = cKDTree(pts).query_pairs(link, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), pairs.T), shape=(len(pts), len(pts)))
-    return connected_components(graph, directed=False)[1]
+    """Connected-component label (n,) of each pick in the graph "distance <= link",
+    numbered by their first pick (as :func:`scipy.sparse.csgraph.connected_components`):
+    the components found so far are united chunk by chunk (:func:`_pair_chunks`)."""
+    labels = np.arange(len(pts))
+    for lo, i, j in _pair_chunks(pts, cKDTree(pts), link):
+        a, b = labels[lo + i], labels[j]
+        m = int(labels.max()) + 1
+        graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m))
+        labels = connected_components(graph, directed=False)[1][labels]
+    return labels
 
 
 def _local_shape(pts: np.ndarray, tree: cKDTree, radius: float):
     """Per pick: neighbour count within ``radius`` (itself included), ``l2 / l1`` of their
-    covariance and its principal axis (n, 3)."""
+    covariance and its principal axis (n, 3); moments summed chunk by chunk
+    (:func:`_pair_chunks`) as one sparse product (neighbours x [1, p, p p^T])."""
     n = len(pts)
-    pairs = tree.query_pairs(radius, output_type="ndarray")
-    i = np.concatenate([pairs[:, 0], pairs[:, 1], np.arange(n)])
-    j = np.concatenate([pairs[:, 1], pairs[:, 0], np.arange(n)])
-    count = np.bincount(i, minlength=n).astype(np.float64)
-    d = pts[j] - pts[i]  # relative to the pick, for precision
-    mean = np.stack([np.bincount(i, d[:, k], n) for k in range(3)], axis=1) / count[:, None]
+    q = pts - pts.mean(axis=0)  # centred, for precision
+    a, b = np.triu_indices(3)
+    features = np.column_stack([np.ones(n), q, q[:, a] * q[:, b]])  # (n, 10)
+    sums = np.empty((n, 10))
+    for lo, i, j in _pair_chunks(pts, tree, radius):
+        m = int(i.max()) + 1  # every pick is its own neighbour
+        graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(m, n)).tocsr()
+        sums[lo:lo + m] = graph @ features
+    count = sums[:, 0]
+    mean = sums[:, 1:4] / count[:, None]
     cov = np.empty((n, 3, 3))
-    for a in range(3):
-        for b in range(a, 3):
-            cov[:, a, b] = cov[:, b, a] = np.bincount(i, d[:, a] * d[:, b], n) / count
+    cov[:, a, b] = sums[:, 4:] / count[:, None]
+    cov[:, b, a] = cov[:, a, b]
     cov -= mean[:, :, None] * mean[:, None, :]
     evals, evecs = np.linalg.eigh(cov)  # ascending
     ratio = evals[:, 1] / np.maximum(evals[:, 2], 1e-12)
@@ -267,11 +357,12 @@ def _tracks(pts: np.ndarray, link: float) -> list[np.ndarray]:
     count, ratio, axis = _local_shape(pts, tree, window)
     seedable = (count >= _MIN_NEIGHBOURS) & (ratio < _LINE_RATIO)
     free = np.ones(len(pts), bool)
+    member = np.zeros(len(pts), bool)  # scratch of _grow, all False between calls
     tracks = []
     for seed in np.lexsort((np.arange(len(pts)), ratio)):
         if not (seedable[seed] and free[seed]):
             continue
-        track = _grow(pts, tree, int(seed), axis[seed], window, tube, link)
+        track = _grow(pts, tree, int(seed), axis[seed], window, tube, link, member)
         free[track] = False
         for near in tree.query_ball_point(pts[track], link):
             free[near] = False
@@ -376,19 +467,19 @@ def _principal_axis(p: np.ndarray) -> np.ndarray:
     return np.linalg.eigh(c.T @ c)[1][:, 2]
 
 
-def _grow(pts, tree, seed: int, axis, window: float, tube: float, reach: float) -> np.ndarray:
+def _grow(pts, tree, seed: int, axis, window: float, tube: float, reach: float,
+          member: np.ndarray) -> np.ndarray:
     """Grow a track from ``seed`` along ``axis``, then against it (module docstring, step 2):
     a robust line (:func:`_robust_line`) carries it straight across crossings, a robust
-    quadratic through the line's inliers (:func:`_bend`) lets it follow curvature."""
+    quadratic through the line's inliers (:func:`_bend`) lets it follow curvature.
+    ``member`` (n,): all-False scratch, left so (a step costs O(track), not O(n picks))."""
     axis = np.asarray(axis, np.float64)
-    member = np.zeros(len(pts), bool)
     near = np.asarray(tree.query_ball_point(pts[seed], window), np.int64)
-    member[near[_line_distance(pts[near], pts[seed], axis) <= tube]] = True
-    member[seed] = True
+    track = np.union1d(near[_line_distance(pts[near], pts[seed], axis) <= tube], [seed])
+    member[track] = True
     for sign in (1.0, -1.0):
         line = (pts[seed], sign * axis)
         while True:
-            track = np.flatnonzero(member)
             s = (pts[track] - line[0]) @ line[1]
             recent = pts[track[s >= s.max() - 2.0 * window]]
             line = _robust_line(recent, tube, line)
@@ -406,7 +497,9 @@ def _grow(pts, tree, seed: int, axis, window: float, tube: float, reach: float) 
             if not ok.any():
                 break
             member[cand[ok]] = True
-    return np.flatnonzero(member)
+            track = np.union1d(track, cand[ok])  # sorted, as the picks' order
+    member[track] = False
+    return track
 
 
 def _bend(p: np.ndarray, centre, u, cutoff: float, window: float):

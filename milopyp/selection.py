@@ -13,7 +13,15 @@ A *selection* says which candidates are the target. It comes in four shapes (the
 
 For the first three, the labels are the rows of ``explore/points.csv`` (columns
 ``point_id, tomogram, x, y, z, score, cluster, ...``; x, y, z in voxels) that belong to a
-selected cluster or are listed by ``point_id``: the union of both.
+selected cluster or are listed by ``point_id``: the union of both. Clusters chosen by seeds
+are the exception (:func:`labels_near_seeds`): by default only the seeds' own candidates
+and the members nearest to a seed in embedding space, in the seeds' tomograms, up to a cap
+(:func:`default_seed_label_cap`), so that five clicks stay a few-shot selection.
+
+A document may also carry ``negatives``: points that are *not* the target (the explorer's
+clusters or points marked "not this", or ``negatives: {clusters: [..], points: [..],
+seeds: ..}``, or ``negatives: table.csv``). Negative clusters and point ids resolve against
+points.csv like positives; negative seeds and tables are used as given (coordinates).
 
 Every function here takes and returns DataFrames; none opens a file. ``source`` arguments
 name the selection file in error messages.
@@ -38,10 +46,39 @@ FORMATS = ("explorer", "clusters", "seeds", "coordinates")
 #: keys of a selection document that select something
 SELECT_KEYS = ("clusters", "points", "seeds")
 #: other keys a selection document may carry (ignored, but not warned about)
-KNOWN_KEYS = (*SELECT_KEYS, "tomogram", "source", "n_points", "comment", "description")
+KNOWN_KEYS = (*SELECT_KEYS, "negatives", "tomogram", "source", "n_points", "comment",
+              "description")
+#: keys of a ``negatives:`` mapping
+NEGATIVE_KEYS = ("clusters", "points", "seeds", "tomogram", "n_points")
 #: columns of the label files
 LABEL_COLUMNS = ("tomogram", "x", "y", "z", "score", "cluster")
+#: columns of the negatives files (``source``: cluster, point, seed)
+NEGATIVE_COLUMNS = ("tomogram", "x", "y", "z", "source")
 EXPLORER_SOURCE = "milopyp explorer"
+#: how seed-chosen clusters become labels: the members nearest the seeds, or all members
+SEED_LABEL_MODES = ("nearest", "clusters")
+
+
+def default_seed_label_cap(n_seeds: int) -> int:
+    """Most labels a seed selection gives by default: max(20, 10 x number of seeds)."""
+    return max(20, 10 * int(n_seeds))
+
+
+@dataclass
+class NegativeSpec:
+    """What a selection's ``negatives`` asks for: ``clusters`` and ``points`` (ids of
+    points.csv), ``seeds`` (inline ``tomogram, x, y, z`` voxels) or ``seeds_file`` (a
+    coordinate table, relative to the selection file's folder)."""
+
+    clusters: list[int] = field(default_factory=list)
+    points: list[int] = field(default_factory=list)
+    seeds: pd.DataFrame | None = None
+    seeds_file: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.clusters or self.points or self.seeds_file
+                    or (self.seeds is not None and len(self.seeds) > 0))
 
 
 @dataclass
@@ -60,6 +97,7 @@ class SelectionSpec:
     seeds_file: str | None = None
     tomogram: str | None = None
     n_points: int | None = None
+    negatives: NegativeSpec = field(default_factory=NegativeSpec)
 
     @property
     def selects_something(self) -> bool:
@@ -143,6 +181,55 @@ def _inline_seeds(value: list, default_tomogram: str | None, source) -> pd.DataF
     return pd.DataFrame(rows, columns=["tomogram", "x", "y", "z"])
 
 
+def _seeds_value(value, tomogram: str | None, key: str, source):
+    """A ``seeds:`` value as ``(table or None, file or None)``."""
+    if isinstance(value, str):
+        return None, (value.strip() or None)
+    if isinstance(value, (list, tuple)):
+        return _inline_seeds(list(value), tomogram, source), None
+    if value is None:
+        return None, None
+    raise MilopypError(
+        f"{source}: {key}: expected a path to a coordinate table or a list of "
+        f"{{tomogram, x, y, z}}, found {type(value).__name__} {value!r}"
+    )
+
+
+def negatives_from_value(value, tomogram: str | None, source) -> NegativeSpec:
+    """Read a document's ``negatives:`` value.
+
+    Forms: a mapping ``{clusters: [ids], points: [ids], seeds: <table path or list>}``
+    (optionally ``tomogram``), a path to a coordinate table, or a list of
+    ``{tomogram, x, y, z}`` (voxels). None gives an empty spec.
+    """
+    if value is None:
+        return NegativeSpec()
+    if isinstance(value, (str, list, tuple)):
+        seeds, seeds_file = _seeds_value(value, tomogram, "negatives", source)
+        return NegativeSpec(seeds=seeds, seeds_file=seeds_file)
+    if not isinstance(value, Mapping):
+        raise MilopypError(
+            f"{source}: negatives: expected {{clusters: [..], seeds: ..}}, a coordinate table "
+            f"path or a list of {{tomogram, x, y, z}}; found {type(value).__name__} {value!r}"
+        )
+    keys = {str(k).strip().lower(): v for k, v in value.items()}
+    unknown = sorted(set(keys) - set(NEGATIVE_KEYS))
+    if unknown:
+        raise MilopypError(
+            f"{source}: negatives: unknown key(s) {unknown}; use clusters: [ids], points: "
+            f"[ids] or seeds: (a coordinate table or a list of {{tomogram, x, y, z}})"
+        )
+    own = keys.get("tomogram")
+    tomogram = tomogram if own is None else str(own)
+    seeds, seeds_file = _seeds_value(keys.get("seeds"), tomogram, "negatives: seeds", source)
+    return NegativeSpec(
+        clusters=_int_list(keys.get("clusters"), "negatives: clusters", source),
+        points=_int_list(keys.get("points"), "negatives: points", source),
+        seeds=seeds,
+        seeds_file=seeds_file,
+    )
+
+
 def spec_from_document(doc: Mapping, source) -> SelectionSpec:
     """Read a parsed YAML/JSON selection document (formats explorer, clusters, seeds).
 
@@ -150,6 +237,11 @@ def spec_from_document(doc: Mapping, source) -> SelectionSpec:
     or when it selects nothing.
     """
     keys = {str(k).strip().lower(): v for k, v in doc.items()}
+    if "negatives" in keys and not any(k in keys for k in SELECT_KEYS):
+        raise MilopypError(
+            f"{source}: the selection lists only negatives (what is not the target); also "
+            f"say what is: clusters: [..], points: [..] or seeds: [..]"
+        )
     if not any(k in keys for k in SELECT_KEYS):
         raise MilopypError(
             f"{source}: unknown selection format: a mapping with keys {sorted(keys)[:8]} but "
@@ -161,18 +253,7 @@ def spec_from_document(doc: Mapping, source) -> SelectionSpec:
         log.warning("%s: ignoring unknown keys %s", source, unknown)
     tomogram = keys.get("tomogram")
     tomogram = None if tomogram is None else str(tomogram)
-    seeds_value = keys.get("seeds")
-    seeds = None
-    seeds_file = None
-    if isinstance(seeds_value, str):
-        seeds_file = seeds_value.strip() or None
-    elif isinstance(seeds_value, (list, tuple)):
-        seeds = _inline_seeds(list(seeds_value), tomogram, source)
-    elif seeds_value is not None:
-        raise MilopypError(
-            f"{source}: seeds: expected a path to a coordinate table or a list of "
-            f"{{tomogram, x, y, z}}, found {type(seeds_value).__name__} {seeds_value!r}"
-        )
+    seeds, seeds_file = _seeds_value(keys.get("seeds"), tomogram, "seeds", source)
     if str(keys.get("source", "")).strip() == EXPLORER_SOURCE:
         fmt = "explorer"
     elif "seeds" in keys:
@@ -191,6 +272,7 @@ def spec_from_document(doc: Mapping, source) -> SelectionSpec:
         if isinstance(n_points, (int, float)) and not isinstance(n_points, bool)
         and math.isfinite(n_points)
         else None,
+        negatives=negatives_from_value(keys.get("negatives"), tomogram, source),
     )
     if not spec.selects_something:
         raise nothing_selected(source)
@@ -351,11 +433,14 @@ def restrict_tomograms(labels: pd.DataFrame, tomograms: Iterable[str]) -> pd.Dat
     return labels[labels["tomogram"].astype(str).isin(keep)].reset_index(drop=True)
 
 
-def cap_per_tomogram(labels: pd.DataFrame, max_labels: int, *, seed: int) -> pd.DataFrame:
+def cap_per_tomogram(
+    labels: pd.DataFrame, max_labels: int, *, seed: int, keep: np.ndarray | None = None
+) -> pd.DataFrame:
     """Keep at most ``max_labels`` labels per tomogram ("few-shot").
 
-    With a ``score`` column that has values, the highest scores are kept (ties and missing
-    scores: table order, missing last); otherwise a random sample drawn with
+    Rows where the boolean array ``keep`` (one per row) is true are kept first (a seed's own
+    candidate), then, with a ``score`` column that has values, the highest scores (ties and
+    missing scores: table order, missing last); otherwise a random sample drawn with
     ``np.random.default_rng(seed)``, one draw per tomogram in sorted name order. The result
     keeps the input's row order.
     """
@@ -365,22 +450,28 @@ def cap_per_tomogram(labels: pd.DataFrame, max_labels: int, *, seed: int) -> pd.
     by_score = "score" in labels.columns and pd.to_numeric(
         labels["score"], errors="coerce"
     ).notna().any()
-    keep: list[np.ndarray] = []
+    first = np.zeros(len(labels), bool) if keep is None else np.asarray(keep, bool)
+    chosen_parts: list[np.ndarray] = []
     positions = np.arange(len(labels))
     names = labels["tomogram"].astype(str).to_numpy()
     for name in sorted(set(names)):
         rows = positions[names == name]
         if len(rows) <= max_labels:
-            keep.append(rows)
+            chosen_parts.append(rows)
             continue
+        kept = rows[first[rows]][:max_labels]
+        rest = rows[~first[rows]]
+        room = max_labels - len(kept)
         if by_score:
-            score = pd.to_numeric(labels["score"].iloc[rows], errors="coerce").to_numpy(float)
+            score = pd.to_numeric(labels["score"].iloc[rest], errors="coerce").to_numpy(float)
             key = np.where(np.isnan(score), -np.inf, score)
             order = np.argsort(-key, kind="stable")
-            keep.append(rows[order[:max_labels]])
+            chosen_parts.append(np.concatenate([kept, rest[order[:room]]]))
         else:
-            keep.append(rng.choice(rows, size=max_labels, replace=False))
-    chosen = np.sort(np.concatenate(keep)) if keep else np.zeros(0, int)
+            chosen_parts.append(
+                np.concatenate([kept, rng.choice(rest, size=room, replace=False)])
+            )
+    chosen = np.sort(np.concatenate(chosen_parts)) if chosen_parts else np.zeros(0, int)
     return labels.iloc[chosen].reset_index(drop=True)
 
 
@@ -396,3 +487,190 @@ def label_counts(labels: pd.DataFrame) -> dict[str, int]:
     """Labels per tomogram, sorted by name."""
     counts = labels["tomogram"].astype(str).value_counts()
     return {str(k): int(counts[k]) for k in sorted(counts.index)}
+
+
+def cluster_counts(labels: pd.DataFrame) -> dict[int, int]:
+    """Labels per cluster id, sorted by id."""
+    counts = labels["cluster"].value_counts()
+    return {int(k): int(counts[k]) for k in sorted(counts.index)}
+
+
+def describe_cluster_counts(counts: Mapping[int, int]) -> str:
+    """``"9 from cluster 5, 2 from cluster 7"`` (largest first)."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} from cluster {c}" for c, n in items) or "none"
+
+
+# --------------------------------------------------------------------------- seeds, few-shot
+# (kept here past ~500 lines: seeds, caps and negatives are all "selection -> labels", and
+# the command imports one module for them)
+
+
+def embedding_features(
+    points: pd.DataFrame,
+    embeddings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    source,
+) -> np.ndarray:
+    """Embedding rows aligned with ``points``: ``(len(points), D)`` float32, NaN for the
+    rows of tomograms not in ``embeddings``.
+
+    ``embeddings``: tomogram name -> ``(embeddings (n, D), xyz (n, 3) voxels)`` as written
+    by ``milopyp embed``; its rows are that tomogram's rows of points.csv, in order (how
+    ``milopyp cluster`` numbers them). Raises when counts or positions disagree.
+    """
+    dims = {e.shape[1] for e, _ in embeddings.values()}
+    if len(dims) > 1:
+        raise MilopypError(f"{source}: embeddings of different widths {sorted(dims)}")
+    features = np.full((len(points), dims.pop() if dims else 1), np.nan, np.float32)
+    names = points["tomogram"].astype(str).to_numpy()
+    for name, (emb, xyz) in embeddings.items():
+        rows = np.flatnonzero(names == name)
+        want = points[["x", "y", "z"]].to_numpy(np.float64)[rows]
+        if len(rows) != len(emb) or not np.allclose(want, xyz, atol=0.01):
+            raise MilopypError(
+                f"{source}: the embeddings of tomogram {name} ({len(emb)} candidates) do not "
+                f"match its {len(rows)} rows of points.csv; give the embeddings that "
+                f"`milopyp cluster` used for this points.csv"
+            )
+        features[rows] = emb
+    return features
+
+
+def umap_features(points: pd.DataFrame) -> np.ndarray | None:
+    """The UMAP coordinates of points.csv (3-D if present, else 2-D), or None."""
+    for columns in (("umap3_x", "umap3_y", "umap3_z"), ("umap_x", "umap_y")):
+        if all(c in points.columns for c in columns):
+            return points[list(columns)].to_numpy(np.float32)
+    return None
+
+
+@dataclass
+class SeedLabels:
+    """Result of :func:`labels_near_seeds`.
+
+    ``labels``: rows of points (points.csv order); ``seed_rows``: boolean, one per label,
+    true for a seed's own candidate; ``n_seeds``: labels that are seed candidates;
+    ``n_from_clusters``: other members kept; ``n_dropped``: members of the seeds' clusters
+    in ``tomograms`` left out by the cap; ``n_elsewhere``: members in other tomograms;
+    ``cap``: the cap used (labels in all, seeds included).
+    """
+
+    labels: pd.DataFrame
+    seed_rows: np.ndarray
+    n_seeds: int
+    n_from_clusters: int
+    n_dropped: int
+    n_elsewhere: int
+    clusters: list[int]
+    tomograms: list[str]
+    cap: int
+
+    def describe(self, space: str) -> str:
+        return (
+            f"{self.n_seeds} labels from seeds, {self.n_from_clusters} from clusters "
+            f"{self.clusters} in tomograms {self.tomograms}, {self.n_dropped} dropped by the "
+            f"cap ({self.cap} labels, members nearest to a seed in {space} space); "
+            f"{self.n_elsewhere} members in other tomograms not used"
+        )
+
+
+def labels_near_seeds(
+    points: pd.DataFrame,
+    choice: SeedChoice,
+    features: np.ndarray,
+    *,
+    max_labels: int,
+    tomograms: Iterable[str] | None = None,
+    metric: str = "cosine",
+) -> SeedLabels:
+    """Few-shot labels from seeds: each seed's own candidate, then the members of the seeds'
+    clusters nearest to a seed in ``features`` space, up to ``max_labels`` labels in all.
+
+    ``points``: checked points.csv table; ``choice``: from :func:`clusters_from_seeds`;
+    ``features``: ``(len(points), D)`` rows aligned with ``points`` (embeddings or UMAP
+    coordinates; must be finite for the seeds and the members considered); ``tomograms``:
+    where members may come from (default: the seeds' tomograms); ``metric``: "cosine" or
+    "euclidean". A member's distance is its smallest distance to any seed's candidate.
+    Seeds are always kept, even when there are more than ``max_labels``.
+    """
+    if max_labels < 1:
+        raise MilopypError(f"--max-seed-labels must be >= 1, got {max_labels}")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be cosine or euclidean, got {metric!r}")
+    features = np.asarray(features, np.float64)
+    if features.shape[0] != len(points):
+        raise ValueError(f"features have {features.shape[0]} rows for {len(points)} points")
+    ids = points["point_id"].to_numpy()
+    seed_pos = np.flatnonzero(np.isin(ids, choice.assignments["point_id"].to_numpy()))
+    scope = sorted(set(map(str, tomograms)) if tomograms is not None
+                   else set(choice.assignments["tomogram"].astype(str)))
+    names = points["tomogram"].astype(str).to_numpy()
+    in_clusters = points["cluster"].isin(choice.clusters).to_numpy().copy()
+    in_clusters[seed_pos] = False
+    in_scope = np.isin(names, scope)
+    members = np.flatnonzero(in_clusters & in_scope)
+    n_elsewhere = int((in_clusters & ~in_scope).sum())
+    room = max(0, max_labels - len(seed_pos))
+    kept = np.zeros(0, int)
+    if room and len(members):
+        seeds_f, members_f = features[seed_pos], features[members]
+        if not (np.isfinite(seeds_f).all() and np.isfinite(members_f).all()):
+            raise MilopypError(
+                "no embedding for some seeds or cluster members (tomograms "
+                f"{scope}); give the embeddings of these tomograms"
+            )
+        if metric == "cosine":
+            def unit(a):
+                return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+            distance = 1.0 - (unit(members_f) @ unit(seeds_f).T).max(axis=1)
+        else:
+            distance, _ = cKDTree(seeds_f).query(members_f)
+        order = np.argsort(distance, kind="stable")
+        kept = members[order[:room]]
+    chosen = np.sort(np.concatenate([seed_pos, kept]))
+    return SeedLabels(
+        labels=points.iloc[chosen].reset_index(drop=True),
+        seed_rows=np.isin(chosen, seed_pos),
+        n_seeds=len(seed_pos),
+        n_from_clusters=len(kept),
+        n_dropped=len(members) - len(kept),
+        n_elsewhere=n_elsewhere,
+        clusters=list(choice.clusters),
+        tomograms=scope,
+        cap=max_labels,
+    )
+
+
+# --------------------------------------------------------------------------- negatives
+
+
+def negatives_table(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One negatives table (``tomogram, x, y, z, source``) from ``source -> points``."""
+    parts = []
+    for source, frame in frames.items():
+        if len(frame):
+            part = frame[["tomogram", "x", "y", "z"]].copy()
+            part["tomogram"] = part["tomogram"].astype(str)
+            part["source"] = source
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=str if c in ("tomogram", "source") else float)
+                             for c in NEGATIVE_COLUMNS})
+    return pd.concat(parts, ignore_index=True)[list(NEGATIVE_COLUMNS)]
+
+
+def drop_negatives_near_labels(
+    negatives: pd.DataFrame, labels: pd.DataFrame, radius_vox: float
+) -> tuple[pd.DataFrame, int]:
+    """Negatives farther than ``radius_vox`` voxels from every label of their tomogram
+    (a point cannot be both), and how many were dropped."""
+    keep = np.ones(len(negatives), bool)
+    names = negatives["tomogram"].astype(str).to_numpy()
+    for name, table in labels.groupby(labels["tomogram"].astype(str)):
+        rows = np.flatnonzero(names == name)
+        if len(rows) == 0:
+            continue
+        tree = cKDTree(table[["x", "y", "z"]].to_numpy(np.float64))
+        distance, _ = tree.query(negatives[["x", "y", "z"]].to_numpy(np.float64)[rows])
+        keep[rows[distance <= radius_vox]] = False
+    return negatives[keep].reset_index(drop=True), int((~keep).sum())

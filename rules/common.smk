@@ -201,12 +201,20 @@ def selection_options(wildcards):
         options.append("--label-tomograms " + " ".join(settings["label_tomograms"]))
     if settings["max_labels_per_tomogram"]:
         options.append(f"--max-labels-per-tomogram {settings['max_labels_per_tomogram']}")
+    options.append(f"--seed-labels {settings['seed_labels']}")
+    if settings["max_seed_labels"]:
+        options.append(f"--max-seed-labels {settings['max_seed_labels']}")
     return " ".join(options)
 
 
 def labels_dir(target):
     """The labels folder of ``target`` (raises until its selection checkpoint has run)."""
-    return checkpoints.import_selection.get(target=target).output[0]
+    return checkpoints.import_selection.get(target=target).output.labels
+
+
+def negatives_dir(target):
+    """The negatives folder of ``target`` (raises until its selection checkpoint has run)."""
+    return checkpoints.import_selection.get(target=target).output.negatives
 
 
 def labelled_tomograms(target):
@@ -218,6 +226,12 @@ def labelled_tomograms(target):
 # named input stays in place (a dry-run can still format the rule's shell command).
 def training_labels(wildcards):
     folder = labels_dir(wildcards.target)
+    return [f"{folder}/{name}.csv" for name in labelled_tomograms(wildcards.target)]
+
+
+def training_negatives(wildcards):
+    """Negatives tables of the labelled tomograms, in the order of `training_labels`."""
+    folder = negatives_dir(wildcards.target)
     return [f"{folder}/{name}.csv" for name in labelled_tomograms(wildcards.target)]
 
 

@@ -6,6 +6,7 @@
 rule train_localize:
     input:
         labels=training_labels,
+        negatives=training_negatives,
         tomograms=training_tomograms,
     output:
         f"{RESULTS}/targets/{{target}}/model.pt",
@@ -26,7 +27,8 @@ rule train_localize:
         CONDA_ENV
     shell:
         "milopyp train-localize --tomograms {input.tomograms} --labels {input.labels}"
-        " -o {output} {params.options} --seed {params.seed} --device {params.device} 2> {log}"
+        " --negatives {input.negatives} -o {output} {params.options} --seed {params.seed}"
+        " --device {params.device} 2> {log}"
 
 
 rule localize:

@@ -1,14 +1,19 @@
 # The selection checkpoint: a person's (or a seed file's) choice becomes labels, one folder
-# per target: targets/{target}/labels/{tomogram}.csv. Which tomograms have labels is known
-# only after this job, so the training rule asks the checkpoint for its inputs.
+# per target: targets/{target}/labels/{tomogram}.csv, and the selection's negatives (what is
+# not the target): targets/{target}/negatives/{tomogram}.csv for every tomogram (possibly
+# empty). Which tomograms have labels is known only after this job, so the training rule
+# asks the checkpoint for its inputs. The embeddings rank the members of seed-chosen
+# clusters by their distance to the seeds.
 
 
 checkpoint import_selection:
     input:
         selection=target_selection,
         points=f"{RESULTS}/explore/points.csv",
+        embeddings=expand(f"{RESULTS}/embeddings/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
     output:
-        directory(f"{RESULTS}/targets/{{target}}/labels"),
+        labels=directory(f"{RESULTS}/targets/{{target}}/labels"),
+        negatives=directory(f"{RESULTS}/targets/{{target}}/negatives"),
     log:
         f"{RESULTS}/logs/{{target}}/import_selection.log",
     benchmark:
@@ -24,4 +29,5 @@ checkpoint import_selection:
         CONDA_ENV
     shell:
         "milopyp import-selection --selection {input.selection} --points {input.points}"
-        " --tomograms {params.names} -o {output} {params.options} 2> {log}"
+        " --embeddings {input.embeddings} --tomograms {params.names} -o {output.labels}"
+        " --negatives-output {output.negatives} {params.options} 2> {log}"

@@ -162,6 +162,24 @@ def test_explorer_selection_round_trip(tmp_path):
             assert download.suggested_filename == "selection.json"
             saved = tmp_path / "selection.json"
             download.save_as(saved)
+
+            # negatives: a cluster's "not" box, and a clicked point marked "not this"
+            page.click("#clear-selection")
+            page.click('.cluster-toggle[data-cluster="0"]')
+            page.click('.cluster-negative[data-cluster="1"]')
+            p2 = points[points.cluster == 2].iloc[3]
+            page.mouse.click(*client(p2.umap_x, p2.umap_y))
+            page.click("#mark-negative")
+            page.click('.cluster-negative[data-cluster="0"]')  # moves 0 to the negatives...
+            page.click('.cluster-toggle[data-cluster="0"]')    # ...and back
+            assert not page.is_checked('.cluster-negative[data-cluster="0"]')
+            page.mouse.move(5, 5)
+            assert "Not this: 1 cluster(s) + 1 point(s) = 76 candidates" in page.locator(
+                "#negative-summary").inner_text()
+            with page.expect_download() as info:
+                page.click("#save-selection")
+            with_negatives = tmp_path / "selection-negatives.json"
+            info.value.save_as(with_negatives)
             context.close()
         finally:
             browser.close()
@@ -173,6 +191,13 @@ def test_explorer_selection_round_trip(tmp_path):
         "points": expected_points,
         "source": "milopyp explorer",
         "n_points": 75 + 75 + 149,
+    }
+    assert json.loads(with_negatives.read_text()) == {
+        "clusters": [0],
+        "points": [],
+        "source": "milopyp explorer",
+        "n_points": 75,
+        "negatives": {"clusters": [1], "points": [int(p2.point_id)], "n_points": 76},
     }
     assert not errors, errors
     foreign = [u for u in requests if u != url and not u.startswith(("data:", "blob:"))]

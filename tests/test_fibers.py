@@ -407,9 +407,10 @@ def test_cli_empty_picks_write_empty_outputs(tmp_path, caplog):
         ("x,y,z\n1,2,3\n", ["--link-distance-a", "50"], "voxel size"),
         ("x,y,z\n1,2,3\n", ["--min-points", "2"], "--min-points"),
         ("x,y,z\n1,2,3\n", ["--max-curvature", "0"], "--max-curvature"),
+        ("x,y,z\n1,2,3\n", ["--max-picks", "-1"], "--max-picks"),
     ],
     ids=["missing", "no-xyz", "nan", "star-no-tomogram", "angstrom-no-voxel", "min-points",
-         "curvature"],
+         "curvature", "max-picks"],
 )
 def test_cli_bad_input_is_a_one_line_error(tmp_path, capsys, content, extra, message):
     picks = tmp_path / "picks.csv"
@@ -452,3 +453,235 @@ def test_ends_that_do_not_point_at_each_other_are_not_joined():
     d = picks_along(segment([100, 115, 30], [200, 115, 30]), rng, spacing=4.0)
     result = trace(np.concatenate([a, b, c, d]), link_distance_vox=10.0)
     assert len(result.fibers) == 4 and result.joined == 0, result.summary()
+
+
+# --------------------------------------------------------------------------- floods of picks
+
+
+def test_chunked_neighbourhoods_match_a_dense_reference(monkeypatch):
+    """The neighbour shapes and the link graph, built in chunks of a few hundred pairs, equal
+    a direct computation (all pairwise distances) and the tracing does not change."""
+    from scipy.sparse.csgraph import connected_components
+
+    from milopyp import fibers
+
+    rng = np.random.default_rng(21)
+    truths = [segment((10, 20, 8), (110, 70, 20)), arc((60, 60), 35.0, 0, 120, 12.0)]
+    pts = np.concatenate([rng.uniform((0, 0, 0), (128, 96, 24), (300, 3))]
+                         + [picks_along(c, rng) for c in truths])
+    pts = pts[np.lexsort((pts[:, 2], pts[:, 1], pts[:, 0]))]
+    whole = trace(pts, link_distance_vox=LINK)
+    monkeypatch.setattr(fibers, "_PAIR_CHUNK", 300)
+    chunks = list(fibers._pair_chunks(pts, cKDTree(pts), 2 * LINK))
+    assert len(chunks) > 10  # many chunks, each within the budget (or one pick)
+    assert all(len(i) <= 300 or i.max() == 0 for _, i, _ in chunks)
+
+    dist = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    count, ratio, axis = fibers._local_shape(pts, cKDTree(pts), 2 * LINK)
+    for k in range(len(pts)):
+        near = pts[dist[k] <= 2 * LINK]
+        assert count[k] == len(near)
+        evals, evecs = np.linalg.eigh(np.cov(near.T, bias=True))
+        assert ratio[k] == pytest.approx(evals[1] / max(evals[2], 1e-12), abs=1e-9)
+        if ratio[k] < 0.5:
+            assert abs(axis[k] @ evecs[:, 2]) == pytest.approx(1.0, abs=1e-9)
+    reference = connected_components(dist <= LINK, directed=False)[1]
+    np.testing.assert_array_equal(fibers._components(pts, LINK), reference)
+
+    chunked = trace(pts, link_distance_vox=LINK)
+    assert chunked.summary() == whole.summary() and len(chunked.fibers) == 2
+    for a, b in zip(chunked.fibers, whole.fibers):
+        np.testing.assert_array_equal(a.members, b.members)
+        np.testing.assert_allclose(a.points, b.points)
+
+
+def test_dense_random_picks_trace_in_bounded_memory(monkeypatch):
+    """25,000 random picks with ~600 neighbours each within the shape window (15 M pairs:
+    360 MB as index pairs alone) are traced holding ~1 chunk of pairs at a time, and give no
+    fibre."""
+    import tracemalloc
+
+    from milopyp import fibers
+
+    rng = np.random.default_rng(5)
+    pts = rng.uniform((0, 0, 0), (96, 96, 32), (25_000, 3))
+    monkeypatch.setattr(fibers, "_PAIR_CHUNK", 1 << 18)
+    tracemalloc.start()
+    try:
+        result = trace(pts, link_distance_vox=LINK, max_picks=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.fibers == [] and result.n_capped == 0, result.summary()
+    assert peak < 40e6, peak / 1e6  # the code before the chunks: 765 MB
+
+
+def test_flood_of_picks_is_capped_logged_and_real_filaments_survive(caplog):
+    """Far more picks than max_picks: the highest-scoring are traced (a filament whose picks
+    score high is still found), the rest are counted and a warning says what to check."""
+    rng = np.random.default_rng(9)
+    truth = segment((20, 40, 10), (200, 150, 30))
+    line = picks_along(truth, rng)
+    noise = rng.uniform((0, 0, 0), (256, 256, 48), (60_000, 3))
+    xyz = np.concatenate([noise, line])
+    scores = np.concatenate([rng.uniform(0.0, 0.5, len(noise)), rng.uniform(0.6, 1.0, len(line))])
+    with caplog.at_level("WARNING", logger="milopyp.fibers"):
+        result = trace(xyz, link_distance_vox=LINK, scores=scores, max_picks=1500)
+    assert result.n_capped == len(xyz) - 1500
+    assert "implausibly many" in caplog.text and "60" in caplog.text
+    assert len(caplog.records) == 1
+    assert "lowest-scoring pick(s) over max_picks not traced" in result.summary()
+    assert len(result.fibers) == 1, result.summary()
+    assert_traces(result.fibers[0], truth)
+    members = result.fibers[0].members  # indices into the input, not into the kept picks
+    assert scores[members].min() >= np.sort(scores)[-1500]
+    assert np.isin(np.arange(len(noise), len(xyz)), members).mean() > 0.9
+    # without the cap, the flood of noise around it swamps the filament
+    assert trace(xyz, link_distance_vox=LINK, scores=scores, max_picks=None).fibers == []
+    # without scores: a random subset, still independent of the input order
+    a = trace(noise, link_distance_vox=LINK, max_picks=2000)
+    perm = rng.permutation(len(noise))
+    b = trace(noise[perm], link_distance_vox=LINK, max_picks=2000)
+    assert a.n_capped == b.n_capped == len(noise) - 2000 and a.summary() == b.summary()
+    with pytest.raises(ValueError, match="max_picks"):
+        trace(noise, link_distance_vox=LINK, max_picks=0)
+
+
+# --------------------------------------------------------------------------- fibre threshold
+
+
+def _flat_heatmap(shape_zyx, rng, level=0.09, spread=0.002):
+    """A saturated fibre heat map: every voxel near ``level``, rough (voxel-scale) noise."""
+    return (level + spread * rng.standard_normal(shape_zyx)).astype(np.float32)
+
+
+def test_fiber_threshold_rejects_a_flat_heat_map():
+    from milopyp.localize.calibrate import (
+        FIBER_MAX_VOXEL_FRACTION,
+        fiber_threshold,
+        guard_fiber_threshold,
+        heatmap_quantile,
+        label_peak_scores,
+    )
+
+    rng = np.random.default_rng(3)
+    heat = _flat_heatmap((24, 80, 112), rng)
+    labels = rng.uniform((0, 0, 0), (111, 79, 23), (100, 3))
+    places = rng.uniform((0, 0, 0), (111, 79, 23), (200, 3))
+    peaks = label_peak_scores(heat, labels, 2.0)
+    background = label_peak_scores(heat, places, 2.0)
+    bulk = heatmap_quantile(heat, 1 - FIBER_MAX_VOXEL_FRACTION)
+    threshold, separated, note = fiber_threshold(peaks, bulk, background)
+    assert not separated
+    assert "did not learn the filaments" in note and f"{np.median(peaks):.4g}" in note
+    assert threshold >= bulk > 0.6 * np.median(peaks)
+    assert np.mean(heat > threshold) <= FIBER_MAX_VOXEL_FRACTION + 1e-3
+
+    # applied to a tomogram: the issue's threshold (0.6 x label median) is raised
+    low = 0.6 * float(np.median(peaks))
+    assert np.mean(heat > low) > 0.99
+    raised, note = guard_fiber_threshold(heat, low, {"separated": False,
+                                                     "label_peak_median": 0.087,
+                                                     "background_peak_median": 0.09})
+    assert raised == pytest.approx(bulk)
+    assert "did not learn the filaments" in note and "flat fibre heat map" in note
+    assert "0.087" in note and "%" in note and ";" in note and "\n" not in note
+
+
+def test_fiber_threshold_keeps_a_learned_heat_map():
+    from milopyp.localize.calibrate import (
+        FIBER_MAX_VOXEL_FRACTION,
+        fiber_threshold,
+        guard_fiber_threshold,
+        heatmap_quantile,
+        label_peak_scores,
+    )
+
+    rng = np.random.default_rng(4)
+    heat = (0.02 + 0.01 * rng.random((24, 80, 112))).astype(np.float32)
+    heat[10:14, 30:34, :] = 0.7  # a filament along x: 1.8 % of the voxels
+    labels = np.column_stack([np.arange(5, 105, 5), np.full(20, 31.5), np.full(20, 11.5)])
+    places = rng.uniform((0, 0, 0), (111, 79, 23), (200, 3))
+    bulk = heatmap_quantile(heat, 1 - FIBER_MAX_VOXEL_FRACTION)
+    threshold, separated, note = fiber_threshold(
+        label_peak_scores(heat, labels, 2.0), bulk, label_peak_scores(heat, places, 2.0))
+    assert separated and note == ""
+    assert threshold == pytest.approx(0.6 * 0.7)
+    assert guard_fiber_threshold(heat, threshold) == (threshold, "")
+    assert guard_fiber_threshold(heat, threshold, {"separated": True}) == (threshold, "")
+
+
+def test_max_fiber_picks():
+    from milopyp.localize.calibrate import max_fiber_picks
+
+    assert 40_000 < max_fiber_picks((160, 512, 512)) < 50_000
+    assert max_fiber_picks((2, 2, 2)) == 1
+
+
+def test_localize_a_flat_fibre_heat_map_gives_few_picks_and_says_why(tmp_path, monkeypatch,
+                                                                      caplog):
+    """`milopyp localize` with a fibre model whose heat map is flat: the calibrated threshold
+    (0.6 x label median) would keep ~1 pick in 60 voxels; the guard keeps at most what
+    filaments can give and says why, in one line per cause."""
+    import sys
+    import types
+
+    from milopyp.localize.calibrate import max_fiber_picks
+    from milopyp.localize.peaks import find_peaks
+
+    rng = np.random.default_rng(8)
+    heat = _flat_heatmap((32, 96, 128), rng)
+    model = types.SimpleNamespace(
+        settings={"shape": "fiber"},
+        calibration={"threshold": 0.052, "label_peak_median": 0.087, "separated": False,
+                     "background_peak_median": 0.093})
+    monkeypatch.setitem(sys.modules, "milopyp.localize.train",
+                        types.SimpleNamespace(load_localizer=lambda path: model))
+    monkeypatch.setitem(sys.modules, "milopyp.localize.infer",
+                        types.SimpleNamespace(predict_heatmap=lambda *a, **k: heat))
+    mrc, out = tmp_path / "TS_01.mrc", tmp_path / "picks.csv"
+    write_tomogram(mrc, np.zeros((32, 96, 128), np.float32), 10.0)
+    with caplog.at_level("INFO"):
+        assert cli.main(["localize", "--model", "m.pt", "--tomogram", str(mrc), "-o",
+                         str(out)]) == 0
+    unguarded = len(find_peaks(heat, kernel_vox=3, threshold=0.052))
+    picks = pd.read_csv(out)
+    assert unguarded > 5000 and 0 < len(picks) <= max_fiber_picks(heat.shape) < 1000
+    assert picks["score"].min() > np.quantile(heat, 0.96)
+    text = caplog.text
+    assert "did not learn the filaments" in text and "flat fibre heat map" in text
+    assert "more than filaments can give" in text
+
+
+def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):
+    """train-localize's calibration: a flat fibre heat map gets a threshold above its bulk,
+    ``separated: False`` and one warning; a learned one 0.6 x the label median; globular
+    targets keep 0.9 x the median and the three keys."""
+    import sys
+    import types
+
+    from milopyp.localize.calibrate import THRESHOLD_FRACTION, calibrate_threshold
+
+    rng = np.random.default_rng(6)
+    flat = _flat_heatmap((24, 80, 112), rng)
+    learned = (0.02 + 0.01 * rng.random((24, 80, 112))).astype(np.float32)
+    learned[10:14, 30:34, :] = 0.7
+    labels = [np.column_stack([np.arange(5, 105, 5), np.full(20, 31.5), np.full(20, 11.5)])]
+    heat = {}
+    monkeypatch.setitem(sys.modules, "milopyp.localize.infer",
+                        types.SimpleNamespace(predict_heatmap=lambda m, t, **k: heat["map"]))
+
+    heat["map"] = flat
+    with caplog.at_level("WARNING", logger="milopyp.localize.calibrate"):
+        cal = calibrate_threshold(None, [flat], labels, 4.0, "cpu", shape="fiber")
+    assert cal["separated"] is False and cal["n_labels"] == 20
+    assert cal["threshold"] >= cal["bulk_level"] == pytest.approx(np.quantile(flat, 0.97),
+                                                                  rel=1e-3)
+    assert len(caplog.records) == 1 and "did not learn the filaments" in caplog.text
+
+    heat["map"] = learned
+    cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu", shape="fiber")
+    assert cal["separated"] is True and cal["threshold"] == pytest.approx(0.6 * 0.7)
+    cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu")
+    assert set(cal) == {"threshold", "label_peak_median", "n_labels"}
+    assert cal["threshold"] == pytest.approx(THRESHOLD_FRACTION * 0.7)

@@ -378,3 +378,72 @@ def test_rotated_crop_moves_labels_with_the_density(angle):
     if angle == 0.0:
         np.testing.assert_allclose(crop, vol[1:6, 20:44, 25:49], atol=1e-5)
         np.testing.assert_allclose(local, points - [25, 20, 1])
+
+
+# --- look-alikes and explicit negatives -------------------------------------------------
+
+def _balls_and_shells(shape_zyx, n, seed, noise=0.35):
+    """Noise with n solid balls (the target) and n hollow shells of the same size and the
+    same integrated density (look-alikes: only their shape differs). Returns
+    (volume, balls xyz, shells xyz)."""
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(0.0, noise, shape_zyx).astype(np.float32)
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape_zyx], indexing="ij")
+    centres = []
+    while len(centres) < 2 * n:  # well separated, away from the faces
+        c = np.array([rng.uniform(6, shape_zyx[2] - 6), rng.uniform(6, shape_zyx[1] - 6),
+                      rng.uniform(5, shape_zyx[0] - 5)]).round()
+        if all(np.abs(c - o).max() > 9 for o in centres):
+            centres.append(c)
+    centres = np.array(centres)
+    for k, (x, y, z) in enumerate(centres):
+        r = np.sqrt((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2)
+        if k < n:
+            vol += 1.0 * (r <= 3.0)
+        else:  # same outer size and integrated density, empty inside
+            inside, shell = r <= 3.0, (r > 1.8) & (r <= 3.0)
+            vol += (inside.sum() / shell.sum()) * shell
+    return vol, centres[:n], centres[n:]
+
+
+def _peak_auc(heat, pos, neg):
+    from milopyp.localize.calibrate import label_peak_scores
+
+    sp, sn = label_peak_scores(heat, pos, 1.5), label_peak_scores(heat, neg, 1.5)
+    return float(np.mean(sp[:, None] > sn[None, :])), sp, sn
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_training_ranks_the_target_above_look_alikes(with_negatives):
+    """Balls vs shells of the same size and density: trained on a few labelled balls (the
+    shells unlabelled, or given as negatives), the heat map of an unseen volume ranks balls
+    above shells, not only blobs above noise."""
+    train_vol, balls, shells = _balls_and_shells((16, 64, 64), 10, seed=21)
+    test_vol, t_balls, t_shells = _balls_and_shells((16, 64, 64), 10, seed=22)
+    model = _train(train_vol, balls[:6], epochs=4, iterations_per_epoch=40, lr_step_epochs=3,
+                   lr=3e-3, crop=(8, 32, 32), particle_radius_vox=3.0, expected_particles=10,
+                   z_dilations=(1, 2), negatives=[shells[:6]] if with_negatives else None)
+    heat = predict_heatmap(model, test_vol, device="cpu")
+    auc, sp, sn = _peak_auc(heat, t_balls, t_shells)
+    assert auc >= 0.9, (auc, sp.round(3), sn.round(3))
+    assert np.median(sp) > 2 * np.median(sn), (sp.round(3), sn.round(3))
+
+
+def test_negatives_in_the_target_map_and_the_loss():
+    from milopyp.localize.pu import pu_focal_loss
+    from milopyp.localize.targets import NEGATIVE
+
+    t = heatmap_target(np.array([[5.0, 5.0, 5.0]]), (11, 24, 24), radius_vox=3.0,
+                       negatives_xyz=np.array([[16.0, 16.0, 5.0], [6.0, 5.0, 5.0]]))
+    assert t[5, 16, 16] == NEGATIVE and t[5, 16, 19] == NEGATIVE and t[5, 16, 20] == -1
+    assert t[5, 5, 5] == 1.0  # a positive wins over a negative that overlaps it
+    assert np.all(t[t > -1] >= 0)
+    logits = torch.full((1, 1, *t.shape), -2.0, requires_grad=True)
+    target = torch.from_numpy(t)[None, None]
+    base = pu_focal_loss(logits, target, 1e-3)
+    hot = logits.detach().clone()
+    hot[0, 0, 5, 16, 16] = 3.0  # confident at a known negative: the loss must rise
+    assert float(pu_focal_loss(hot, target, 1e-3)) > float(base) + 0.5
+    base.backward()
+    assert float(logits.grad[0, 0, 5, 16, 16]) > 0  # gradient descent lowers it

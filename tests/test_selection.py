@@ -386,3 +386,273 @@ def test_refuses_a_selection_inside_the_output_folder(tmp_path, points_csv):
     with pytest.raises(MilopypError, match="inside the output folder"):
         run(tmp_path, s, points_csv)
     assert s.exists()
+
+
+# --------------------------------------------------------------------------- few-shot seeds
+
+
+def ring_points(n: int = 30) -> tuple[pd.DataFrame, np.ndarray]:
+    """Cluster 1 (n members in tomo_a, n in tomo_b) and cluster 4 (n in tomo_a); 2-D
+    features: member k of cluster 1 lies k units from the origin, cluster 4 far away."""
+    rows, feats = [], []
+    for t, c in (("tomo_a", 1), ("tomo_b", 1), ("tomo_a", 4)):
+        for k in range(n):
+            rows.append({"tomogram": t, "x": 2.0 + k, "y": 5.0 + (c == 4) * 20, "z": 3.0,
+                         "score": 1.0 - k / n, "cluster": c})
+            feats.append([k + (t == "tomo_b") * 0.5, 0.0] if c == 1 else [100.0, 100.0 + k])
+    df = pd.DataFrame(rows)
+    df.insert(0, "point_id", np.arange(len(df)))
+    return df, np.asarray(feats, np.float32)
+
+
+def test_labels_near_seeds_keeps_seeds_and_the_nearest_members_up_to_the_cap():
+    points, feats = ring_points()
+    seeds = pd.DataFrame({"tomogram": ["tomo_a"], "x": [2.2], "y": [5.0], "z": [3.0]})
+    choice = sel.clusters_from_seeds(points, seeds, radius_vox=2, source="s")
+    assert choice.clusters == [1]
+    near = sel.labels_near_seeds(points, choice, feats, max_labels=5, metric="euclidean")
+    # the seed's own candidate (point 0) and the 4 nearest members, only in tomo_a
+    assert near.labels["point_id"].tolist() == [0, 1, 2, 3, 4]
+    assert near.seed_rows.tolist() == [True, False, False, False, False]
+    assert (near.n_seeds, near.n_from_clusters, near.n_dropped, near.n_elsewhere) == (1, 4, 25, 30)
+    assert near.tomograms == ["tomo_a"]
+    line = near.describe("embedding")
+    assert line.startswith("1 labels from seeds, 4 from clusters [1] in tomograms ['tomo_a'], "
+                           "25 dropped by the cap")
+    # listing the tomograms widens the scope; the nearest in either tomogram are taken
+    near = sel.labels_near_seeds(points, choice, feats, max_labels=5,
+                                 tomograms=["tomo_a", "tomo_b"], metric="euclidean")
+    assert near.labels["point_id"].tolist() == [0, 1, 2, 30, 31]
+    assert near.n_dropped == 29 + 30 - 4 and near.n_elsewhere == 0
+    # a cap smaller than the seeds still keeps every seed
+    two = pd.DataFrame({"tomogram": ["tomo_a", "tomo_a"], "x": [2.0, 9.0], "y": [5.0, 5.0],
+                        "z": [3.0, 3.0]})
+    choice = sel.clusters_from_seeds(points, two, radius_vox=1, source="s")
+    near = sel.labels_near_seeds(points, choice, feats, max_labels=1, metric="euclidean")
+    assert near.labels["point_id"].tolist() == [0, 7] and near.n_from_clusters == 0
+    assert sel.default_seed_label_cap(1) == 20 and sel.default_seed_label_cap(5) == 50
+
+
+def test_labels_near_seeds_cosine_ranks_by_angle():
+    points, _ = ring_points(4)
+    angle = np.array([0.0, 0.5, 0.1, 1.2] * 3)
+    feats = np.stack([np.cos(angle), np.sin(angle)], 1) * np.arange(1, 13)[:, None]
+    choice = sel.clusters_from_seeds(
+        points, pd.DataFrame({"tomogram": ["tomo_a"], "x": [2.0], "y": [5.0], "z": [3.0]}),
+        radius_vox=1, source="s")
+    near = sel.labels_near_seeds(points, choice, feats, max_labels=2)
+    assert near.labels["point_id"].tolist() == [0, 2]  # same direction, not same length
+
+
+def test_seed_selection_is_few_shot_and_logs_where_labels_came_from(tmp_path, caplog):
+    points, feats = ring_points()
+    points["umap_x"], points["umap_y"] = feats[:, 0], feats[:, 1]
+    pts = tmp_path / "points.csv"
+    points.to_csv(pts, index=False)
+    s = write(tmp_path / "seeds.yaml", "seeds:\n  - {tomogram: tomo_a, x: 2, y: 5, z: 3}\n")
+    with caplog.at_level(logging.INFO):
+        out = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"))
+    labels = read_labels(out)
+    assert len(labels) == 20 and set(labels["tomogram"]) == {"tomo_a"}  # max(20, 10 x 1)
+    assert sorted(labels["x"]) == [2.0 + k for k in range(20)]
+    assert ("1 labels from seeds, 19 from clusters [1] in tomograms ['tomo_a'], 10 dropped "
+            "by the cap (20 labels, members nearest to a seed in UMAP space); 30 members in "
+            "other tomograms not used") in caplog.text
+    info = summary(out)
+    assert info["seed_labels"] == "nearest" and info["max_seed_labels"] == 20
+    assert (info["labels_from_seeds"], info["labels_from_clusters"],
+            info["dropped_by_seed_cap"]) == (1, 19, 10)
+    # an explicit cap over listed tomograms: tomo_b's members are 0.5 farther, interleaved
+    out = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"),
+              extra=["--max-seed-labels", "6", "--label-tomograms", "tomo_b", "tomo_a"])
+    assert summary(out)["label_counts"] == {"tomo_a": 3, "tomo_b": 3}
+    # --max-labels-per-tomogram keeps the seed although two members score higher
+    points.loc[[1, 2], "score"] = 5.0
+    points.to_csv(pts, index=False)
+    out = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"),
+              extra=["--max-labels-per-tomogram", "2"])
+    assert sorted(read_labels(out)["x"]) == [2.0, 3.0]
+    # the old behaviour on request: every member of the chosen cluster, in every tomogram
+    out = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"),
+              extra=["--seed-labels", "clusters"])
+    assert summary(out)["label_counts"] == {"tomo_a": 30, "tomo_b": 30}
+
+
+def test_seed_labels_ranked_in_embedding_space(tmp_path, caplog):
+    points, feats = ring_points()
+    points["umap_x"] = points["umap_y"] = 0.0  # UMAP says nothing; the embeddings do
+    pts = tmp_path / "points.csv"
+    points.to_csv(pts, index=False)
+    files = []
+    for name in ("tomo_a", "tomo_b"):
+        rows = points["tomogram"] == name
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, embeddings=np.c_[feats[rows], np.ones((rows.sum(), 1))],
+                 xyz=points.loc[rows, ["x", "y", "z"]].to_numpy(), tomogram=name)
+        files.append(str(path))
+    s = write(tmp_path / "seeds.yaml", "seeds:\n  - {tomogram: tomo_b, x: 12, y: 5, z: 3}\n")
+    with caplog.at_level(logging.INFO):
+        out = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"),
+                  extra=["--embeddings", *files, "--max-seed-labels", "3"])
+    assert sorted(read_labels(out)["x"]) == [11.0, 12.0, 13.0]
+    assert "in embedding space" in caplog.text
+    # members of another tomogram, ranked by the embedding of a seed in tomo_b
+    out = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"),
+              extra=["--embeddings", *files, "--max-seed-labels", "3",
+                     "--label-tomograms", "tomo_a"])
+    assert sorted(read_labels(out)["x"]) == [12.0, 13.0]  # k = 10, 11: nearest in angle
+    # embeddings that do not belong to this points.csv are refused
+    np.savez(files[1], embeddings=np.ones((3, 3)), xyz=np.zeros((3, 3)), tomogram="tomo_b")
+    with pytest.raises(MilopypError, match="do not match its 30 rows"):
+        run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"), extra=["--embeddings", *files])
+
+
+def test_cap_per_tomogram_keeps_marked_rows_first():
+    scored = pd.DataFrame({"tomogram": ["t"] * 5, "x": 0.0, "y": 0.0, "z": 0.0,
+                           "score": [0.9, 0.1, 0.8, 0.7, 0.2]})
+    kept = sel.cap_per_tomogram(scored, 2, seed=0, keep=np.array([0, 1, 0, 0, 0], bool))
+    assert kept["score"].tolist() == [0.9, 0.1]
+
+
+def test_explicit_clusters_log_labels_per_cluster(tmp_path, points_csv, caplog):
+    s = write(tmp_path / "sel.json", json.dumps(
+        {"clusters": [5, 2], "points": [6], "source": "milopyp explorer"}))  # 6: cluster 7
+    with caplog.at_level(logging.INFO):
+        out = run(tmp_path, s, points_csv)
+    assert len(read_labels(out)) == 19  # all members: explicit clusters are not capped
+    assert "9 from cluster 2, 9 from cluster 5; 1 from points listed by id" in caplog.text
+
+
+# --------------------------------------------------------------------------- negatives
+
+
+def run_with_negatives(tmp_path, selection, points=None, **kw) -> tuple[Path, Path]:
+    negatives = tmp_path / "negatives"
+    out = run(tmp_path, selection, points,
+              extra=[*kw.pop("extra", ()), "--negatives-output", str(negatives)], **kw)
+    return out, negatives
+
+
+def read_negatives(folder: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: read_coordinates(p) for p in sorted(folder.glob("*.csv"))}
+
+
+def test_yaml_negatives_by_cluster_and_by_seed(tmp_path, points_csv, caplog):
+    s = write(tmp_path / "sel.yaml", """
+clusters: [2]
+negatives:
+  clusters: [11]
+  seeds:
+    - {tomogram: tomo_b, x: 40, y: 20, z: 10}
+    - {tomogram: tomo_a, x: 8.5, y: 8, z: 6}     # on a label of cluster 2: dropped
+""")
+    with caplog.at_level(logging.INFO):
+        out, neg = run_with_negatives(tmp_path, s, points_csv)
+    tables = read_negatives(neg)
+    assert sorted(tables) == list(TOMOS)  # one file per campaign tomogram
+    b = tables["tomo_b"]
+    assert list(b.columns) == ["tomogram", "x", "y", "z", "source"]
+    assert (b["source"] == "cluster").sum() == 3 and (b["source"] == "seed").sum() == 1
+    np.testing.assert_allclose(b.loc[b.source == "seed", ["x", "y", "z"]].to_numpy(),
+                               [[40, 20, 10]])
+    assert len(tables["tomo_a"]) == 3 and set(tables["tomo_a"]["source"]) == {"cluster"}
+    assert "negatives: 9 from clusters [11], 2 from seeds; 1 dropped" in caplog.text
+    info = summary(out)
+    assert info["n_negatives"] == 10 and info["negatives_dropped_near_labels"] == 1
+    assert info["negative_counts"] == {"tomo_a": 3, "tomo_b": 4, "tomo_c": 3}
+    # labels are unchanged by negatives
+    assert set(read_labels(out)["cluster"]) == {2} and len(read_labels(out)) == 9
+
+
+def test_negatives_coordinate_table_and_empty_files(tmp_path, points_csv):
+    write(tmp_path / "user" / "not-this.csv", "tomogram,x,y,z\ntomo_c,30,30,20\ntomo_c,1,2,3\n")
+    s = write(tmp_path / "user" / "sel.yaml", "clusters: [5]\nnegatives: not-this.csv\n")
+    out, neg = run_with_negatives(tmp_path, s, points_csv)
+    tables = read_negatives(neg)
+    assert [len(tables[t]) for t in TOMOS] == [0, 0, 2]
+    assert set(tables["tomo_c"]["source"]) == {"table"}
+    assert (neg / "tomo_a.csv").read_text().startswith("tomogram,x,y,z,source")
+    assert summary(out)["negatives_from"] == {"table": 2}
+    # without negatives the files are there, empty
+    s = write(tmp_path / "plain.yaml", "clusters: [5]\n")
+    out, neg = run_with_negatives(tmp_path, s, points_csv)
+    assert [len(t) for t in read_negatives(neg).values()] == [0, 0, 0]
+    # a coordinate-table selection has no negatives either
+    s = write(tmp_path / "manual.csv", "tomogram,x,y,z\ntomo_a,1,2,3\n")
+    out, neg = run_with_negatives(tmp_path, s)
+    assert sorted(read_negatives(neg)) == list(TOMOS)
+
+
+def test_explorer_negatives_clusters_and_points(tmp_path, points_csv):
+    pts = make_points()
+    not_this = pts.loc[(pts.cluster == 7) & (pts.tomogram == "tomo_c"), "point_id"].tolist()[:2]
+    doc = {"clusters": [5], "points": [], "source": "milopyp explorer", "n_points": 9,
+           "negatives": {"clusters": [2], "points": not_this, "n_points": 11}}
+    s = write(tmp_path / "selection.json", json.dumps(doc))
+    out, neg = run_with_negatives(tmp_path, s, points_csv)
+    info = summary(out)
+    assert info["negatives_from"] == {"cluster": 9, "point": 2}
+    tomo_c = read_negatives(neg)["tomo_c"]
+    assert (tomo_c["source"] == "point").sum() == 2
+    assert info["negative_counts"] == {"tomo_a": 3, "tomo_b": 3, "tomo_c": 5}
+
+
+def test_negatives_errors(tmp_path, points_csv):
+    s = write(tmp_path / "both.yaml", "clusters: [2, 5]\nnegatives: {clusters: [5]}\n")
+    expect_error(r"cluster\(s\) \[5\] are selected and marked as negatives", tmp_path, s,
+                 points=points_csv)
+    s = write(tmp_path / "only.yaml", "negatives: {clusters: [5]}\n")
+    expect_error("lists only negatives", tmp_path, s, points=points_csv)
+    s = write(tmp_path / "typo.yaml", "clusters: [2]\nnegatives: {cluster: [5]}\n")
+    expect_error(r"unknown key\(s\) \['cluster'\]", tmp_path, s, points=points_csv)
+    s = write(tmp_path / "far.yaml",
+              "clusters: [2]\nnegatives:\n  - {tomogram: tomo_zz, x: 1, y: 1, z: 1}\n")
+    expect_error("not in the campaign", tmp_path, s, points=points_csv)
+
+
+# --------------------------------------------------------------------------- train-localize
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_train_localize_passes_negatives_in_label_order(tmp_path, points_csv, monkeypatch,
+                                                        caplog):
+    """import-selection's negatives reach train_localizer as one (M, 3) xyz array per
+    labelled tomogram, in the order of --labels."""
+    from milopyp.commands import train_localize
+    from milopyp.localize import train
+
+    paths = []
+    for name in ("tomo_a", "tomo_b"):
+        paths.append(tmp_path / f"{name}.mrc")
+        write_tomogram(paths[-1], np.zeros(SHAPE_ZYX, np.float32), 10.0)
+    s = write(tmp_path / "sel.yaml", "clusters: [2]\nnegatives:\n  clusters: [11]\n  seeds:\n"
+              "    - {tomogram: tomo_b, x: 30, y: 20, z: 10}\n")
+    out, neg = run_with_negatives(tmp_path, s, points_csv, tomograms=[str(p) for p in paths])
+    seen = {}
+
+    def fake(tomograms, labels, **kw):
+        seen.update(kw, labels=labels, tomograms=tomograms)
+        raise _Stop
+
+    monkeypatch.setattr(train, "train_localizer", fake)
+    parser = argparse.ArgumentParser()
+    train_localize.add_arguments(parser)
+    order = ["tomo_b", "tomo_a"]
+    argv = ["--tomograms", *map(str, paths), "-o", str(tmp_path / "model.pt"),
+            "--particle-diameter", "100", "--labels", *(str(out / f"{n}.csv") for n in order),
+            "--negatives", *(str(neg / f"{n}.csv") for n in order)]
+    with caplog.at_level(logging.INFO), pytest.raises(_Stop):
+        train_localize.main(parser.parse_args(argv))
+    assert [len(a) for a in seen["negatives"]] == [4, 3]  # tomo_b: cluster 11 + a seed
+    assert all(a.shape[1] == 3 and a.dtype == np.float64 for a in seen["negatives"])
+    np.testing.assert_allclose(seen["negatives"][0][-1], [30, 20, 10])
+    assert "6 labels, 7 negatives" in caplog.text
+    # files out of order, or too few, are refused
+    swapped = [*argv[:-2], str(neg / "tomo_a.csv"), str(neg / "tomo_b.csv")]
+    with pytest.raises(MilopypError, match="in the order of --labels"):
+        train_localize.main(parser.parse_args(swapped))
+    with pytest.raises(MilopypError, match="1 file\\(s\\) for 2 --labels"):
+        train_localize.main(parser.parse_args(argv[:-1]))

@@ -142,8 +142,10 @@ def test_lint_is_clean(tmp_path, dataset):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3) -> Path:
-    """A few ribosome centres of one tomogram, as a user would click them."""
+def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3,
+               negatives: str | None = None) -> Path:
+    """A few ribosome centres of one tomogram, as a user would click them (and, given
+    ``negatives``, that coordinate table as what is not the target)."""
     truth = pd.read_csv(dataset / "truth" / f"{name}.csv")
     ribosomes = truth[truth["species"] == "ribosome"].head(n)
     seeds = [
@@ -151,7 +153,18 @@ def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3) -> Path:
         for r in ribosomes.itertuples()
     ]
     path = workdir / "seeds.yaml"
-    path.write_text(yaml.safe_dump({"seeds": seeds}))
+    doc = {"seeds": seeds, **({"negatives": negatives} if negatives else {})}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def look_alikes(workdir: Path, dataset: Path, name: str, n: int = 6) -> Path:
+    """Centres of particles that are not ribosomes (small complexes, gold) in one tomogram."""
+    truth = pd.read_csv(dataset / "truth" / f"{name}.csv")
+    others = truth[truth["species"].isin(["small", "gold"])].head(n)
+    assert len(others) > 0
+    path = workdir / "not-ribosome.csv"
+    others[["tomogram", "x", "y", "z"]].round(1).to_csv(path, index=False)
     return path
 
 
@@ -168,10 +181,12 @@ def filament_labels(workdir: Path, dataset: Path, name: str) -> Path:
 @pytest.mark.slow
 def test_two_targets_share_exploration_and_get_their_own_outputs(tmp_path, dataset):
     """A globular and a fibre target in one campaign: the selection checkpoint (per target)
-    drives training, picking, fibre tracing, export, scoring and reports."""
+    drives training, picking, fibre tracing, export, scoring and reports. The ribosome's
+    seeds stay few-shot, and its negatives (a coordinate table) reach the training."""
     first = "tomo_000"
     work = campaign(tmp_path, dataset)
-    seeds_file(work, dataset, first)
+    look_alikes(work, dataset, first)
+    seeds_file(work, dataset, first, negatives="not-ribosome.csv")
     filament_labels(work, dataset, first)
     quick = {"label_tomograms": [first], "epochs": 1, "iterations_per_epoch": 5, "crop_xy": 32}
     write_config(
@@ -206,6 +221,21 @@ def test_two_targets_share_exploration_and_get_their_own_outputs(tmp_path, datas
         metrics = pd.read_csv(folder / "evaluation" / "picks.csv")
         assert set(metrics["tomogram"]) == {"tomo_000", "tomo_001", "overall"}
         assert str(folder / "report.html").split("results/", 1)[1] in result.stdout
+    # the seeds' labels: 3 seeds, at most max(20, 10 x 3) labels, in the seeds' tomogram
+    ribosome = results / "targets" / "ribosome"
+    import_log = (results / "logs" / "ribosome" / "import_selection.log").read_text()
+    assert "3 labels from seeds" in import_log and "dropped by the cap" in import_log
+    assert "from table not-ribosome.csv" in import_log
+    # negatives: one file per tomogram (empty without any), the labelled one's reach training
+    negatives = {p.stem: pd.read_csv(p) for p in (ribosome / "negatives").glob("*.csv")}
+    assert sorted(negatives) == ["tomo_000", "tomo_001"]
+    assert list(negatives["tomo_001"].columns[:4]) == ["tomogram", "x", "y", "z"]
+    assert len(negatives["tomo_001"]) == 0
+    train_log = (results / "logs" / "ribosome" / "train_localize.log").read_text()
+    assert f"{len(negatives[first])} negatives" in train_log
+    assert all(len(t) == 0 for t in
+               (pd.read_csv(p) for p in (results / "targets" / "microtubule" / "negatives")
+                .glob("*.csv")))
     mt = results / "targets" / "microtubule"
     from milopyp.localize.train import load_localizer
 

@@ -15,11 +15,24 @@ first dot, as the workflow names them). With paths, labels are checked to lie in
 tomogram, and RELION-5 STAR tables in Å (``rlnCenteredCoordinate*Angst``) are converted per
 tomogram with its header's shape and voxel size.
 
+Seeds (``--seed-labels nearest``, the default) give few-shot labels: each seed's nearest
+candidate (within ``--seed-radius``), then the members of the seeds' clusters nearest to a
+seed in embedding space (``--embeddings``; without them, the UMAP coordinates of points.csv),
+in the seeds' tomograms (or ``--label-tomograms``), up to ``--max-seed-labels`` labels
+(default max(20, 10 x seeds)). ``--seed-labels clusters`` takes every member, as clusters
+named explicitly always do. The log says how many labels came from where.
+
+A selection document's ``negatives`` (see :mod:`milopyp.selection`) go to
+``--negatives-output``: one ``{tomogram}.csv`` (``tomogram, x, y, z, source``, possibly
+empty) per campaign tomogram. Negatives within ``--seed-radius`` voxels of a label are
+dropped (a point cannot be both).
+
 Output folder (a Snakemake checkpoint): ``{tomogram}.csv`` (``tomogram, x, y, z[, score,
 cluster]``, voxels) for each tomogram that has labels, and ``selection.json`` (always) with
 the source file, the detected format, the clusters chosen (and seed votes), the label counts
-per tomogram and the options used. It is built in a hidden sibling folder and renamed into
-place at the end; an existing output folder is removed first, so a failed run leaves none.
+per tomogram, the negatives' counts and the options used. It is built in a hidden sibling
+folder and renamed into place at the end; an existing output folder is removed first, so a
+failed run leaves none.
 """
 
 from __future__ import annotations
@@ -74,6 +87,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label-tomograms", nargs="+", default=None, metavar="NAME",
         help="keep labels of these tomograms only (e.g. train on one tomogram)",
+    )
+    parser.add_argument(
+        "--seed-labels", choices=["nearest", "clusters"], default="nearest",
+        help="labels from seed-chosen clusters: the members nearest to the seeds, up to "
+             "--max-seed-labels (nearest), or every member (clusters); default nearest",
+    )
+    parser.add_argument(
+        "--max-seed-labels", type=int, default=None, metavar="N",
+        help="most labels from seeds, seeds included (nearest mode); default max(20, 10 x "
+             "seeds)",
+    )
+    parser.add_argument(
+        "--embeddings", nargs="+", default=None, metavar="NPZ",
+        help="embeddings/{tomogram}.npz used by `milopyp cluster`: the space in which cluster "
+             "members are ranked by distance to the seeds (default: UMAP of points.csv)",
+    )
+    parser.add_argument(
+        "--negatives-output", default=None, metavar="DIR",
+        help="folder for the negatives, one {tomogram}.csv per campaign tomogram (e.g. "
+             "negatives); default: not written",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (0)")
 
@@ -275,31 +308,63 @@ def remove_old_output(out: Path) -> None:
     shutil.rmtree(out)
 
 
-def write_labels_folder(out: Path, labels: pd.DataFrame, summary: dict) -> list[str]:
-    """Write ``{tomogram}.csv`` per tomogram and ``selection.json`` into ``out`` atomically.
+def _build_folder(out: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write ``{name}.csv`` for each table into a new hidden sibling folder of ``out``.
 
-    Files go to a hidden temporary sibling folder that is renamed onto ``out`` at the end;
-    on any error the temporary folder is removed and ``out`` does not exist.
+    Returns the folder; on an error it is removed.
     """
-    from milopyp.io.atomic import write_text
     from milopyp.io.coords import write_coordinates
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        files = []
-        for name, table in labels.groupby("tomogram", sort=True):
-            file_name = f"{name}.csv"
-            write_coordinates(tmp / file_name, table.reset_index(drop=True))
-            files.append(file_name)
-        summary = {**summary, "files": files}
-        write_text(tmp / SUMMARY_NAME, json.dumps(summary, indent=1) + "\n")
+        for name, table in tables.items():
+            write_coordinates(tmp / f"{name}.csv", table.reset_index(drop=True))
         os.chmod(tmp, 0o777 & ~_umask())
-        remove_old_output(out)
-        os.replace(tmp, out)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def write_labels_folder(
+    out: Path,
+    labels: pd.DataFrame,
+    summary: dict,
+    *,
+    negatives: dict[str, pd.DataFrame] | None = None,
+    negatives_out: Path | None = None,
+) -> list[str]:
+    """Write ``{tomogram}.csv`` per tomogram and ``selection.json`` into ``out`` atomically,
+    and, given ``negatives_out``, ``{name}.csv`` for each entry of ``negatives`` (tomogram
+    name -> table, empty tables too) into that folder.
+
+    Files go to hidden temporary sibling folders that are renamed into place at the end
+    (negatives first); on any error the temporary folders are removed and neither output
+    exists.
+    """
+    from milopyp.io.atomic import write_text
+
+    tables = {str(name): table for name, table in labels.groupby("tomogram", sort=True)}
+    files = [f"{name}.csv" for name in tables]
+    made: list[Path] = []
+    placed = False  # negatives_out is ours to remove again
+    try:
+        made.append(_build_folder(out, tables))
+        write_text(made[0] / SUMMARY_NAME,
+                   json.dumps({**summary, "files": files}, indent=1) + "\n")
+        if negatives_out is not None:
+            made.append(_build_folder(negatives_out, negatives or {}))
+            remove_old_output(negatives_out)
+            os.replace(made[1], negatives_out)
+            placed = True
+        remove_old_output(out)
+        os.replace(made[0], out)
+    except BaseException:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        if placed:
+            shutil.rmtree(negatives_out, ignore_errors=True)
         raise
     return files
 
@@ -321,8 +386,12 @@ def _inside_check(labels: pd.DataFrame, geometry, source) -> None:
             check_inside(table, geometry[name][0], f"{source} (tomogram {name})")
 
 
-def _seed_table(spec, selection: Path, known: list[str], geometry) -> pd.DataFrame:
-    """The seeds of a ``seeds`` document as ``tomogram, x, y, z`` (voxels)."""
+def _seed_table(
+    spec, selection: Path, known: list[str], geometry, *, tomogram: str | None = None,
+    allow_empty: bool = False, what: str = "seeds",
+) -> pd.DataFrame:
+    """The seeds of a ``seeds`` document (or of its ``negatives``) as ``tomogram, x, y, z``
+    (voxels). ``spec`` has ``seeds`` and ``seeds_file``; ``tomogram`` is the default name."""
     from milopyp.selection import nothing_selected
 
     if spec.seeds_file:
@@ -331,23 +400,185 @@ def _seed_table(spec, selection: Path, known: list[str], geometry) -> pd.DataFra
             seed_path = selection.parent / seed_path
         if not seed_path.is_file():
             raise MilopypError(
-                f"{selection}: seeds: file {seed_path} not found; the path is relative to the "
+                f"{selection}: {what}: file {seed_path} not found; the path is relative to the "
                 f"selection file's folder"
             )
-        seeds = read_table(seed_path, tomogram=spec.tomogram, geometry=geometry)
+        seeds = read_table(seed_path, tomogram=tomogram, geometry=geometry)
     else:
         seeds = spec.seeds.copy()
         if seeds["tomogram"].isna().any():
             if len(known) != 1:
                 i = int(seeds.index[seeds["tomogram"].isna()][0])
                 raise MilopypError(
-                    f"{selection}: seed {i} names no tomogram and the campaign has "
+                    f"{selection}: {what}: point {i} names no tomogram and the campaign has "
                     f"{len(known)}; add tomogram: NAME to each seed (or once at the top level)"
                 )
             seeds["tomogram"] = seeds["tomogram"].fillna(known[0])
-    if len(seeds) == 0:
+    if len(seeds) == 0 and not allow_empty:
         raise nothing_selected(selection)
     return seeds[["tomogram", "x", "y", "z"]].reset_index(drop=True)
+
+
+def read_embeddings(paths: list[str], wanted: set[str]) -> dict[str, tuple]:
+    """``name -> (embeddings (n, D), xyz (n, 3))`` of the ``wanted`` tomograms among the
+    ``milopyp embed`` files ``paths`` (name: the file's ``tomogram`` entry, else its stem)."""
+    import numpy as np
+
+    found: dict[str, tuple] = {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise MilopypError(f"{path}: embeddings file not found; run `milopyp embed` first")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                name = str(f["tomogram"]) if "tomogram" in f.files else tomogram_name(path)
+                if name not in wanted:
+                    continue
+                found[name] = (np.asarray(f["embeddings"], np.float32),
+                               np.asarray(f["xyz"], np.float64).reshape(-1, 3))
+        except (OSError, ValueError, KeyError) as err:
+            raise MilopypError(
+                f"{path}: not an embeddings file with embeddings and xyz ({err}); give the "
+                f"files written by `milopyp embed`"
+            ) from None
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise MilopypError(
+            f"--embeddings: no file for tomogram(s) {missing}; give embeddings/{{tomogram}}.npz "
+            f"of every tomogram the seeds' labels come from"
+        )
+    return found
+
+
+def _seed_features(points, scope: set[str], embeddings: list[str] | None):
+    """Features to rank cluster members by (rows of points), the metric and the space's name."""
+    from milopyp import selection as sel
+
+    if embeddings:
+        found = read_embeddings(embeddings, scope)
+        return sel.embedding_features(points, found, "--embeddings"), "cosine", "embedding"
+    umap = sel.umap_features(points)
+    if umap is None:
+        raise MilopypError(
+            "seeds: no --embeddings and no UMAP columns in --points to rank cluster members "
+            "by; give --embeddings embeddings/*.npz or --seed-labels clusters"
+        )
+    return umap, "euclidean", "UMAP"
+
+
+def _labels_from_document(args, spec, selection: Path, known, geometry, summary):
+    """Labels of a selection document (explorer, clusters, seeds) and the point ids of the
+    seeds' own candidates; logs how many labels came from where."""
+    import numpy as np
+
+    from milopyp import selection as sel
+
+    points = read_points(args.points, selection)
+    explicit = list(spec.clusters)
+    labels = sel.labels_from_ids(points, explicit, spec.points, selection, args.points)
+    from_clusters = sel.cluster_counts(labels[labels["cluster"].isin(explicit)])
+    n_by_id = int((~labels["cluster"].isin(explicit)).sum())
+    if explicit or spec.points:
+        log.info("%s: %s selection: %s", selection, spec.format, "; ".join(
+            part for part in (sel.describe_cluster_counts(from_clusters) if explicit else "",
+                              f"{n_by_id} from points listed by id" if spec.points else "")
+            if part))
+    seed_ids = np.zeros(0, np.int64)
+    chosen = list(explicit)
+    if spec.seeds_file or spec.seeds is not None:
+        seeds = _seed_table(spec, selection, known, geometry, tomogram=spec.tomogram)
+        sel.check_known_tomograms(seeds["tomogram"], known, selection, "its seeds")
+        choice = sel.clusters_from_seeds(
+            points, seeds, radius_vox=float(args.seed_radius), source=selection
+        )
+        for c, n in choice.votes.items():
+            log.info("%s: cluster %d chosen by %d of %d seed(s)", selection, c, n, len(seeds))
+        chosen = sorted(set(explicit) | set(choice.clusters))
+        seed_ids = choice.assignments["point_id"].to_numpy(np.int64)
+        summary.update(
+            {"n_seeds": len(seeds), "seed_radius_vox": float(args.seed_radius),
+             "seed_votes": {str(c): n for c, n in choice.votes.items()},
+             "seed_labels": args.seed_labels}
+        )
+        if args.seed_labels == "clusters":
+            extra = sel.labels_from_ids(points, choice.clusters, seed_ids, selection,
+                                        args.points)
+            log.info("%s: seeds: every member of the chosen clusters: %s", selection,
+                     sel.describe_cluster_counts(sel.cluster_counts(extra)))
+        else:
+            own = sel.SeedChoice(
+                clusters=[c for c in choice.clusters if c not in explicit],
+                votes=choice.votes, assignments=choice.assignments,
+            )
+            cap = args.max_seed_labels or sel.default_seed_label_cap(len(seeds))
+            seed_tomograms = set(seeds["tomogram"].astype(str))
+            scope = set(args.label_tomograms or seed_tomograms)
+            features, metric, space = _seed_features(points, scope | seed_tomograms,
+                                                     args.embeddings)
+            near = sel.labels_near_seeds(points, own, features, max_labels=cap,
+                                         tomograms=scope, metric=metric)
+            extra = near.labels
+            log.info("%s: %s", selection, near.describe(space))
+            summary.update(
+                {"max_seed_labels": cap, "seed_space": space,
+                 "labels_from_seeds": near.n_seeds, "labels_from_clusters": near.n_from_clusters,
+                 "dropped_by_seed_cap": near.n_dropped}
+            )
+        labels = pd.concat([labels, extra], ignore_index=True)
+        labels = labels.drop_duplicates("point_id").sort_values("point_id")
+        labels = labels.reset_index(drop=True)
+    if spec.n_points is not None and spec.n_points != len(labels):
+        log.warning(
+            "%s: the explorer counted %d selected points but %s gives %d; was the "
+            "selection saved from this run's explorer?",
+            selection, spec.n_points, args.points, len(labels),
+        )
+    outside = sorted(set(labels["tomogram"]) - set(known))
+    if outside:
+        n = int(labels["tomogram"].isin(outside).sum())
+        log.warning(
+            "%s: %d selected points of tomogram(s) %s that are not in --tomograms are "
+            "dropped", args.points, n, outside[:8],
+        )
+        labels = sel.restrict_tomograms(labels, known)
+    summary.update(
+        {"format": spec.format, "points_table": args.points, "clusters": chosen,
+         "points": list(spec.points), "n_selected": len(labels)}
+    )
+    log.info("%s: %s selection, clusters %s + %d point id(s) -> %d points",
+             selection, spec.format, chosen, len(spec.points), len(labels))
+    return labels, points, seed_ids
+
+
+def _negatives(args, spec, selection: Path, points, known, geometry, explicit_clusters):
+    """The selection's negatives (``tomogram, x, y, z, source``) and how many came from
+    where (``source -> count``)."""
+    from milopyp import selection as sel
+
+    neg = spec.negatives if spec is not None else sel.NegativeSpec()
+    frames: dict[str, pd.DataFrame] = {}
+    if neg.clusters or neg.points:
+        both = sorted(set(neg.clusters) & set(explicit_clusters))
+        if both:
+            raise MilopypError(
+                f"{selection}: cluster(s) {both} are selected and marked as negatives; a "
+                f"cluster is either the target or not, remove it from one of the lists"
+            )
+        rows = sel.labels_from_ids(points, neg.clusters, neg.points, selection, args.points)
+        in_cluster = rows["cluster"].isin(neg.clusters)
+        if neg.clusters:
+            frames["cluster"] = rows[in_cluster]
+        if neg.points:
+            frames["point"] = rows[~in_cluster]
+    if neg.seeds_file or (neg.seeds is not None and len(neg.seeds)):
+        seeds = _seed_table(neg, selection, known, geometry, tomogram=spec.tomogram,
+                            allow_empty=True, what="negatives")
+        sel.check_known_tomograms(seeds["tomogram"], known, selection, "its negatives")
+        frames["table" if neg.seeds_file else "seed"] = seeds
+    negatives = sel.negatives_table(frames)
+    negatives = sel.restrict_tomograms(negatives, known)
+    _inside_check(negatives, geometry, f"{selection} (negatives)")
+    counts = {k: int((negatives["source"] == k).sum()) for k in frames}
+    return negatives, counts
 
 
 def main(args: argparse.Namespace) -> None:
@@ -355,20 +586,26 @@ def main(args: argparse.Namespace) -> None:
 
     selection = Path(args.selection)
     out = Path(args.output)
+    negatives_out = Path(args.negatives_output) if args.negatives_output else None
     if args.seed_radius is None or not args.seed_radius > 0:
         raise MilopypError(f"--seed-radius must be > 0 voxels, got {args.seed_radius}")
-    if args.max_labels_per_tomogram is not None and args.max_labels_per_tomogram < 1:
-        raise MilopypError(
-            f"--max-labels-per-tomogram must be >= 1, got {args.max_labels_per_tomogram}"
-        )
-    with contextlib.suppress(OSError):
-        if selection.resolve().is_relative_to(out.resolve()):
-            raise MilopypError(
-                f"{selection}: the selection file lies inside the output folder {out}, which "
-                f"is replaced; keep the selection elsewhere"
-            )
+    for option in ("max_labels_per_tomogram", "max_seed_labels"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise MilopypError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+    for folder in (out, negatives_out):
+        if folder is None:
+            continue
+        with contextlib.suppress(OSError):
+            if selection.resolve().is_relative_to(folder.resolve()):
+                raise MilopypError(
+                    f"{selection}: the selection file lies inside the output folder {folder}, "
+                    f"which is replaced; keep the selection elsewhere"
+                )
     # A failed run must not leave an earlier labels folder that looks current.
     remove_old_output(out)
+    if negatives_out is not None:
+        remove_old_output(negatives_out)
 
     known, geometry = campaign(list(args.tomograms))
     if args.label_tomograms:
@@ -376,6 +613,7 @@ def main(args: argparse.Namespace) -> None:
 
     kind, content = read_selection(selection, geometry)
     summary: dict = {"source": str(selection), "format": None, "campaign_tomograms": known}
+    spec, points, seed_ids = None, None, None
     if kind == "coordinates":
         labels = content
         fmt = "coordinates"
@@ -386,53 +624,17 @@ def main(args: argparse.Namespace) -> None:
         log.info("%s: coordinate table, %d labels used directly", selection, len(labels))
     else:
         spec = sel.spec_from_document(content, selection)
-        fmt = spec.format
-        points = read_points(args.points, selection)
-        clusters = list(spec.clusters)
-        votes: dict[int, int] = {}
-        if spec.seeds_file or spec.seeds is not None:
-            seeds = _seed_table(spec, selection, known, geometry)
-            sel.check_known_tomograms(seeds["tomogram"], known, selection, "its seeds")
-            choice = sel.clusters_from_seeds(
-                points, seeds, radius_vox=float(args.seed_radius), source=selection
-            )
-            votes = choice.votes
-            for c, n in votes.items():
-                log.info("%s: cluster %d chosen by %d of %d seed(s)", selection, c, n, len(seeds))
-            clusters = sorted(set(clusters) | set(choice.clusters))
-            summary.update(
-                {"n_seeds": len(seeds), "seed_radius_vox": float(args.seed_radius),
-                 "seed_votes": {str(c): n for c, n in votes.items()}}
-            )
-        labels = sel.labels_from_ids(points, clusters, spec.points, selection, args.points)
-        if spec.n_points is not None and spec.n_points != len(labels):
-            log.warning(
-                "%s: the explorer counted %d selected points but %s gives %d; was the "
-                "selection saved from this run's explorer?",
-                selection, spec.n_points, args.points, len(labels),
-            )
-        outside = sorted(set(labels["tomogram"]) - set(known))
-        if outside:
-            n = int(labels["tomogram"].isin(outside).sum())
-            log.warning(
-                "%s: %d selected points of tomogram(s) %s that are not in --tomograms are "
-                "dropped", args.points, n, outside[:8],
-            )
-            labels = sel.restrict_tomograms(labels, known)
-        summary.update(
-            {"format": fmt, "points_table": args.points, "clusters": clusters,
-             "points": list(spec.points), "n_selected": len(labels)}
-        )
-        log.info(
-            "%s: %s selection, clusters %s + %d point id(s) -> %d points",
-            selection, fmt, clusters, len(spec.points), len(labels),
+        labels, points, seed_ids = _labels_from_document(
+            args, spec, selection, known, geometry, summary
         )
 
     before = sel.label_counts(labels)
     if args.label_tomograms:
         labels = sel.restrict_tomograms(labels, args.label_tomograms)
     if args.max_labels_per_tomogram is not None:
-        labels = sel.cap_per_tomogram(labels, args.max_labels_per_tomogram, seed=args.seed)
+        keep = labels["point_id"].isin(seed_ids).to_numpy() if seed_ids is not None else None
+        labels = sel.cap_per_tomogram(labels, args.max_labels_per_tomogram, seed=args.seed,
+                                      keep=keep)
     if len(labels) == 0:
         filters = f" after --label-tomograms {' '.join(args.label_tomograms)}" if (
             args.label_tomograms) else ""
@@ -441,16 +643,49 @@ def main(args: argparse.Namespace) -> None:
             f"{before or 'none'}); select clusters that hold points of these tomograms or "
             f"change --label-tomograms"
         )
+    if "cluster" in labels.columns and spec is not None:
+        log.info("labels after filters, by cluster: %s",
+                 sel.describe_cluster_counts(sel.cluster_counts(labels)))
     labels = sel.label_table(labels)
     _inside_check(labels, geometry, selection)
     counts = sel.label_counts(labels)
+
+    negatives, from_where = _negatives(
+        args, spec, selection, points, known, geometry, spec.clusters if spec else []
+    )
+    negatives, n_conflict = sel.drop_negatives_near_labels(
+        negatives, labels, float(args.seed_radius)
+    )
+    negative_counts = {name: int((negatives["tomogram"] == name).sum()) for name in known}
+    if from_where:
+        where = {"cluster": f"clusters {sorted(spec.negatives.clusters)}",
+                 "point": "point ids", "seed": "seeds",
+                 "table": f"table {spec.negatives.seeds_file}"}
+        log.info(
+            "negatives: %s; %d dropped (within %g voxels of a label); per tomogram: %s",
+            ", ".join(f"{n} from {where[k]}" for k, n in from_where.items()),
+            n_conflict, float(args.seed_radius),
+            ", ".join(f"{k} {v}" for k, v in negative_counts.items()),
+        )
+    else:
+        log.info("negatives: none (a selection may list `negatives:`, what is not the target)")
+    if from_where and negatives_out is None:
+        log.warning("%s: %d negatives not written: no --negatives-output", selection,
+                    len(negatives))
+
     summary.update(
         {"label_tomograms": list(args.label_tomograms) if args.label_tomograms else None,
          "max_labels_per_tomogram": args.max_labels_per_tomogram, "seed": args.seed,
-         "label_counts": counts, "n_labels": len(labels)}
+         "label_counts": counts, "n_labels": len(labels),
+         "negatives_from": from_where, "negatives_dropped_near_labels": n_conflict,
+         "negative_counts": negative_counts, "n_negatives": len(negatives)}
     )
-    write_labels_folder(out, labels, summary)
+    tables = {name: negatives[negatives["tomogram"] == name] for name in known}
+    write_labels_folder(out, labels, summary, negatives=tables, negatives_out=negatives_out)
     log.info(
         "wrote %s: %d labels in %d tomogram(s): %s", out, len(labels), len(counts),
         ", ".join(f"{k} {v}" for k, v in counts.items()),
     )
+    if negatives_out is not None:
+        log.info("wrote %s: %d negatives in %d file(s)", negatives_out, len(negatives),
+                 len(tables))

@@ -2,7 +2,10 @@
 
 Writes ``tomogram,x,y,z,score`` (voxels of the tomogram, score = heat-map probability),
 highest score first; a tomogram without any peak above the threshold gets an empty table
-and a warning (it may simply hold none of the target).
+and a warning (it may simply hold none of the target). A fibre model's automatic threshold
+is raised to the bulk of each heat map and its picks capped at what filaments can give
+(:func:`milopyp.localize.calibrate.guard_fiber_threshold`, ``max_fiber_picks``), with a
+warning, so that a flat (saturated) heat map does not turn into the whole tomogram.
 """
 
 from __future__ import annotations
@@ -56,8 +59,21 @@ def main(args: argparse.Namespace) -> None:
                 f"{args.model}: the model has no automatic threshold (trained without "
                 "calibration); pass --threshold"
             )
-    picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold,
-                       max_peaks=args.max_picks, tomogram=name)
+    max_picks = args.max_picks
+    fiber = (getattr(model, "settings", None) or {}).get("shape") == "fiber"
+    if fiber and args.threshold is None:
+        threshold, max_picks, note = _guard_fiber(heatmap, threshold, model.calibration,
+                                                  max_picks)
+        if note:
+            log.warning("%s: %s", name, note)
+    picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
+    if max_picks is not None and len(picks) > max_picks:
+        if fiber and args.threshold is None and max_picks != args.max_picks:
+            log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
+                        "(%d in %s voxels); keeping the %d highest-scoring: check the heat map "
+                        "(--heatmap) and the model", name, len(picks), threshold, max_picks,
+                        "x".join(map(str, heatmap.shape)), max_picks)
+        picks = picks.iloc[:max_picks]
     if picks.empty:
         log.warning("%s: no heat-map peak above %.4g; lower --threshold if the target is there",
                     args.tomogram, threshold)
@@ -66,6 +82,18 @@ def main(args: argparse.Namespace) -> None:
     if args.heatmap:
         write_tomogram(args.heatmap, heatmap, voxel_size_a)
     write_coordinates(args.output, picks)
+
+
+def _guard_fiber(heatmap, threshold: float, calibration: dict, max_picks):
+    """A fibre model's automatic threshold on this heat map and the most picks to keep:
+    :func:`milopyp.localize.calibrate.guard_fiber_threshold` (not below the bulk of the heat
+    map) and :func:`~milopyp.localize.calibrate.max_fiber_picks` (``--max-picks`` if lower).
+    Returns ``(threshold, max_picks, note)``."""
+    from milopyp.localize.calibrate import guard_fiber_threshold, max_fiber_picks
+
+    threshold, note = guard_fiber_threshold(heatmap, threshold, calibration)
+    cap = max_fiber_picks(heatmap.shape)
+    return threshold, cap if max_picks is None else min(max_picks, cap), note
 
 
 def nms_kernel_from_model(model) -> int:

@@ -4,7 +4,9 @@
 ``picks/{tomogram}.csv`` from ``milopyp localize`` with a fibre model; a table without a
 ``tomogram`` column is named after its file. The tracing is :mod:`milopyp.fibers`: link graph,
 line growth that splits crossing filaments, a quadratic fit per fibre, rejection by residual,
-curvature and size, resampling every ``--step`` voxels. Outputs (atomic writes):
+curvature and size, resampling every ``--step`` voxels. At most ``--max-picks`` picks are
+traced (the highest-scoring; a warning says when a model picked implausibly many), so
+memory stays bounded. Outputs (atomic writes):
 
 * ``-o``: the fibres, ``tomogram, fiber_id, x, y, z`` (voxels; ``fiber_id`` 0..K-1 per
   tomogram; rows in order along each fibre). Header only when no fibre is found.
@@ -30,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from milopyp.errors import MilopypError
+from milopyp.fibers import MAX_PICKS
 
 HELP = "trace filaments through dense fibre picks (fibres CSV, segments, RELION STAR)"
 log = logging.getLogger(__name__)
@@ -71,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "voxels (default 3 x the link distance; 0 = never)")
     parser.add_argument("--max-curvature", type=float, default=0.05, metavar="1/VOX",
                         help="largest curvature of a fibre's fit, 1/voxel (0.05: radius 20)")
+    parser.add_argument("--max-picks", type=int, default=MAX_PICKS, metavar="N",
+                        help=f"trace at most this many picks, the highest-scoring (default "
+                             f"{MAX_PICKS}; 0 = all): far more means a flat heat map, and "
+                             f"time and memory grow with them (~0.3 GB at the default)")
     parser.add_argument("--step", type=float, default=2.0, metavar="VOX",
                         help="spacing of the output fibre points along the fibre, voxels (2)")
     spacing = parser.add_mutually_exclusive_group()
@@ -92,6 +99,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag in ("link_distance", "link_distance_a", "max_residual", "max_curvature", "step",
                  "segment_spacing_a", "segment_spacing", "voxel_size", "particle_diameter"):
         _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.max_picks < 0:
+        raise MilopypError(f"--max-picks must be >= 0 (0: trace all picks), got {args.max_picks}")
     if args.min_points < 3:
         raise MilopypError(f"--min-points must be >= 3 (a quadratic fit), got {args.min_points}")
     if args.star and not args.tomogram:
@@ -181,7 +190,7 @@ def main(args: argparse.Namespace) -> None:
         result = trace(sub[["x", "y", "z"]].to_numpy(np.float64), link_distance_vox=link,
                        min_points=args.min_points, max_residual_vox=args.max_residual,
                        max_curvature=args.max_curvature, step_vox=args.step, scores=scores,
-                       join_distance_vox=args.join_distance)
+                       join_distance_vox=args.join_distance, max_picks=args.max_picks or None)
         log.info("%s: %d picks (link %.3g voxels): %s", name, len(sub), link, result.summary())
         frames.append(fibers_frame(result.fibers, name))
     fibers = pd.concat(frames, ignore_index=True) if frames else fibers_frame([], "")

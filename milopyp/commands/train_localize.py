@@ -1,7 +1,10 @@
 """``milopyp train-localize``: train the few-shot localiser on labelled tomograms.
 
 Labels are ``labels/{tomogram}.csv`` tables (x, y, z in voxels of that tomogram); each is
-paired with the tomogram of the same name. The checkpoint ``<output>.ckpt`` is written each
+paired with the tomogram of the same name. ``--negatives`` (optional) gives, in the same
+order as ``--labels``, one table per tomogram of points that are *not* the target
+(``negatives/{tomogram}.csv`` from ``milopyp import-selection``; empty tables allowed),
+trained as y = 0. The checkpoint ``<output>.ckpt`` is written each
 epoch, and a killed run resumes from it. The finished model (``<output>``) also holds the
 automatic pick threshold, calibrated on the heat map at the labels.
 """
@@ -23,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms (MRC) with labels")
     parser.add_argument("--labels", nargs="+", required=True,
                         help="label tables (tomogram,x,y,z), matched to tomograms by name")
+    parser.add_argument("--negatives", nargs="+", default=None, metavar="CSV",
+                        help="negatives tables (tomogram,x,y,z), one per --labels file, in the "
+                             "same order (may be empty)")
     parser.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
     parser.add_argument("--particle-diameter", type=float, required=True, help="particle diameter, Å")
     parser.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å (default: header)")
@@ -48,6 +54,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
 
 
+def read_negatives(paths: list[str], label_names: list[str], tomograms: list) -> list:
+    """One ``(M, 3)`` float64 x, y, z array (voxels) per negatives table; table i must be of
+    tomogram ``label_names[i]`` (or empty) and lie inside ``tomograms[i]`` ([z, y, x])."""
+    from milopyp.io.coords import check_inside, read_coordinates, xyz_array
+
+    if len(paths) != len(label_names):
+        raise MilopypError(
+            f"--negatives: {len(paths)} file(s) for {len(label_names)} --labels file(s); give "
+            f"one negatives table per label table, in the same order"
+        )
+    arrays = []
+    for path, name, volume in zip(paths, label_names, tomograms):
+        table = read_coordinates(path)
+        names = sorted(set(table["tomogram"]))
+        if names and names != [name]:
+            raise MilopypError(
+                f"{path}: negatives of tomogram(s) {names}, but the label table in the same "
+                f"position is of {name}; give --negatives in the order of --labels"
+            )
+        check_inside(table, volume.shape, path)
+        arrays.append(xyz_array(table))
+        log.info("%s: %d negatives", path, len(table))
+    return arrays
+
+
 def main(args: argparse.Namespace) -> None:
     import torch
 
@@ -58,7 +89,7 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.localize.train import train_localizer
 
     by_name = {Path(p).name.split(".")[0]: p for p in args.tomograms}
-    tomograms, labels, voxel_sizes = [], [], []
+    tomograms, labels, voxel_sizes, names_in_order = [], [], [], []
     for label_path in args.labels:
         table = read_coordinates(label_path)
         names = sorted(set(table["tomogram"]))
@@ -70,20 +101,25 @@ def main(args: argparse.Namespace) -> None:
         volume, voxel_size_a = read_tomogram(by_name[names[0]], mmap=True)
         check_inside(table, volume.shape, label_path)
         tomograms.append(volume)
+        names_in_order.append(names[0])
         labels.append(xyz_array(table))
         voxel_sizes.append(voxel_size_for(by_name[names[0]], voxel_size_a, args.voxel_size))
     if sum(len(xyz) for xyz in labels) == 0:
         raise MilopypError(
             f"{', '.join(args.labels)}: no labels to train on; check the selection"
         )
+    negatives = (read_negatives(args.negatives, names_in_order, tomograms)
+                 if args.negatives else None)
     voxel_size_a = voxel_sizes[0]
     radius_vox = args.particle_diameter / 2 / voxel_size_a
-    log.info("training on %d tomogram(s), %d labels, particle radius %.1f voxels",
-             len(tomograms), sum(len(xyz) for xyz in labels), radius_vox)
+    log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels",
+             len(tomograms), sum(len(xyz) for xyz in labels),
+             sum(len(xyz) for xyz in negatives or []), radius_vox)
     checkpoint = Path(f"{args.output}.ckpt")
     model = train_localizer(
         tomograms,
         labels,
+        negatives=negatives,
         particle_radius_vox=radius_vox,
         shape=args.shape,
         epochs=args.epochs,

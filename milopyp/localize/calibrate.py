@@ -26,6 +26,17 @@ THRESHOLD_FRACTION = 0.9
 #: a lower threshold lets through off the filaments are isolated, and the fibre tracer drops
 #: them (too few, not line-like); gaps along a filament are what it cannot recover.
 FIBER_THRESHOLD_FRACTION = 0.6
+#: A fibre threshold must also sit above the bulk of the heat map: the training targets are
+#: tubes of radius :data:`FIBER_TUBE_RADIUS_VOX` along the filaments, which cover a few % of
+#: a tomogram at most (30 microtubules of 400 voxels in 160x512x512: 0.3 %). So the
+#: threshold is at least the (1 - this) quantile of the heat map's voxels; a saturated, flat
+#: heat map (issue 11: threshold 0.052 = 0.6 x label median 0.087, ~440,000 picks) would
+#: otherwise let most of the tomogram through.
+FIBER_MAX_VOXEL_FRACTION = 0.03
+#: Radius (voxels) of the fibre training tube (milopyp.localize.targets, ``fiber_radius_vox``).
+FIBER_TUBE_RADIUS_VOX = 3.0
+#: Heat-map voxels sampled (evenly strided) for its quantiles (16 MB of float32).
+QUANTILE_SAMPLES = 1 << 22
 #: Tomograms (those with the most labels) whose heat maps calibrate the pick threshold.
 CALIBRATION_TOMOGRAMS = 3
 
@@ -96,23 +107,110 @@ def most_labelled(labels: list[np.ndarray], n: int) -> list[int]:
     return [i for i in order if len(labels[i])]
 
 
+def heatmap_quantile(heatmap: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of a heat map's voxels ([z, y, x]), from an evenly strided sample
+    of at most :data:`QUANTILE_SAMPLES` voxels (memory O(sample), not a copy of the map)."""
+    return float(np.quantile(_sample(heatmap), q))
+
+
+def _sample(heatmap: np.ndarray) -> np.ndarray:
+    """At most :data:`QUANTILE_SAMPLES` voxels of a heat map, evenly strided (a view)."""
+    flat = heatmap.reshape(-1)
+    return flat[::max(1, -(-flat.size // QUANTILE_SAMPLES))]
+
+
+def max_fiber_picks(shape_zyx) -> int:
+    """Most picks a fibre heat map of a tomogram ``shape_zyx`` can plausibly give: filament
+    tubes (radius :data:`FIBER_TUBE_RADIUS_VOX`) over :data:`FIBER_MAX_VOXEL_FRACTION` of
+    its voxels, picked once per voxel of length (NMS box 3 keeps one every 2-7 voxels, so
+    this is twice the densest real case); 44,500 for 160x512x512."""
+    tube_area = np.pi * FIBER_TUBE_RADIUS_VOX**2
+    return max(1, int(FIBER_MAX_VOXEL_FRACTION * float(np.prod(shape_zyx)) / tube_area))
+
+
+def fiber_threshold(label_scores: np.ndarray, bulk: float, background_scores: np.ndarray):
+    """Automatic fibre threshold and whether the labels stand out: ``(threshold, separated,
+    note)``. threshold = max(:data:`FIBER_THRESHOLD_FRACTION` x median label peak, ``bulk``),
+    where ``bulk`` is the heat map's (1 - :data:`FIBER_MAX_VOXEL_FRACTION`) quantile
+    (:func:`heatmap_quantile`). ``separated`` is False when ``FIBER_THRESHOLD_FRACTION`` x
+    the median label peak does not exceed the median of ``background_scores`` (the same
+    peak statistic at random places, :func:`label_peak_scores`): such a threshold would
+    pass a typical patch of background, i.e. the model did not learn the filaments; ``note``
+    then says so in one line (else "")."""
+    label_scores = np.asarray(label_scores, dtype=np.float64)
+    if label_scores.size == 0:
+        return float("nan"), False, "no label peak scores: no automatic fibre threshold"
+    median = float(np.median(label_scores))
+    background = float(np.median(background_scores)) if np.size(background_scores) else -np.inf
+    from_labels = FIBER_THRESHOLD_FRACTION * median
+    threshold = max(from_labels, float(bulk))
+    separated = bool(from_labels > background)
+    note = "" if separated else (
+        f"the model did not learn the filaments: {FIBER_THRESHOLD_FRACTION:g} x the label "
+        f"peaks' median {median:.4g} = {from_labels:.4g} does not exceed the peaks at random "
+        f"places (median {background:.4g}); threshold {threshold:.4g} (at least the heat "
+        f"map's {100 * (1 - FIBER_MAX_VOXEL_FRACTION):g}th percentile, {bulk:.4g}); its picks "
+        f"will not follow filaments: train longer, or with more or better labels")
+    return threshold, separated, note
+
+
+def guard_fiber_threshold(heatmap: np.ndarray, threshold: float,
+                          calibration: dict | None = None) -> tuple[float, str]:
+    """The fibre threshold to apply to one tomogram's heat map ([z, y, x]): ``threshold``,
+    raised to the heat map's (1 - :data:`FIBER_MAX_VOXEL_FRACTION`) quantile when more of
+    its voxels lie above it (a flat or saturated heat map). Returns ``(threshold, note)``:
+    ``note`` is one line for the log when the threshold was raised or the model's
+    ``calibration`` found the labels not separated from the background, else ""."""
+    bulk = heatmap_quantile(heatmap, 1.0 - FIBER_MAX_VOXEL_FRACTION)
+    calibration = calibration or {}
+    notes = []
+    if calibration.get("separated") is False:
+        notes.append(f"the model did not learn the filaments (at training: label peaks median "
+                     f"{calibration.get('label_peak_median', float('nan')):.4g}, at random "
+                     f"places {calibration.get('background_peak_median', float('nan')):.4g})")
+    if bulk > threshold:
+        above = float(np.mean(_sample(heatmap) > threshold))
+        notes.append(f"flat fibre heat map: {100 * above:.3g}% of its voxels lie above the "
+                     f"threshold {threshold:.4g} (filament tubes cover "
+                     f"<= {100 * FIBER_MAX_VOXEL_FRACTION:g}%); threshold raised to its "
+                     f"{100 * (1 - FIBER_MAX_VOXEL_FRACTION):g}th percentile {bulk:.4g}")
+    return max(float(threshold), bulk), "; ".join(notes)
+
+
 def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndarray],
                         radius_vox: float, device, *, shape: str = "globular") -> dict:
     """The automatic pick threshold of a trained localiser: heat-map peaks at the labels of
     the :data:`CALIBRATION_TOMOGRAMS` most-labelled tomograms ([z, y, x]; labels (N, 3)
-    x, y, z voxels), times :data:`THRESHOLD_FRACTION` (:data:`FIBER_THRESHOLD_FRACTION` for
-    ``shape="fiber"``) of their median. Returns ``threshold``, ``label_peak_median`` and
-    ``n_labels`` (stored in the model file as its calibration)."""
+    x, y, z voxels), times :data:`THRESHOLD_FRACTION` of their median. Returns
+    ``threshold``, ``label_peak_median`` and ``n_labels`` (stored in the model file as its
+    calibration). For ``shape="fiber"`` the threshold is :func:`fiber_threshold` (at least
+    the bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
+    ``separated`` added; a model whose label peaks do not stand out gets a warning."""
     from milopyp.localize.infer import predict_heatmap
 
-    scores = np.concatenate([
-        label_peak_scores(predict_heatmap(model, tomograms[i], device=device), labels[i],
-                          radius_vox / 2)
-        for i in most_labelled(labels, CALIBRATION_TOMOGRAMS)
-    ])
-    fraction = FIBER_THRESHOLD_FRACTION if shape == "fiber" else THRESHOLD_FRACTION
-    threshold = auto_threshold(scores, fraction)
+    rng = np.random.default_rng(0)
+    scores, background, bulk = [], [], []
+    for i in most_labelled(labels, CALIBRATION_TOMOGRAMS):
+        heat = predict_heatmap(model, tomograms[i], device=device)
+        scores.append(label_peak_scores(heat, labels[i], radius_vox / 2))
+        if shape == "fiber":
+            places = rng.uniform(0, 1, (max(200, len(labels[i])), 3)) * (
+                np.array(heat.shape[::-1]) - 1)
+            background.append(label_peak_scores(heat, places, radius_vox / 2))
+            bulk.append(heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION))
+    scores = np.concatenate(scores)
+    extra = {}
+    if shape == "fiber":
+        background = np.concatenate(background)
+        threshold, separated, note = fiber_threshold(scores, max(bulk), background)
+        if note:
+            log.warning("%s", note)
+        extra = {"bulk_level": float(max(bulk)),
+                 "background_peak_median": float(np.median(background)),
+                 "separated": separated}
+    else:
+        threshold = auto_threshold(scores, THRESHOLD_FRACTION)
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g",
              np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold)
     return {"threshold": threshold, "label_peak_median": float(np.median(scores)),
-            "n_labels": int(scores.size)}
+            "n_labels": int(scores.size), **extra}

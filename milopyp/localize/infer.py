@@ -2,9 +2,9 @@
 
 The tomogram is cut into y–x tile columns, each read with a halo at least as wide as the
 network's receptive field (:func:`milopyp.localize.unet.receptive_radius`), of which only
-the centre is kept; each column is swept along z in slabs, carrying the per-slice UNet
-features of the slab edge to the next slab, so no slice goes through the UNet twice and
-only the 3×3×3 fusion sees a one-slice z-halo. Tile starts in y and x are multiples of
+the centre is kept; each column goes through the per-slice UNet slab by slab and its
+features are kept for the whole column, so no slice goes through the UNet twice, and the
+3×3×3 fusion and the z-context blocks run slab by slab with a z-halo of their reach. Tile starts in y and x are multiples of
 ``stride_xy · 2^(n_blocks − 1)``, so max-pooling windows fall where they fall for the whole
 volume, and tiles that touch the end of an axis are padded exactly as the whole volume is.
 BatchNorm runs in eval mode (a fixed affine map), so the tiled heat map equals the
@@ -32,6 +32,7 @@ from torch import nn
 from milopyp.device import resolve_device
 from milopyp.errors import MilopypError
 from milopyp.localize.normalize import intensity_stats, normalize
+from milopyp.localize.scale import bin_volume, upsample
 from milopyp.localize.unet import Localizer, receptive_radius
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,10 @@ def tile_geometry(
         cx = min(_round_up(math.ceil(nx / parts), m), _round_up(nx, m))
         ty = ny if cy >= ny else min(ny, cy + 2 * halo[1])
         tx = nx if cx >= nx else min(nx, cx + 2 * halo[2])
-        # a slab holds its slices' UNet activations plus, for the fusion, the features of
-        # two more slices (about a third of a slice's activations each)
-        cz = min(nz, int((budget - 2 * halo[0] * ty * tx / 3) // (ty * tx)))
+        # the column's UNet features are kept (base_channels floats per UNet-grid pixel);
+        # a slab holds its slices' activations plus the features of its z-halo
+        column = nz * ty * tx * 4.0 * cfg.base_channels / cfg.stride_xy**2 / bpv
+        cz = min(nz, int((budget - column - 2 * halo[0] * ty * tx / 3) // (ty * tx)))
         if cz >= 1:
             cz = math.ceil(nz / math.ceil(nz / cz))  # equal slabs, e.g. 160 = 8 × 20
             return (cz, cy, cx), halo
@@ -153,16 +155,16 @@ def predict_heatmap(
 
     tomogram: [z, y, x] array or np.memmap (read tile by tile, never whole).
     device: "auto" | "cpu" | "cuda" | torch.device.
-    tile_zyx: kept core of a tile (z, y, x) in voxels; None chooses it from ``memory_mb``
-        (activation budget of one tile; see the module docstring for the memory bound).
+    tile_zyx: kept core of a tile (z, y, x) in voxels of the network's grid (the binned
+        tomogram when ``model.config.bin_factor`` > 1); None chooses it from ``memory_mb``.
     stats: (mean, std) for normalisation; None computes them with
         :func:`milopyp.localize.normalize.intensity_stats` (as training does).
     out: preallocated float32 [z, y, x] array (e.g. a np.memmap) to write into.
 
-    Each y–x tile column is swept along z in slabs of ``tile_zyx[0]`` slices, which go
-    through the 2D UNet as one batch; the per-slice UNet features of the two slices at a
-    slab's upper edge are kept for the next slab's 3×3×3 fusion, so no slice is run through
-    the UNet twice. Returns the float32 heat map [z, y, x] in [0, 1] (``out`` when given).
+    A model with ``bin_factor`` b > 1 reads the tomogram binned by b
+    (:func:`milopyp.localize.scale.bin_volume`, b³ times smaller, held in memory) and its
+    heat map is upsampled trilinearly to the tomogram's grid. Returns the float32 heat map
+    [z, y, x] in [0, 1] on the tomogram's grid (``out`` when given).
     """
     if tomogram.ndim != 3:
         raise MilopypError(f"expected a 3-D tomogram [z, y, x], got shape {tomogram.shape}")
@@ -172,11 +174,32 @@ def predict_heatmap(
     elif tuple(out.shape) != shape or out.dtype != np.float32:
         raise MilopypError(f"out: expected float32 array of shape {shape}, got "
                            f"{out.dtype} {tuple(out.shape)}")
-    dev = resolve_device(device)
+    b = model.config.bin_factor
+    if b > 1:
+        stats = intensity_stats(tomogram) if stats is None else stats
+        binned = bin_volume(tomogram, b)
+        # binning averages b³ voxels: normalise the binned volume by its own statistics
+        heat = _sweep(model, binned, device, tile_zyx, memory_mb, intensity_stats(binned),
+                      np.empty(binned.shape, dtype=np.float32))
+        return upsample(heat, shape, b, out=out)
     stats = intensity_stats(tomogram) if stats is None else stats
+    return _sweep(model, tomogram, device, tile_zyx, memory_mb, stats, out)
+
+
+def _sweep(model: Localizer, tomogram: np.ndarray, device, tile_zyx, memory_mb: float,
+           stats: tuple[float, float], out: np.ndarray) -> np.ndarray:
+    """The tiled sweep of :func:`predict_heatmap` on the network's own grid.
+
+    Each y–x tile column first goes through the per-slice UNet, slab by slab, and its
+    features are kept for the whole column; then the fusion and z-context blocks run slab
+    by slab with a z-halo of ``config.z_reach`` slices, so every kept slice sees exactly the
+    slices it would see in the whole volume.
+    """
+    shape = tuple(int(s) for s in tomogram.shape)
+    dev = resolve_device(device)
     net = prepare_for_inference(model).to(dev)
     (cz, cy, cx), halo = tile_geometry(model, shape, tile_zyx=tile_zyx, memory_mb=memory_mb)
-    nz = shape[0]
+    nz, reach = shape[0], halo[0]
     columns = [(ay, ax) for ay in _axis_tiles(shape[1], cy, halo[1])
                for ax in _axis_tiles(shape[2], cx, halo[2])]
     slabs = [(z0, min(z0 + cz, nz)) for z0 in range(0, nz, cz)]
@@ -187,19 +210,18 @@ def predict_heatmap(
     with torch.inference_mode():
         for (ylo, yhi, ky0, ky1), (xlo, xhi, kx0, kx1) in columns:
             keep_yx = (slice(ky0 - ylo, ky1 - ylo), slice(kx0 - xlo, kx1 - xlo))
-            cache, cache_lo = None, 0  # UNet features of slices cache_lo, cache_lo + 1
+            feats = torch.cat([
+                net.slice_features(torch.from_numpy(
+                    normalize(tomogram[z0:z1, ylo:yhi, xlo:xhi], stats)[:, None]).to(dev))
+                for z0, z1 in slabs])
             for z0, z1 in slabs:
-                lo, hi = max(0, z0 - 1), min(nz, z1 + 1)  # slices the fusion needs
-                start = lo if cache is None else cache_lo + cache.shape[0]
-                x = normalize(tomogram[start:hi, ylo:yhi, xlo:xhi], stats)
-                new = net.slice_features(torch.from_numpy(x[:, None]).to(dev))
-                feats = new if cache is None else torch.cat([cache[lo - cache_lo:], new])
-                res = net.fuse(feats, feats.shape[0], (yhi - ylo, xhi - xlo),
+                lo, hi = max(0, z0 - reach), min(nz, z1 + reach)
+                res = net.fuse(feats[lo:hi], hi - lo, (yhi - ylo, xhi - xlo),
                                with_features=False)
                 prob = torch.sigmoid(res.logits[0, 0, z0 - lo:z1 - lo])
                 out[z0:z1, ky0:ky1, kx0:kx1] = prob[(slice(None), *keep_yx)].float().cpu().numpy()
-                cache, cache_lo = feats[-2:], hi - min(2, feats.shape[0])
                 n_done += 1
                 if n_all > 1 and n_done * 10 // n_all != (n_done - 1) * 10 // n_all:
                     log.info("  %d/%d slabs, %.1f s", n_done, n_all, time.perf_counter() - t0)
+            del feats
     return out

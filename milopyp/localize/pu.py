@@ -11,6 +11,11 @@ particle) and unlabelled U (y = −1). With the focal terms l⁺ (loss as positi
 
     R = π_p · R_p⁺ + max(0, R_u⁻ − π_p · R_p⁻)         (DESIGN.md; Kiryo eq. 4)
 
+Known negatives N (y = −2, voxels of objects the user marked as not the target) are not
+in U; they add ``R_n⁻ = (1/n) · Σ_N l⁻`` (per labelled centre, as the positives) to the
+returned loss, outside the non-negative clamp: a PNU risk in which the negatives are
+labelled data, not an estimate.
+
 Soft positives join the positive terms with their focal weight (1 − y)^β, so R_p⁺ is the
 CenterNet loss of the labelled particles. Risks are normalised per labelled particle and
 ``π_p`` is the expected number of particle centres per voxel; then π_p·R_p⁻ estimates
@@ -45,6 +50,7 @@ import torch
 
 from milopyp.errors import MilopypError
 from milopyp.localize.focal import negative_term, positive_term
+from milopyp.localize.targets import NEGATIVE
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ def pu_focal_risks(
     """
     t = target == 1
     s = (target >= 0) & (target < 1)
-    u = target < 0
+    u = target == -1
     n = t.sum().clamp(min=1)
     neg = negative_term(logits, alpha)
     r_p_plus = (positive_term(logits[t], alpha).sum()
@@ -88,10 +94,13 @@ def pu_focal_loss(
                            f"got {prior}")
     r_p_plus, r_p_minus, r_u_minus = pu_focal_risks(logits, target, alpha=alpha, beta=beta)
     bracket = r_u_minus / prior - r_p_minus  # B / π_p
+    known = target == NEGATIVE
+    r_n = (negative_term(logits[known], alpha).sum() / (target == 1).sum().clamp(min=1)
+           if bool(known.any()) else logits.new_zeros(()))
     if not nonnegative or bracket.item() >= 0.0:
-        return r_p_plus + bracket
+        return r_p_plus + bracket + r_n
     value = r_p_plus  # R / π_p with max(0, B) = 0
-    return -bracket + (value + bracket).detach()
+    return -bracket + (value + bracket).detach() + r_n
 
 
 def class_prior_from_count(expected_particles: float, shape_zyx: tuple[int, ...]) -> float:

@@ -3,7 +3,9 @@
 Methods, "Framework for particle detection": around each labelled centre p̃ (rounded to the
 nearest voxel) a Gaussian ``exp(−|v − p̃|² / 2σ²)`` is splatted, so the centre voxel is
 exactly 1 (true positive) and its neighbours are soft positives (0 < y < 1); every other
-voxel is unlabelled, y = −1. Overlapping Gaussians take the maximum. For filaments
+voxel is unlabelled, y = −1. Overlapping Gaussians take the maximum. Known negatives
+(points the user marked as not the target) make the voxels within the particle radius of
+them y = −2 (:data:`NEGATIVE`) wherever no positive reaches. For filaments
 (``shape="fiber"``) every voxel within ``fiber_radius_vox`` (paper: 3) of a label is 1, with
 no Gaussian.
 
@@ -19,6 +21,8 @@ import numpy as np
 from milopyp.errors import MilopypError
 
 SHAPES = ("globular", "fiber")
+#: target value of voxels known not to be the target (explicit negatives)
+NEGATIVE = -2.0
 
 
 def sigma_from_radius(radius_vox: float) -> float:
@@ -44,6 +48,7 @@ def heatmap_target(
     shape: str = "globular",
     origin_zyx: tuple[int, int, int] = (0, 0, 0),
     fiber_radius_vox: float = 3.0,
+    negatives_xyz: np.ndarray | None = None,
 ) -> np.ndarray:
     """Target heat map for the box ``[origin, origin + shape_zyx)`` of a tomogram.
 
@@ -52,14 +57,25 @@ def heatmap_target(
     shape_zyx: size of the box (z, y, x); origin_zyx: its first voxel in the tomogram.
     radius_vox: particle radius in voxels (globular: σ = r/3, cut at r).
     shape: "globular" (Gaussian, centre exactly 1) or "fiber" (1 within fiber_radius_vox).
+    negatives_xyz: (M, 3) centres of known non-target objects, x, y, z in voxels of the whole
+        tomogram; voxels within ``radius_vox`` of them are −2 unless a positive covers them.
 
-    Returns float32 [z, y, x]: 1 at centres, 0 < y < 1 soft positives, −1 unlabelled.
+    Returns float32 [z, y, x]: 1 at centres, 0 < y < 1 soft positives, −1 unlabelled,
+    −2 known negatives.
     """
     if shape not in SHAPES:
         raise MilopypError(f"shape: expected one of {SHAPES}, got {shape!r}")
     xyz = _check_xyz(xyz)
     shape_zyx = tuple(int(s) for s in shape_zyx)
     out = np.full(shape_zyx, -1.0, dtype=np.float32)
+    if negatives_xyz is not None and np.size(negatives_xyz):
+        neg = _check_xyz(negatives_xyz)
+        reach_n = max(1, int(np.floor(radius_vox)))
+        off = np.arange(-reach_n, reach_n + 1)
+        dz, dy, dx = np.meshgrid(off, off, off, indexing="ij")
+        ball = np.where(dz**2 + dy**2 + dx**2 <= radius_vox**2, NEGATIVE, -1.0)
+        _splat(out, np.rint(neg[:, ::-1]).astype(np.int64) - np.asarray(origin_zyx),
+               ball.astype(np.float32), reach_n, np.minimum)
     if len(xyz) == 0:
         return out
     centres_zyx = np.rint(xyz[:, ::-1]).astype(np.int64) - np.asarray(origin_zyx, dtype=np.int64)
@@ -76,8 +92,14 @@ def heatmap_target(
         kernel[d2 > (3.0 * sigma) ** 2] = -1.0
     else:
         kernel = np.where(d2 <= fiber_radius_vox**2, 1.0, -1.0)
-    kernel = kernel.astype(np.float32)
-    size = np.asarray(shape_zyx)
+    _splat(out, centres_zyx, kernel.astype(np.float32), reach, np.maximum)
+    return out
+
+
+def _splat(out: np.ndarray, centres_zyx: np.ndarray, kernel: np.ndarray, reach: int,
+           combine) -> None:
+    """Combine (np.maximum / np.minimum) ``kernel`` into ``out`` at each centre, in place."""
+    size = np.asarray(out.shape)
     for c in centres_zyx:
         lo = c - reach
         hi = c + reach + 1
@@ -87,8 +109,7 @@ def heatmap_target(
         b = np.minimum(hi, size)
         ka, kb = a - lo, b - lo
         region = out[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
-        np.maximum(region, kernel[ka[0]:kb[0], ka[1]:kb[1], ka[2]:kb[2]], out=region)
-    return out
+        combine(region, kernel[ka[0]:kb[0], ka[1]:kb[1], ka[2]:kb[2]], out=region)
 
 
 def core_voxels(radius_vox: float, threshold: float = 0.5) -> int:

@@ -43,6 +43,7 @@ from milopyp.localize.augment import (
 from milopyp.localize.losses import LossSettings, localizer_loss
 from milopyp.localize.normalize import intensity_stats, normalize
 from milopyp.localize.pu import class_prior_from_count
+from milopyp.localize.scale import auto_bin_factor, bin_volume, to_binned
 from milopyp.localize.targets import SHAPES, core_voxels, heatmap_target, sigma_from_radius
 from milopyp.localize.unet import Localizer, LocalizerConfig, LocalizerOutput
 
@@ -62,6 +63,8 @@ PRIOR_UPDATE_EPOCHS = (2, 4)
 PRIOR_UPDATE_BOUNDS = (0.5, 50.0)
 #: tomograms (the most labelled) whose heat maps estimate the prior
 PRIOR_TOMOGRAMS = 3
+#: fraction of training crops centred near a known negative (when any are given)
+NEGATIVE_CROP_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class _Data:
     tomograms: list[np.ndarray]
     labels: list[np.ndarray]  # (N, 3) xyz float
     stats: list[tuple[float, float]]
+    negatives: list[np.ndarray] | None = None  # (M, 3) xyz float, known non-targets
 
 
 def resolve_class_prior(
@@ -204,12 +208,18 @@ def _sample_crops(
     cz, cy, cx = settings.crop_zyx
     crop = np.array(settings.crop_zyx)
     all_labels = [(i, j) for i, lab in enumerate(data.labels) for j in range(len(lab))]
+    negs = data.negatives or [np.zeros((0, 3))] * len(data.labels)
+    all_negatives = [(i, j) for i, neg in enumerate(negs) for j in range(len(neg))]
     sizes = np.array([np.prod(t.shape) for t in data.tomograms], dtype=np.float64)
     x1, x2, ops, ys = [], [], [], []
     for _ in range(settings.batch_size):
-        if rng.random() < settings.label_crop_fraction:
-            i, j = all_labels[int(rng.integers(len(all_labels)))]
-            centre = np.rint(data.labels[i][j, ::-1]).astype(int)
+        u = rng.random()
+        if u < settings.label_crop_fraction or (
+                all_negatives and u < settings.label_crop_fraction + NEGATIVE_CROP_FRACTION):
+            near_label = u < settings.label_crop_fraction
+            pool, points = (all_labels, data.labels) if near_label else (all_negatives, negs)
+            i, j = pool[int(rng.integers(len(pool)))]
+            centre = np.rint(points[i][j, ::-1]).astype(int)
             jitter = rng.integers(-(crop // 4), crop // 4 + 1)
             origin = centre + jitter - crop // 2
         else:
@@ -225,7 +235,7 @@ def _sample_crops(
             y = _crop_target(local, np.zeros(3, dtype=np.int64), settings)
         else:
             a = normalize(data.tomograms[i][z0:z0 + cz, y0:y0 + cy, x0:x0 + cx], data.stats[i])
-            y = _crop_target(data.labels[i], origin, settings)
+            y = _crop_target(data.labels[i], origin, settings, negs[i])
         op = random_flip_rot(rng, square=cy == cx)
         b = jitter_intensity(apply_flip_rot(a, op), rng)
         ys.append(y)
@@ -235,7 +245,8 @@ def _sample_crops(
     return np.stack(x1)[:, None], np.stack(x2)[:, None], ops, np.stack(ys)[:, None]
 
 
-def _crop_target(xyz: np.ndarray, origin_zyx: np.ndarray, settings: TrainSettings) -> np.ndarray:
+def _crop_target(xyz: np.ndarray, origin_zyx: np.ndarray, settings: TrainSettings,
+                 negatives_xyz: np.ndarray | None = None) -> np.ndarray:
     if settings.shape == "globular":
         reach = 3.0 * sigma_from_radius(settings.particle_radius_vox) + 1
     else:
@@ -243,8 +254,13 @@ def _crop_target(xyz: np.ndarray, origin_zyx: np.ndarray, settings: TrainSetting
     lo = origin_zyx[::-1] - reach
     hi = origin_zyx[::-1] + np.array(settings.crop_zyx[::-1]) + reach
     near = xyz[np.all((xyz >= lo) & (xyz <= hi), axis=1)]
+    neg = None
+    if negatives_xyz is not None and len(negatives_xyz):
+        r = settings.particle_radius_vox + 1
+        neg = negatives_xyz[np.all((negatives_xyz >= lo - r) & (negatives_xyz <= hi + r), axis=1)]
     return heatmap_target(near, settings.crop_zyx, radius_vox=settings.particle_radius_vox,
-                          shape=settings.shape, origin_zyx=tuple(int(v) for v in origin_zyx))
+                          shape=settings.shape, origin_zyx=tuple(int(v) for v in origin_zyx),
+                          negatives_xyz=neg)
 
 
 def _step(model: Localizer, data: _Data, settings: TrainSettings, loss_settings: LossSettings,
@@ -276,6 +292,7 @@ def train_localizer(
     labels: list[np.ndarray],
     *,
     particle_radius_vox: float,
+    negatives: list[np.ndarray] | None = None,
     shape: str = "globular",
     epochs: int = 6,
     iterations_per_epoch: int = 100,
@@ -295,12 +312,17 @@ def train_localizer(
     stride_xy: int = 2,
     fusion_channels: int = 16,
     proj_dim: int = 16,
+    z_dilations: tuple[int, ...] = (),
+    bin_factor: int | None = None,
     temperature: float = 0.07,
 ) -> Localizer:
     """Train the localiser on tomograms with a few labelled particle centres.
 
     tomograms: [z, y, x] arrays (np.memmap fine: only crops are read), not yet normalised.
     labels: per tomogram an (N, 3) array of x, y, z centres in voxels (N may be 0).
+    negatives: per tomogram an (M, 3) array of x, y, z centres of objects that are not the
+        target (explicit negatives, M may be 0): y = −2 within the particle radius, a loss
+        term of their own (:mod:`milopyp.localize.pu`), and a quarter of the crops near them.
     particle_radius_vox: particle radius (voxels); sets the target Gaussian σ = r/3.
     shape: "globular" or "fiber" (filament targets: radius-3 tubes).
     epochs, iterations_per_epoch, crop (z, y, x), batch_size, lr, lr_step_epochs:
@@ -321,7 +343,25 @@ def train_localizer(
     if shape not in SHAPES:
         raise MilopypError(f"shape: expected one of {SHAPES}, got {shape!r}")
     crop = tuple(int(c) for c in crop)
-    labels = _check_inputs(tomograms, labels, crop)
+    b = auto_bin_factor(2.0 * particle_radius_vox) if bin_factor is None else int(bin_factor)
+    labels = _check_inputs(tomograms, labels, tuple(c * b for c in crop))
+    if negatives is not None:
+        if len(negatives) != len(labels):
+            raise MilopypError(f"training: expected one negatives array per tomogram, got "
+                               f"{len(negatives)} for {len(labels)} tomograms")
+        negatives = [np.asarray(n, dtype=np.float64).reshape(-1, 3) for n in negatives]
+        if sum(len(n) for n in negatives) == 0:
+            negatives = None
+    originals, original_labels, original_radius = list(tomograms), labels, particle_radius_vox
+    if b > 1:
+        tomograms = [bin_volume(t, b) for t in tomograms]
+        labels = [np.clip(to_binned(lab, b), 0, np.array(t.shape[::-1]) - 1)
+                  for lab, t in zip(labels, tomograms)]
+        if negatives is not None:
+            negatives = [to_binned(n, b) for n in negatives]
+        particle_radius_vox = particle_radius_vox / b
+        log.info("working on the tomograms binned by %d: particle radius %.1f voxels",
+                 b, particle_radius_vox)
     dev = resolve_device(device)
     prior = resolve_class_prior(class_prior, expected_particles, labels,
                                 [t.shape for t in tomograms], shape=shape)
@@ -336,7 +376,8 @@ def train_localizer(
     )
     net_config = LocalizerConfig(n_blocks=n_blocks, base_channels=base_channels,
                                  stride_xy=stride_xy, fusion_channels=fusion_channels,
-                                 proj_dim=proj_dim)
+                                 proj_dim=proj_dim, z_dilations=tuple(z_dilations),
+                                 bin_factor=b)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Localizer(net_config)
@@ -352,14 +393,14 @@ def train_localizer(
         start, history = _resume(checkpoint_path, model, opt, sched, rng, gen, net_config,
                                  settings, dev)
     data = _Data(tomograms=list(tomograms), labels=labels,
-                 stats=[intensity_stats(t) for t in tomograms])
+                 stats=[intensity_stats(t) for t in tomograms], negatives=negatives)
     estimate = ((pu or contrastive) and class_prior is None and expected_particles is None
                 and shape == "globular")
     if history and "prior" in history[-1]:  # resumed after a prior update
         loss_settings = _with_prior(loss_settings, history[-1]["prior"], per_particle)
-    log.info("training localiser: %d tomogram(s), %d labels, π_p = %.3g, %s, epochs %d-%d",
-             len(tomograms), sum(len(lab) for lab in labels), loss_settings.prior, dev,
-             start + 1, epochs)
+    log.info("training localiser: %d tomogram(s), %d labels, %d negatives, π_p = %.3g, %s, "
+             "epochs %d-%d", len(tomograms), sum(len(lab) for lab in labels),
+             sum(len(n) for n in negatives or []), loss_settings.prior, dev, start + 1, epochs)
     for epoch in range(start, settings.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -371,8 +412,10 @@ def train_localizer(
         sched.step()
         if estimate and epoch + 1 in PRIOR_UPDATE_EPOCHS and epoch + 1 < settings.epochs:
             t1 = time.perf_counter()
-            new_prior = estimate_class_prior(model, data.tomograms, data.labels, data.stats,
-                                             settings.particle_radius_vox, dev)
+            new_prior = estimate_class_prior(model, originals, original_labels,
+                                             [intensity_stats(t) for t in originals],
+                                             original_radius, dev)
+            new_prior = min(0.5, new_prior * b**3)  # per voxel of the binned grid
             log.info("π_p re-estimated from the model: %.3g (was %.3g), %.1f s", new_prior,
                      loss_settings.prior, time.perf_counter() - t1)
             loss_settings = _with_prior(loss_settings, new_prior, per_particle)
@@ -462,7 +505,7 @@ def load_localizer(path: str | Path, *, device: str | torch.device = "cpu") -> L
     """
     dev = resolve_device(device)
     state = _read(path, dev)
-    model = Localizer(LocalizerConfig(**state["network"]))
+    model = Localizer(LocalizerConfig.from_dict(state["network"]))
     model.load_state_dict(state["model"])
     model.settings = state["settings"]
     model.calibration = state.get("calibration", {})

@@ -15,15 +15,22 @@ What the page does:
 * drag in "box" or "lasso" mode selects the points inside (shift/ctrl-drag adds), a click on
   a point selects or deselects it;
 * a checkbox per cluster (``.cluster-toggle[data-cluster="c"]``) selects the whole cluster;
+* negatives, what is *not* the target: a second checkbox per cluster
+  (``.cluster-negative[data-cluster="c"]``, "not") marks the whole cluster, and
+  ``#mark-negative`` ("Mark as not this") moves the points selected one by one (box, lasso,
+  click) to the negatives; negatives are drawn with a cross. A cluster or point is either
+  selected or negative, never both;
 * ``#save-selection`` downloads ``selection.json``::
 
       {"clusters": [c, ...], "points": [point_id, ...], "source": "milopyp explorer",
-       "n_points": n}
+       "n_points": n,
+       "negatives": {"clusters": [c, ...], "points": [point_id, ...], "n_points": m}}
 
   ``clusters`` are the whole clusters ticked, ``points`` the ``point_id`` values (column of
   ``points.csv``) selected one by one (box, lasso, click); the selection is their union and
   ``n_points`` its size (whole clusters counted with all their members, also those not shown
-  when the display was capped). ``#clear-selection`` empties it.
+  when the display was capped). ``negatives`` (present only when something is marked) has the
+  same form. ``#clear-selection`` empties both.
 
 With more than ``max_points`` points, a per-cluster sample is shown (every cluster keeps a
 share) and the page says so; whole-cluster selections still stand for all members.
@@ -190,6 +197,9 @@ _TEMPLATE = r"""<!DOCTYPE html>
    display: block; }
  #selection-thumbs img { width: 40px; height: 40px; image-rendering: pixelated; margin: 1px; }
  .hint { color: #777; font-size: 12px; margin: 4px 0; }
+ .cluster-line { display: flex; align-items: center; }
+ .cluster-line .cluster-row { flex: 1 1 auto; }
+ .negative-label { color: #a00; font-size: 12px; margin-left: 6px; white-space: nowrap; }
 </style>
 </head>
 <body>
@@ -204,12 +214,15 @@ _TEMPLATE = r"""<!DOCTYPE html>
    <label><input type="radio" name="mode" id="mode-pan" value="pan"> pan</label>
    <button id="reset-view" type="button">Reset view</button></div>
   <p class="hint">Shift-drag adds to the selection. Click a point to select or deselect it.
-   Mouse wheel zooms. Tick a cluster to select all of it.</p>
+   Mouse wheel zooms. Tick a cluster to select all of it; tick "not" (or select points and
+   press Mark as not this) to say what is not the target.</p>
   <h2>Clusters</h2>
   <div id="cluster-list"></div>
   <div><button id="clear-selection" type="button">Clear selection</button>
+   <button id="mark-negative" type="button">Mark as not this</button>
    <button id="save-selection" type="button">Save selection</button></div>
   <p id="selection-summary">Nothing selected.</p>
+  <p id="negative-summary" class="hint"></p>
   <h2>Point</h2>
   <div id="point-info" class="hint">Hover or click a point.</div>
   <h2>Selected patches</h2>
@@ -229,6 +242,8 @@ _TEMPLATE = r"""<!DOCTYPE html>
   const tooltip = document.getElementById("tooltip");
   const selPts = new Set();       // indices into the shown points
   const selClusters = new Set();  // cluster ids
+  const negPts = new Set();       // indices marked "not this"
+  const negClusters = new Set();  // cluster ids marked "not this"
   let W = 600, H = 600, view = null, drag = null, path = [];
   const R = 3.5, PICK = 8;
 
@@ -247,6 +262,7 @@ _TEMPLATE = r"""<!DOCTYPE html>
   function du(px) { return view.x0 + px / W * (view.x1 - view.x0); }
   function dv(py) { return view.y0 + (H - py) / H * (view.y1 - view.y0); }
   function isSel(i) { return selClusters.has(D.c[i]) || selPts.has(i); }
+  function isNeg(i) { return negClusters.has(D.c[i]) || negPts.has(i); }
 
   function resize() {
     const dpr = window.devicePixelRatio || 1;
@@ -280,6 +296,16 @@ _TEMPLATE = r"""<!DOCTYPE html>
         ctx.beginPath(); ctx.arc(sx(D.u[i]), sy(D.v[i]), R + 0.5, 0, 2 * Math.PI);
         ctx.fill(); ctx.stroke();
       }
+    }
+    if (negPts.size > 0 || negClusters.size > 0) {
+      ctx.strokeStyle = "#a00"; ctx.lineWidth = 1.5;
+      for (let i = 0; i < N; i++) {
+        if (!isNeg(i)) continue;
+        const px = sx(D.u[i]), py = sy(D.v[i]);
+        ctx.beginPath(); ctx.moveTo(px - R, py - R); ctx.lineTo(px + R, py + R);
+        ctx.moveTo(px - R, py + R); ctx.lineTo(px + R, py - R); ctx.stroke();
+      }
+      ctx.lineWidth = 1; ctx.strokeStyle = "#000";
     }
     if (drag && drag.mode !== "pan" && drag.moved) {
       ctx.strokeStyle = "#333"; ctx.setLineDash([4, 3]); ctx.fillStyle = "rgba(0,0,0,0.05)";
@@ -391,6 +417,7 @@ _TEMPLATE = r"""<!DOCTYPE html>
         }
       }
     }
+    selPts.forEach(function (i) { negPts.delete(i); });
     path = [];
     update();
   });
@@ -412,25 +439,46 @@ _TEMPLATE = r"""<!DOCTYPE html>
     const box = document.createElement("input"); box.type = "checkbox";
     box.className = "cluster-toggle"; box.dataset.cluster = String(c.id);
     box.id = "cluster-toggle-" + c.id;
+    const neg = document.createElement("input"); neg.type = "checkbox";
+    neg.className = "cluster-negative"; neg.dataset.cluster = String(c.id);
+    neg.id = "cluster-negative-" + c.id; neg.title = "not the target";
     box.addEventListener("change", function () {
-      if (box.checked) selClusters.add(c.id); else selClusters.delete(c.id);
+      if (box.checked) { selClusters.add(c.id); negClusters.delete(c.id); neg.checked = false; }
+      else selClusters.delete(c.id);
+      update();
+    });
+    neg.addEventListener("change", function () {
+      if (neg.checked) { negClusters.add(c.id); selClusters.delete(c.id); box.checked = false; }
+      else negClusters.delete(c.id);
       update();
     });
     const sw = document.createElement("span"); sw.className = "swatch"; sw.style.background = c.color;
     const name = document.createElement("span"); name.textContent = "cluster " + c.id;
     const cnt = document.createElement("span"); cnt.className = "count";
     cnt.textContent = "n = " + c.size + (c.shown < c.size ? " (" + c.shown + " shown)" : "");
-    row.append(box, sw, name, cnt); list.appendChild(row);
+    const negLabel = document.createElement("label"); negLabel.className = "negative-label";
+    negLabel.append(neg, document.createTextNode(" not"));
+    row.append(box, sw, name, cnt);
+    const line = document.createElement("div"); line.className = "cluster-line";
+    line.append(row, negLabel); list.appendChild(line);
   });
 
-  function selection() {
-    const clusters = Array.from(selClusters).sort(function (a, b) { return a - b; });
-    const points = Array.from(selPts).map(function (i) { return D.id[i]; })
+  function part(clusterSet, pointSet) {
+    const clusters = Array.from(clusterSet).sort(function (a, b) { return a - b; });
+    const points = Array.from(pointSet).map(function (i) { return D.id[i]; })
       .sort(function (a, b) { return a - b; });
     let n = 0;
     clusters.forEach(function (c) { n += size[c]; });
-    selPts.forEach(function (i) { if (!selClusters.has(D.c[i])) n += 1; });
-    return {clusters: clusters, points: points, source: "milopyp explorer", n_points: n};
+    pointSet.forEach(function (i) { if (!clusterSet.has(D.c[i])) n += 1; });
+    return {clusters: clusters, points: points, n_points: n};
+  }
+  function selection() {
+    const s = part(selClusters, selPts);
+    const out = {clusters: s.clusters, points: s.points, source: "milopyp explorer",
+                 n_points: s.n_points};
+    const neg = part(negClusters, negPts);
+    if (neg.clusters.length || neg.points.length) out.negatives = neg;
+    return out;
   }
   function update() {
     draw();
@@ -440,6 +488,10 @@ _TEMPLATE = r"""<!DOCTYPE html>
         ? "Selected: " + s.clusters.length + " cluster(s) + " + s.points.length +
           " point(s) = " + s.n_points + " candidates."
         : "Nothing selected.";
+    document.getElementById("negative-summary").textContent = s.negatives
+      ? "Not this: " + s.negatives.clusters.length + " cluster(s) + " +
+        s.negatives.points.length + " point(s) = " + s.negatives.n_points + " candidates."
+      : "";
     const box = document.getElementById("selection-thumbs"); box.textContent = "";
     if (!D.thumbs) return;
     let k = 0;
@@ -450,8 +502,14 @@ _TEMPLATE = r"""<!DOCTYPE html>
     }
   }
   document.getElementById("clear-selection").addEventListener("click", function () {
-    selPts.clear(); selClusters.clear();
-    document.querySelectorAll(".cluster-toggle").forEach(function (b) { b.checked = false; });
+    selPts.clear(); selClusters.clear(); negPts.clear(); negClusters.clear();
+    document.querySelectorAll(".cluster-toggle, .cluster-negative")
+      .forEach(function (b) { b.checked = false; });
+    update();
+  });
+  document.getElementById("mark-negative").addEventListener("click", function () {
+    selPts.forEach(function (i) { negPts.add(i); });
+    selPts.clear();
     update();
   });
   document.getElementById("save-selection").addEventListener("click", function () {

@@ -1,0 +1,392 @@
+"""Accuracy on a folder of tomograms with truth that the project did not make.
+
+``benchmarks/accuracy.py --dataset DIR`` (or this module directly). ``DIR`` holds
+``tomograms/*.rec|*.mrc`` (read as a user's data: :func:`milopyp.io.mrc.read_tomogram`, any
+MRC mode, voxel size from the header), ``truth/<tomogram>.csv`` (``species,x,y,z,...`` in
+voxels of the tomogram, 0-based) and optionally ``dataset.json`` with
+``species_diameter_a`` (else give ``--diameter``). ``../shared/devset/{crowded,insitu,virus}``
+are such folders.
+
+Few-shot protocol (the devset README's): labels from the first tomogram only (``--labels``
+of the target, drawn with ``--seed`` and jittered by ±``--jitter`` voxels per axis, as a
+person clicks); every score is printed on the held-out tomograms **and** on the labelled
+tomogram, beside the floor: a DoG whose score threshold is tuned on the truth of the same
+tomograms. Species other than the target (e.g. ``spike_free`` beside ``spike``) are false
+positives when picked. Matching radius: half the target's diameter.
+
+Rows (``--rows``):
+- ``dog``: the DoG candidates at the default threshold (what the exploration starts from,
+  their count and AP) and the tuned-DoG floor;
+- ``full`` and the ablations (``--ablations`` JSON: name -> train_localizer arguments): the
+  localiser with the library defaults, at the automatic threshold and at the threshold tuned
+  on truth;
+- ``fiber``: a filament target (``--fiber-species``, ``--fiber-labels`` centre-line points
+  of the first tomogram), picks traced into fibres; fibres traced / total on held-out and
+  labelled tomograms (a fibre counts when half its centre-line points have a traced point
+  within the radius).
+
+    .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/crowded
+    .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/virus --target spike
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks._common import machine_line
+from milopyp.candidates import find_candidates
+from milopyp.evaluate import evaluate, greedy_match_by_score
+from milopyp.io.mrc import read_tomogram
+from milopyp.localize import find_peaks, predict_heatmap, train_localizer
+from milopyp.localize.calibrate import auto_threshold, label_peak_scores
+
+log = logging.getLogger("dataset")
+
+TOMOGRAM_SUFFIXES = (".rec", ".mrc", ".map")
+
+
+@dataclass
+class Tomogram:
+    name: str
+    data: np.ndarray  # float32 [z, y, x], as the workflow reads it
+    truth: pd.DataFrame  # species, x, y, z, ... (voxels)
+    voxel_size_a: float
+
+
+@dataclass
+class Dataset:
+    folder: Path
+    tomograms: list[Tomogram]
+    diameters_a: dict[str, float]
+
+
+def load_dataset(folder: Path) -> Dataset:
+    """Tomograms (sorted by name) with their truth tables and the species diameters."""
+    paths = sorted(p for p in (folder / "tomograms").iterdir()
+                   if p.suffix.lower() in TOMOGRAM_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"{folder}/tomograms: no .rec/.mrc/.map files")
+    tomos = []
+    for p in paths:
+        data, voxel_a = read_tomogram(p, mmap=False)
+        truth_csv = folder / "truth" / f"{p.stem}.csv"
+        if not truth_csv.exists():
+            raise SystemExit(f"{truth_csv}: missing; every tomogram needs its truth table")
+        truth = pd.read_csv(truth_csv)
+        truth.insert(0, "tomogram", p.stem)
+        tomos.append(Tomogram(p.stem, np.asarray(data, dtype=np.float32), truth, voxel_a))
+    meta = folder / "dataset.json"
+    diameters = {}
+    if meta.exists():
+        diameters = {k: float(v) for k, v in
+                     json.loads(meta.read_text()).get("species_diameter_a", {}).items()}
+    return Dataset(folder, tomos, diameters)
+
+
+def target_truth(tomos: list[Tomogram], species: str) -> pd.DataFrame:
+    t = pd.concat([v.truth for v in tomos], ignore_index=True)
+    return t[t["species"] == species][["tomogram", "x", "y", "z"]].reset_index(drop=True)
+
+
+def draw_labels(truth: pd.DataFrame, species: str, n: int, *, jitter_vox: float, seed: int,
+                shape_zyx) -> np.ndarray:
+    """(≤ n, 3) x, y, z: the first n of a seeded permutation of the species' centres,
+    each moved by a uniform jitter in [−jitter, jitter] voxels per axis."""
+    xyz = truth.loc[truth["species"] == species, ["x", "y", "z"]].to_numpy(np.float64)
+    rng = np.random.default_rng([seed, 7])
+    order = rng.permutation(len(xyz))
+    shift = rng.uniform(-jitter_vox, jitter_vox, size=xyz.shape)
+    out = (xyz + shift)[order]
+    return np.clip(out, 0, np.asarray(shape_zyx[::-1], dtype=np.float64) - 1)[:n]
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def metrics_at(picks: pd.DataFrame, truth: pd.DataFrame, threshold: float, radius: float,
+               names: list[str]) -> dict:
+    """precision / recall / F1 of the picks with score > threshold; AP of all picks."""
+    ap = float(evaluate(picks, truth, radius_vox=radius, tomograms=names).iloc[-1]["ap"])
+    kept = picks[picks["score"] > threshold]
+    m = evaluate(kept, truth, radius_vox=radius, tomograms=names).iloc[-1]
+    return {"threshold": float(threshold), "precision": float(m["precision"]),
+            "recall": float(m["recall"]), "f1": float(m["f1"]), "ap": ap,
+            "n_picks": int(m["n_picks"]), "n_true": int(len(truth))}
+
+
+def best_threshold(picks: pd.DataFrame, truth: pd.DataFrame, radius: float) -> float:
+    """Score threshold with the best pooled F1 (greedy matching in score order), chosen on
+    the truth (an oracle): picks above it are kept."""
+    scores, flags = [], []
+    for name, p in picks.groupby("tomogram"):
+        t = truth[truth["tomogram"] == name][["x", "y", "z"]].to_numpy(np.float64)
+        s = p["score"].to_numpy(np.float64)
+        scores.append(s)
+        flags.append(greedy_match_by_score(p[["x", "y", "z"]].to_numpy(np.float64), s, t,
+                                           radius))
+    if not scores:
+        return float("inf")
+    s, f = np.concatenate(scores), np.concatenate(flags)
+    order = np.argsort(-s, kind="stable")
+    s, tp = s[order], np.cumsum(f[order])
+    f1 = 2 * tp / (np.arange(1, len(s) + 1) + len(truth))
+    last = np.r_[s[1:] != s[:-1], True]
+    best = int(np.argmax(np.where(last, f1, -1.0)))
+    nxt = s[best + 1] if best + 1 < len(s) else s[best] - 1.0
+    return float(0.5 * (s[best] + nxt))
+
+
+def split_scores(picks: pd.DataFrame, truth: pd.DataFrame, threshold: float | None,
+                 radius: float, labelled: str, held_out: list[str]) -> dict:
+    """Metrics on the held-out tomograms and on the labelled one, at ``threshold`` (None:
+    the best threshold on each part's truth, an oracle)."""
+    out = {}
+    for part, names in (("held", held_out), ("lab", [labelled])):
+        p = picks[picks["tomogram"].isin(names)]
+        t = truth[truth["tomogram"].isin(names)]
+        thr = best_threshold(p, t, radius) if threshold is None else threshold
+        out[part] = metrics_at(p, t, thr, radius, names)
+    return out
+
+
+def line(tag: str, m: dict) -> str:
+    h, lab = m["held"], m["lab"]
+    return (f"  {tag:<44} held-out P {h['precision']:.3f} R {h['recall']:.3f} "
+            f"F1 {h['f1']:.3f} AP {h['ap']:.3f} ({h['n_picks']} picks, {h['n_true']} true)"
+            f" | labelled F1 {lab['f1']:.3f} AP {lab['ap']:.3f}  thr {h['threshold']:.3g}")
+
+
+# ---------------------------------------------------------------------------- DoG
+
+
+def dog_rows(ds: Dataset, species: str, diameter: float, radius: float,
+             threads: int) -> dict[str, dict]:
+    """The workflow's candidates (preprocess with inversion, DoG at the default threshold)
+    and the floor: every DoG peak, threshold tuned on each part's truth."""
+    from milopyp.preprocess import preprocess
+
+    default, everything = [], []
+    for v in ds.tomograms:
+        pre = preprocess(v.data, invert=True, threads=threads)
+        c = find_candidates(pre, particle_diameter_vox=diameter, threads=threads)
+        c.insert(0, "tomogram", v.name)
+        default.append(c)
+        a = find_candidates(pre, particle_diameter_vox=diameter, threshold_std=-1e9,
+                            threads=threads)
+        a.insert(0, "tomogram", v.name)
+        everything.append(a)
+    truth = target_truth(ds.tomograms, species)
+    names = [v.name for v in ds.tomograms]
+    lab, held = names[0], names[1:]
+    cands = pd.concat(default, ignore_index=True)
+    allp = pd.concat(everything, ignore_index=True)
+    return {"candidates": split_scores(cands, truth, -np.inf, radius, lab, held),
+            "floor": split_scores(allp, truth, None, radius, lab, held)}
+
+
+# ---------------------------------------------------------------------------- localiser
+
+
+def nms_kernel(radius: float) -> int:
+    """The ``milopyp localize`` default: odd box of about the particle radius."""
+    return max(3, round(radius) | 1)
+
+
+def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
+                   kwargs: dict, threads: int) -> dict[str, dict]:
+    """Train on the first tomogram's labels, pick everywhere; metrics at the automatic
+    threshold and at the threshold tuned on truth, with training time."""
+    first = ds.tomograms[0]
+    t0 = time.perf_counter()
+    model = train_localizer([first.data], [labels], particle_radius_vox=radius,
+                            device="cpu", **kwargs)
+    train_s = time.perf_counter() - t0
+    picks, heat0 = [], None
+    t1 = time.perf_counter()
+    for v in ds.tomograms:
+        heat = predict_heatmap(model, v.data, device="cpu")
+        if heat0 is None:
+            heat0 = heat
+        picks.append(find_peaks(heat, kernel_vox=nms_kernel(radius), threshold=0.0,
+                                tomogram=v.name))
+    infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
+    lp = label_peak_scores(heat0, labels, radius / 2)
+    auto = auto_threshold(lp)
+    picks_df = pd.concat(picks, ignore_index=True)
+    truth = target_truth(ds.tomograms, species)
+    names = [v.name for v in ds.tomograms]
+    log.info("label peaks median %.3g (q10 %.3g, q90 %.3g); heat max %.3g", np.median(lp),
+             np.quantile(lp, 0.1), np.quantile(lp, 0.9), float(heat0.max()))
+    out = {"auto": split_scores(picks_df, truth, auto, radius, names[0], names[1:]),
+           "tuned": split_scores(picks_df, truth, None, radius, names[0], names[1:])}
+    for m in out.values():
+        m["train_s"], m["infer_s"] = train_s, infer_s
+    return out
+
+
+# ---------------------------------------------------------------------------- fibres
+
+
+def fiber_labels(truth: pd.DataFrame, species: str, n: int) -> np.ndarray:
+    """(≤ n, 3): evenly spaced centre-line points of the first tomogram's filaments, taken
+    filament by filament (longest first) until n are drawn, as a person traces them."""
+    t = truth[truth["species"] == species]
+    out, left = [], n
+    for _, f in sorted(t.groupby("filament_id"), key=lambda g: -len(g[1])):
+        if left <= 0:
+            break
+        xyz = f[["x", "y", "z"]].to_numpy(np.float64)
+        take = xyz[:left]
+        out.append(take)
+        left -= len(take)
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: dict,
+               link_vox: float) -> dict[str, dict]:
+    """Train a ``shape: fiber`` model on centre-line points of the first tomogram, pick
+    (automatic threshold, NMS box 3 as ``milopyp localize``), trace, score fibres."""
+    from milopyp.evaluate import evaluate_fibers
+    from milopyp.fibers import trace_table
+    from milopyp.localize.calibrate import calibrate_threshold
+
+    first = ds.tomograms[0]
+    labels = fiber_labels(first.truth, species, n_labels)
+    t0 = time.perf_counter()
+    model = train_localizer([first.data], [labels], particle_radius_vox=radius, shape="fiber",
+                            device="cpu", **kwargs)
+    train_s = time.perf_counter() - t0
+    cal = calibrate_threshold(model, [first.data], [labels], radius, "cpu", shape="fiber")
+    picks = []
+    for v in ds.tomograms:
+        heat = predict_heatmap(model, v.data, device="cpu")
+        picks.append(find_peaks(heat, kernel_vox=3, threshold=cal["threshold"],
+                                tomogram=v.name))
+    picks_df = pd.concat(picks, ignore_index=True)
+    t1 = time.perf_counter()
+    traced = trace_table(picks_df, link_distance_vox=link_vox)
+    trace_s = time.perf_counter() - t1
+    truth = pd.concat([v.truth for v in ds.tomograms], ignore_index=True)
+    truth = truth[truth["species"] == species][["tomogram", "x", "y", "z", "filament_id"]]
+    truth = truth.rename(columns={"filament_id": "fiber_id"})
+    out = {}
+    names = [v.name for v in ds.tomograms]
+    for part, sel in (("held", names[1:]), ("lab", names[:1])):
+        m = evaluate_fibers(traced[traced["tomogram"].isin(sel)],
+                            truth[truth["tomogram"].isin(sel)], radius_vox=radius,
+                            tomograms=sel).iloc[-1].to_dict()
+        m["n_picks"] = int(picks_df["tomogram"].isin(sel).sum())
+        out[part] = m
+    out.update(train_s=train_s, trace_s=trace_s, threshold=float(cal["threshold"]),
+               n_labels=len(labels))
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", type=Path, required=True, help="folder (see module doc)")
+    p.add_argument("--target", default="ribosome", help="species to pick (ribosome)")
+    p.add_argument("--diameter", type=float, default=None,
+                   help="target diameter, Å (default: dataset.json)")
+    p.add_argument("--labels", type=int, default=55, help="labels of the first tomogram (55)")
+    p.add_argument("--jitter", type=float, default=1.0, help="label jitter, voxels (1)")
+    p.add_argument("--seed", type=int, default=0, help="label seed (0)")
+    p.add_argument("--rows", default="dog,full", help="comma list of dog,full,fiber")
+    p.add_argument("--train-kwargs", type=json.loads, default={},
+                   help="JSON dict of train_localizer arguments for every localiser row")
+    p.add_argument("--ablations", type=json.loads, default={},
+                   help='JSON {"name": {train_localizer arguments}, ...}: extra rows')
+    p.add_argument("--fiber-species", default="microtubule",
+                   help="filament species of the fiber row (microtubule)")
+    p.add_argument("--fiber-labels", type=int, default=100,
+                   help="centre-line points of the first tomogram for the fiber row (100)")
+    p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log training progress")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    ds = load_dataset(args.dataset)
+    first = ds.tomograms[0]
+    voxel_a = first.voxel_size_a
+    diameter_a = args.diameter or ds.diameters_a.get(args.target)
+    if diameter_a is None:
+        raise SystemExit(f"--diameter: {args.dataset}/dataset.json gives no diameter for "
+                         f"{args.target!r}")
+    diameter, radius = diameter_a / voxel_a, diameter_a / voxel_a / 2
+    labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
+                         seed=args.seed, shape_zyx=first.data.shape)
+    n_true = target_truth(ds.tomograms, args.target).groupby("tomogram").size().to_dict()
+    print(f"machine: {machine_line()}; torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"dataset {args.dataset}: {len(ds.tomograms)} tomograms "
+          f"{'x'.join(map(str, first.data.shape))} at {voxel_a:g} Å; target {args.target} "
+          f"({n_true}), diameter {diameter:.1f} voxels, match radius {radius:.1f}; "
+          f"{len(labels)} labels from {first.name} (±{args.jitter:g} voxel)", flush=True)
+    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    results: dict[str, dict] = {}
+    if "dog" in rows_wanted:
+        results.update(dog_rows(ds, args.target, diameter, radius, args.threads))
+        print(line("DoG candidates (default threshold)", results["candidates"]))
+        print(line("DoG, threshold tuned on truth (floor)", results["floor"]), flush=True)
+    settings = {}
+    if "full" in rows_wanted:
+        settings["full model"] = {}
+    settings.update(args.ablations)
+    for name, extra in settings.items():
+        kw = {**args.train_kwargs, **extra}
+        r = localizer_rows(ds, args.target, labels, radius, kw, args.threads)
+        results[f"{name}, auto"] = r["auto"]
+        results[f"{name}, tuned"] = r["tuned"]
+        print(line(f"{name}, automatic threshold", r["auto"]))
+        print(line(f"{name}, threshold tuned on truth", r["tuned"])
+              + f"  (train {r['auto']['train_s']:.0f} s, infer {r['auto']['infer_s']:.1f} s)",
+              flush=True)
+    if "fiber" in rows_wanted:
+        fd_a = args.diameter if args.fiber_species == args.target and args.diameter else \
+            ds.diameters_a.get(args.fiber_species)
+        if fd_a is None:
+            raise SystemExit(f"no diameter for {args.fiber_species!r} in dataset.json")
+        f_radius = fd_a / voxel_a / 2
+        r = fiber_rows(ds, args.fiber_species, args.fiber_labels, f_radius, args.train_kwargs,
+                       link_vox=0.6 * 2 * f_radius)
+        results["fiber"] = r
+        for part, tag in (("held", "held-out"), ("lab", "labelled")):
+            m = r[part]
+            print(f"  fibres ({args.fiber_species}, {r['n_labels']} centre-line labels), "
+                  f"{tag}: {m}")
+        print(f"  fibre training {r['train_s']:.0f} s, tracing {r['trace_s']:.1f} s, "
+              f"threshold {r['threshold']:.3g}", flush=True)
+    if "floor" in results:
+        floor = results["floor"]["held"]["f1"]
+        for k, m in results.items():
+            if k.endswith(", auto"):
+                print(f"  {k}: held-out F1 {m['held']['f1']:.3f}, {m['held']['f1'] - floor:+.3f}"
+                      f" over the tuned-DoG floor {floor:.3f}; labelled tomogram F1 "
+                      f"{m['lab']['f1']:.3f}")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
