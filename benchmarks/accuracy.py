@@ -380,6 +380,11 @@ def _fmt(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--dataset" or a.startswith("--dataset=") for a in argv):
+        # a folder of tomograms with truth that we did not make: benchmarks/dataset.py
+        from benchmarks.dataset import main as dataset_main
+        return dataset_main(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-tomograms", type=int, default=None,
                    help="tomograms in all: 1 for training + the rest held out (5; quick 3)")

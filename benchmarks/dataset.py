@@ -206,13 +206,20 @@ def nms_kernel(radius: float) -> int:
 
 
 def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
-                   kwargs: dict, threads: int) -> dict[str, dict]:
-    """Train on the first tomogram's labels, pick everywhere; metrics at the automatic
-    threshold and at the threshold tuned on truth, with training time."""
+                   kwargs: dict, threads: int,
+                   negatives: np.ndarray | None = None,
+                   save_picks: Path | None = None) -> dict[str, dict]:
+    """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
+    metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
+    as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
+    training time."""
+    from milopyp.localize.calibrate import calibrate_threshold
+
     first = ds.tomograms[0]
     t0 = time.perf_counter()
     model = train_localizer([first.data], [labels], particle_radius_vox=radius,
-                            device="cpu", **kwargs)
+                            device="cpu", negatives=None if negatives is None else [negatives],
+                            **kwargs)
     train_s = time.perf_counter() - t0
     picks, heat0 = [], None
     t1 = time.perf_counter()
@@ -224,12 +231,16 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
     lp = label_peak_scores(heat0, labels, radius / 2)
-    auto = auto_threshold(lp)
+    auto = calibrate_threshold(model, [first.data], [labels], radius, "cpu")["threshold"]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
     names = [v.name for v in ds.tomograms]
     log.info("label peaks median %.3g (q10 %.3g, q90 %.3g); heat max %.3g", np.median(lp),
              np.quantile(lp, 0.1), np.quantile(lp, 0.9), float(heat0.max()))
+    if save_picks is not None:
+        save_picks.parent.mkdir(parents=True, exist_ok=True)
+        picks_df.assign(label_peak_median=float(np.median(lp)), auto=auto).to_csv(
+            save_picks, index=False)
     out = {"auto": split_scores(picks_df, truth, auto, radius, names[0], names[1:]),
            "tuned": split_scores(picks_df, truth, None, radius, names[0], names[1:])}
     for m in out.values():
@@ -305,13 +316,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--diameter", type=float, default=None,
                    help="target diameter, Å (default: dataset.json)")
     p.add_argument("--labels", type=int, default=55, help="labels of the first tomogram (55)")
+    p.add_argument("--save-picks", type=Path, default=None,
+                   help="folder: write every localiser row's peaks (all scores) as CSV")
+    p.add_argument("--negatives", type=int, default=0,
+                   help="explicit negatives: this many of --negatives-species from the first "
+                        "tomogram (0)")
+    p.add_argument("--negatives-species", default="spike_free",
+                   help="species the negatives are drawn from (spike_free)")
     p.add_argument("--jitter", type=float, default=1.0, help="label jitter, voxels (1)")
     p.add_argument("--seed", type=int, default=0, help="label seed (0)")
     p.add_argument("--rows", default="dog,full", help="comma list of dog,full,fiber")
     p.add_argument("--train-kwargs", type=json.loads, default={},
                    help="JSON dict of train_localizer arguments for every localiser row")
     p.add_argument("--ablations", type=json.loads, default={},
-                   help='JSON {"name": {train_localizer arguments}, ...}: extra rows')
+                   help='JSON {"name": {train_localizer arguments}, ...}: extra rows; '
+                        '"negatives": N in a row = N explicit negatives of --negatives-species')
     p.add_argument("--fiber-species", default="microtubule",
                    help="filament species of the fiber row (microtubule)")
     p.add_argument("--fiber-labels", type=int, default=100,
@@ -335,12 +354,19 @@ def main(argv: list[str] | None = None) -> None:
     diameter, radius = diameter_a / voxel_a, diameter_a / voxel_a / 2
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
+    negatives = None
+    if args.negatives:
+        negatives = draw_labels(first.truth, args.negatives_species, args.negatives,
+                                jitter_vox=args.jitter, seed=args.seed,
+                                shape_zyx=first.data.shape)
     n_true = target_truth(ds.tomograms, args.target).groupby("tomogram").size().to_dict()
     print(f"machine: {machine_line()}; torch {torch.__version__}, {args.threads} thread(s)")
     print(f"dataset {args.dataset}: {len(ds.tomograms)} tomograms "
           f"{'x'.join(map(str, first.data.shape))} at {voxel_a:g} Å; target {args.target} "
           f"({n_true}), diameter {diameter:.1f} voxels, match radius {radius:.1f}; "
-          f"{len(labels)} labels from {first.name} (±{args.jitter:g} voxel)", flush=True)
+          f"{len(labels)} labels from {first.name} (±{args.jitter:g} voxel)"
+          + (f", {len(negatives)} negatives ({args.negatives_species})"
+             if negatives is not None else ""), flush=True)
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     results: dict[str, dict] = {}
     if "dog" in rows_wanted:
@@ -353,7 +379,14 @@ def main(argv: list[str] | None = None) -> None:
     settings.update(args.ablations)
     for name, extra in settings.items():
         kw = {**args.train_kwargs, **extra}
-        r = localizer_rows(ds, args.target, labels, radius, kw, args.threads)
+        row_negatives = negatives
+        if "negatives" in kw:  # an ablation row with its own number of explicit negatives
+            row_negatives = draw_labels(first.truth, args.negatives_species,
+                                        int(kw.pop("negatives")), jitter_vox=args.jitter,
+                                        seed=args.seed, shape_zyx=first.data.shape)
+        r = localizer_rows(ds, args.target, labels, radius, kw, args.threads, row_negatives,
+                           save_picks=args.save_picks / f"{name.replace(' ', '_')}.csv"
+                           if args.save_picks else None)
         results[f"{name}, auto"] = r["auto"]
         results[f"{name}, tuned"] = r["tuned"]
         print(line(f"{name}, automatic threshold", r["auto"]))

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+#: particle radius of the timed runs: a ribosome (260 Å) at 12 Å, binned by 2 by default
+RADIUS_VOX = 10.8
 FULL_SIZES = ["128x512x512", "160x512x512", "256x1024x1024"]
 QUICK_SIZES = ["32x128x128", "48x192x160"]
 
@@ -57,18 +59,30 @@ def _child(args: argparse.Namespace) -> None:
     vol, xyz = _volume(shape, max(4, n_vox // 200_000), seed=0)
     result: dict = {}
     if args.child_stage == "train":
+        import inspect
+
+        defaults = {k: v.default for k, v in
+                    inspect.signature(train_localizer).parameters.items()}
         iters = args.iterations
         t0 = time.perf_counter()
-        train_localizer([vol], [xyz[: max(2, len(xyz) // 10)]], particle_radius_vox=6.0,
-                        epochs=1, iterations_per_epoch=iters, expected_particles=len(xyz),
-                        seed=0, device=args.device)
+        model = train_localizer([vol], [xyz[: max(2, len(xyz) // 10)]],
+                                particle_radius_vox=RADIUS_VOX, epochs=1,
+                                iterations_per_epoch=iters, expected_particles=len(xyz),
+                                seed=0, device=args.device)
         sec = time.perf_counter() - t0
-        result = {"seconds": sec, "note": f"1 epoch of {iters} iterations, "
-                  f"{1000 * sec / iters:.0f} ms/it; default 10 × 100 it ≈ "
-                  f"{1000 * sec / iters:.0f} s"}
+        steps = defaults["epochs"] * defaults["iterations_per_epoch"]
+        result = {"seconds": sec, "note": f"1 epoch of {iters} iterations (bin "
+                  f"{model.config.bin_factor}), {1000 * sec / iters:.0f} ms/it incl. binning; "
+                  f"default {defaults['epochs']} × {defaults['iterations_per_epoch']} it ≈ "
+                  f"{sec / iters * steps:.0f} s"}
     else:
+        from milopyp.localize.scale import auto_bin_factor
+        from milopyp.localize.unet import LocalizerConfig
+
         torch.manual_seed(0)
-        model = Localizer().eval()
+        # the network train_localizer builds by default for a ribosome at 12 Å
+        model = Localizer(LocalizerConfig(z_dilations=(1, 2, 4),
+                                          bin_factor=auto_bin_factor(2 * RADIUS_VOX))).eval()
         t0 = time.perf_counter()
         heat = predict_heatmap(model, vol, device=args.device)
         sec = time.perf_counter() - t0

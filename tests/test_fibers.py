@@ -655,8 +655,8 @@ def test_localize_a_flat_fibre_heat_map_gives_few_picks_and_says_why(tmp_path, m
 
 def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):
     """train-localize's calibration: a flat fibre heat map gets a threshold above its bulk,
-    ``separated: False`` and one warning; a learned one 0.6 x the label median; globular
-    targets keep 0.9 x the median and the three keys."""
+    ``separated: False`` and one warning; a learned one 0.6 x the label median; a globular
+    target with too few peaks to split gets 0.9 x the median."""
     import sys
     import types
 
@@ -683,5 +683,6 @@ def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu", shape="fiber")
     assert cal["separated"] is True and cal["threshold"] == pytest.approx(0.6 * 0.7)
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu")
-    assert set(cal) == {"threshold", "label_peak_median", "n_labels"}
+    assert set(cal) == {"threshold", "label_peak_median", "n_labels", "rule"}
+    # one ridge of equal peaks gives nothing to split: the label rule
     assert cal["threshold"] == pytest.approx(THRESHOLD_FRACTION * 0.7)

@@ -171,6 +171,14 @@ def test_tiny_training_lowers_the_loss():
     assert not model.training
 
 
+def test_a_crop_larger_than_the_tomogram_is_reduced_to_it(caplog):
+    vol, xyz = _blobs((10, 40, 44), 4, seed=14)
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        model = _train(vol, xyz, crop=(16, 64, 64), epochs=1, iterations_per_epoch=2)
+    assert "reduced to (10, 40, 44)" in caplog.text
+    assert len(model.history) == 1
+
+
 def test_training_is_deterministic_and_seeded():
     vol, xyz = _blobs((10, 40, 44), 10, seed=12)
     a = _train(vol, xyz[:4], epochs=1, iterations_per_epoch=3)
@@ -207,7 +215,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_training_rejects_bad_input():
     vol, xyz = _blobs((10, 40, 44), 4, seed=14)
     with pytest.raises(MilopypError, match="smaller than the training crop"):
-        _train(vol, xyz, crop=(3, 64, 64))
+        _train(vol[:2], xyz * [1, 1, 0])
     with pytest.raises(MilopypError, match="outside the tomogram"):
         _train(vol, xyz + [0, 0, 50])
     with pytest.raises(MilopypError, match="no labelled particles"):
@@ -242,6 +250,34 @@ def test_tiled_inference_equals_whole_volume(tmp_path, stride):
     with torch.no_grad():
         direct = torch.sigmoid(model(x).logits)[0, 0].numpy()
     assert np.allclose(whole, direct, atol=1e-4)
+
+
+@pytest.mark.parametrize("z_dilations,bin_factor", [((1, 2), 1), ((1, 2, 4), 2)])
+def test_tiled_inference_with_z_context_and_binning_equals_whole_volume(z_dilations,
+                                                                        bin_factor):
+    from milopyp.localize.scale import bin_volume, upsample
+
+    cfg = LocalizerConfig(**TINY, z_dilations=z_dilations, bin_factor=bin_factor)
+    torch.manual_seed(5)
+    model = _randomise_bn(Localizer(cfg), 5)
+    shape = (31, 75, 90)
+    vol = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    whole = predict_heatmap(model, vol, device="cpu", tile_zyx=shape)
+    assert whole.shape == shape
+    tiled = predict_heatmap(model, vol, device="cpu", tile_zyx=(2, 18, 26))
+    assert np.allclose(tiled, whole, atol=1e-5, rtol=0)
+    # a binned model is the network on the binned, normalised volume, upsampled
+    binned = bin_volume(vol, bin_factor)
+    x = torch.from_numpy((binned - binned.mean()) / binned.std())[None, None]
+    with torch.no_grad():
+        direct = model(x).logits[0, 0]
+        assert np.allclose(whole, upsample(torch.sigmoid(direct).numpy(), shape, bin_factor),
+                           atol=1e-4)
+        # the z-context reaches z_reach = sum(dilations) slices beyond the fusion's one
+        x[0, 0, 0] += 5.0
+        changed = (model(x).logits[0, 0] - direct).abs().amax(dim=(1, 2)) > 1e-6
+    assert cfg.z_reach == sum(z_dilations) + 1
+    assert changed[0] and changed[cfg.z_reach] and not changed[cfg.z_reach + 1:].any()
 
 
 def test_peaks_respect_kernel_and_threshold():
@@ -330,6 +366,27 @@ def test_count_particles_counts_bumps_above_threshold_once_and_skips_labels():
     np.testing.assert_allclose(scores, [0.5, 0.4, 0.45], rtol=1e-5)
     assert auto_threshold(scores) == pytest.approx(0.9 * 0.45)
     assert np.isnan(auto_threshold(np.array([])))
+
+
+def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
+    from milopyp.localize.calibrate import split_threshold
+
+    rng = np.random.default_rng(3)
+    labels = rng.uniform(0.5, 0.7, 40)  # median ~0.6: the model raised its labels
+    background = rng.uniform(0.0, 0.05, 2000)  # below the floor (0.1 x median)
+    look_alikes = rng.uniform(0.08, 0.2, 150)
+    unseen = rng.uniform(0.35, 0.55, 60)  # unlabelled particles score below the labels
+    t, rule = split_threshold(labels, np.r_[background, look_alikes, unseen, labels])
+    assert "split of" in rule, rule
+    assert np.all(unseen > t) and np.mean(look_alikes > t) < 0.05, t
+    assert t < 0.9 * np.median(labels)  # the label rule would drop most unseen particles
+    # a clean map (nothing but particles above the floor) stays within the bounds
+    t, _ = split_threshold(labels, np.r_[background, rng.uniform(0.55, 0.7, 100)])
+    assert 0.3 * np.median(labels) <= t <= 0.9 * np.median(labels)
+    # too few peaks to split: the label rule
+    t, rule = split_threshold(labels, labels[:5])
+    assert t == pytest.approx(0.9 * np.median(labels)) and "only 5 peaks" in rule
+    assert np.isnan(split_threshold(np.array([]), background)[0])
 
 
 def test_class_prior_is_re_estimated_from_the_model_and_resumes_exactly(tmp_path, caplog):
@@ -444,6 +501,6 @@ def test_negatives_in_the_target_map_and_the_loss():
     base = pu_focal_loss(logits, target, 1e-3)
     hot = logits.detach().clone()
     hot[0, 0, 5, 16, 16] = 3.0  # confident at a known negative: the loss must rise
-    assert float(pu_focal_loss(hot, target, 1e-3)) > float(base) + 0.5
+    assert float(pu_focal_loss(hot, target, 1e-3)) > float(base.detach()) + 0.5
     base.backward()
     assert float(logits.grad[0, 0, 5, 16, 16]) > 0  # gradient descent lowers it

@@ -34,16 +34,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voxel-size", type=float, default=None, help="voxel size in Å (default: header)")
     parser.add_argument("--shape", choices=["globular", "fiber"], default="globular",
                         help="globular particles (Gaussian targets) or fibres (radius-3 tubes)")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs (6)")
-    parser.add_argument("--lr-step-epochs", type=int, default=3,
-                        help="multiply the learning rate by 0.1 every this many epochs (3)")
+    parser.add_argument("--epochs", type=int, default=18, help="epochs (18)")
+    parser.add_argument("--lr-step-epochs", type=int, default=12,
+                        help="multiply the learning rate by 0.1 every this many epochs (12)")
     parser.add_argument("--iterations-per-epoch", type=int, default=100, help="steps per epoch (100)")
     parser.add_argument("--batch-size", type=int, default=2, help="crops per step (2)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    parser.add_argument("--crop-xy", type=int, default=64, help="crop side in x, y, voxels (64)")
-    parser.add_argument("--crop-z", type=int, default=5, help="crop depth in z, voxels (5)")
+    parser.add_argument("--crop-xy", type=int, default=64,
+                        help="crop side in x, y, voxels of the working (binned) grid (64)")
+    parser.add_argument("--crop-z", type=int, default=16,
+                        help="crop depth in z, voxels of the working (binned) grid (16)")
+    parser.add_argument("--bin", default="auto",
+                        help="work on the tomograms binned by this integer factor; auto = the "
+                             "largest that leaves the particle >= 10 voxels across (fibres: 1)")
+    parser.add_argument("--z-dilations", type=int, nargs="*", default=[1, 2, 4],
+                        help="dilations of the z-context layers after the 3D fusion; none = "
+                             "the paper's 3-slice fusion only (1 2 4)")
+    parser.add_argument("--stride-xy", type=int, choices=[1, 2], default=2,
+                        help="heat-map stride in x, y on the working grid (2)")
     parser.add_argument("--n-blocks", type=int, choices=[4, 5], default=4, help="UNet blocks (4)")
-    parser.add_argument("--base-channels", type=int, default=8, help="first UNet block width (8)")
+    parser.add_argument("--base-channels", type=int, default=16,
+                        help="first UNet block width (16)")
     parser.add_argument("--class-prior", type=float, default=None,
                         help="particle centres per voxel (PU prior); default from --expected-particles")
     parser.add_argument("--expected-particles", type=float, default=None,
@@ -52,6 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pu", action="store_true", help="plain focal loss instead of PU")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
+
+
+def parse_bin(value: str) -> int | None:
+    """``--bin``: "auto" -> None (chosen from the particle size), else a positive integer."""
+    if str(value).lower() == "auto":
+        return None
+    try:
+        b = int(value)
+    except ValueError:
+        b = 0
+    if b < 1:
+        raise MilopypError(f"--bin: expected auto or a positive integer, got {value!r}")
+    return b
 
 
 def read_negatives(paths: list[str], label_names: list[str], tomograms: list) -> list:
@@ -137,6 +161,9 @@ def main(args: argparse.Namespace) -> None:
         checkpoint_path=checkpoint,
         n_blocks=args.n_blocks,
         base_channels=args.base_channels,
+        stride_xy=args.stride_xy,
+        z_dilations=tuple(args.z_dilations),
+        bin_factor=parse_bin(args.bin),
     )
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, args.device,
                                       shape=args.shape)

@@ -158,7 +158,8 @@ def predict_heatmap(
     tile_zyx: kept core of a tile (z, y, x) in voxels of the network's grid (the binned
         tomogram when ``model.config.bin_factor`` > 1); None chooses it from ``memory_mb``.
     stats: (mean, std) for normalisation; None computes them with
-        :func:`milopyp.localize.normalize.intensity_stats` (as training does).
+        :func:`milopyp.localize.normalize.intensity_stats` (as training does); a binned
+        model normalises the binned tomogram by its own statistics (as training does).
     out: preallocated float32 [z, y, x] array (e.g. a np.memmap) to write into.
 
     A model with ``bin_factor`` b > 1 reads the tomogram binned by b
@@ -176,7 +177,6 @@ def predict_heatmap(
                            f"{out.dtype} {tuple(out.shape)}")
     b = model.config.bin_factor
     if b > 1:
-        stats = intensity_stats(tomogram) if stats is None else stats
         binned = bin_volume(tomogram, b)
         # binning averages b³ voxels: normalise the binned volume by its own statistics
         heat = _sweep(model, binned, device, tile_zyx, memory_mb, intensity_stats(binned),
