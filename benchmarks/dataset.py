@@ -166,7 +166,9 @@ def line(tag: str, m: dict) -> str:
     h, lab = m["held"], m["lab"]
     return (f"  {tag:<44} held-out P {h['precision']:.3f} R {h['recall']:.3f} "
             f"F1 {h['f1']:.3f} AP {h['ap']:.3f} ({h['n_picks']} picks, {h['n_true']} true)"
-            f" | labelled F1 {lab['f1']:.3f} AP {lab['ap']:.3f}  thr {h['threshold']:.3g}")
+            f" | labelled F1 {lab['f1']:.3f} AP {lab['ap']:.3f}  thr "
+            + (", ".join(f"{t:.3g}" for t in m["thresholds"].values()) if "thresholds" in m
+               else f"{h['threshold']:.3g}"))
 
 
 # ---------------------------------------------------------------------------- DoG
@@ -213,6 +215,7 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
     training time."""
+    from milopyp.commands.localize import tomogram_threshold
     from milopyp.localize.calibrate import calibrate_threshold
 
     first = ds.tomograms[0]
@@ -231,7 +234,8 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
     lp = label_peak_scores(heat0, labels, radius / 2)
-    auto = calibrate_threshold(model, [first.data], [labels], radius, "cpu")["threshold"]
+    calibration = calibrate_threshold(model, [first.data], [labels], radius, "cpu")
+    auto = calibration["threshold"]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
     names = [v.name for v in ds.tomograms]
@@ -241,8 +245,18 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
         save_picks.parent.mkdir(parents=True, exist_ok=True)
         picks_df.assign(label_peak_median=float(np.median(lp)), auto=auto).to_csv(
             save_picks, index=False)
-    out = {"auto": split_scores(picks_df, truth, auto, radius, names[0], names[1:]),
+    # as `milopyp localize` does: each tomogram's own split of its peaks
+    kept, thresholds = [], {}
+    for p in picks:
+        t, _ = tomogram_threshold(calibration, p["score"].to_numpy(dtype=np.float64))
+        thresholds[p["tomogram"].iloc[0] if len(p) else "?"] = t
+        kept.append(p[p["score"] > t])
+    log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
+             {k: round(v, 3) for k, v in thresholds.items()}, auto)
+    out = {"auto": split_scores(pd.concat(kept, ignore_index=True), truth, -np.inf, radius,
+                                names[0], names[1:]),
            "tuned": split_scores(picks_df, truth, None, radius, names[0], names[1:])}
+    out["auto"]["thresholds"] = thresholds
     for m in out.values():
         m["train_s"], m["infer_s"] = train_s, infer_s
     return out

@@ -389,6 +389,22 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     assert np.isnan(split_threshold(np.array([]), background)[0])
 
 
+def test_each_tomogram_gets_the_split_of_its_own_peaks():
+    from milopyp.commands.localize import tomogram_threshold
+
+    rng = np.random.default_rng(4)
+    calibration = {"threshold": 0.3, "label_peak_median": 0.5, "rule": "split of 300 peaks"}
+    # a tomogram whose particles all score lower than the labelled one's (thicker ice)
+    particles, look_alikes = rng.uniform(0.2, 0.35, 60), rng.uniform(0.06, 0.12, 150)
+    t, rule = tomogram_threshold(calibration, np.r_[rng.uniform(0, 0.04, 1000),
+                                                     look_alikes, particles])
+    assert np.all(particles > t) and np.all(look_alikes < t) and t < 0.3, (t, rule)
+    assert "this tomogram's split" in rule
+    # nothing to split: the model's calibrated threshold
+    t, rule = tomogram_threshold(calibration, particles[:5])
+    assert t == 0.3 and "the model's threshold" in rule
+
+
 def test_class_prior_is_re_estimated_from_the_model_and_resumes_exactly(tmp_path, caplog):
     vol, xyz = _blobs((12, 48, 56), 24, seed=21)
     kw = {"epochs": 5, "iterations_per_epoch": 4, "lr": 1e-2, "lr_step_epochs": 10,

@@ -2,7 +2,9 @@
 
 Writes ``tomogram,x,y,z,score`` (voxels of the tomogram, score = heat-map probability),
 highest score first; a tomogram without any peak above the threshold gets an empty table
-and a warning (it may simply hold none of the target). A fibre model's automatic threshold
+and a warning (it may simply hold none of the target). A globular model's automatic
+threshold is set per tomogram, from the split of its own heat-map peaks
+(:func:`tomogram_threshold`). A fibre model's automatic threshold
 is raised to the bulk of each heat map and its picks capped at what filaments can give
 (:func:`milopyp.localize.calibrate.guard_fiber_threshold`, ``max_fiber_picks``), with a
 warning, so that a flat (saturated) heat map does not turn into the whole tomogram.
@@ -27,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tomogram", required=True, help="tomogram (MRC, [z, y, x])")
     parser.add_argument("-o", "--output", required=True, help="pick table to write (.csv)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="keep peaks with heat-map value above this (default: the "
-                        "model's automatic threshold, calibrated on its labels)")
+                        help="keep peaks with heat-map value above this (default: automatic, "
+                        "from this tomogram's heat-map peaks and the model's calibration)")
     parser.add_argument("--nms-kernel", type=int, default=None,
                         help="NMS box side in voxels (odd); default: the particle radius")
     parser.add_argument("--max-picks", type=int, default=None, help="keep at most this many picks")
@@ -66,7 +68,14 @@ def main(args: argparse.Namespace) -> None:
                                                   max_picks)
         if note:
             log.warning("%s: %s", name, note)
-    picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
+    if not fiber and args.threshold is None and "rule" in model.calibration:
+        picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
+        threshold, rule = tomogram_threshold(model.calibration,
+                                             picks["score"].to_numpy(dtype=np.float64))
+        log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
+        picks = picks[picks["score"] > threshold].reset_index(drop=True)
+    else:
+        picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
     if max_picks is not None and len(picks) > max_picks:
         if fiber and args.threshold is None and max_picks != args.max_picks:
             log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
@@ -101,5 +110,23 @@ def nms_kernel_from_model(model) -> int:
     settings = getattr(model, "settings", None) or {}
     if settings.get("shape") == "fiber":
         return 3
-    radius = float(settings.get("particle_radius_vox", 3.0))
+    # training stores the radius on its working grid; picks are on the tomogram's grid
+    radius = float(settings.get("particle_radius_vox", 3.0)) * model.config.bin_factor
     return max(3, round(radius) | 1)
+
+
+def tomogram_threshold(calibration: dict, peak_scores: np.ndarray) -> tuple[float, str]:
+    """The automatic threshold of a globular model on one tomogram: the split of that
+    tomogram's own heat-map peaks (:func:`milopyp.localize.calibrate.split_threshold`, with
+    the bounds from the model's median label peak), so that a tomogram whose particles all
+    score lower (thicker ice, other defocus) keeps them; the model's calibrated threshold
+    when the peaks give no split. Returns ``(threshold, rule)``."""
+    from milopyp.localize.calibrate import split_threshold
+
+    median = calibration.get("label_peak_median")
+    if median is None or not np.isfinite(median):
+        return float(calibration["threshold"]), "the model's threshold"
+    threshold, rule = split_threshold(np.array([median]), peak_scores)
+    if not rule.startswith("split"):
+        return float(calibration["threshold"]), f"the model's threshold; {rule}"
+    return threshold, f"this tomogram's {rule}"

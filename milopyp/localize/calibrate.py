@@ -9,7 +9,9 @@ exactly those places, so particles it has not seen score lower: a threshold at 0
 label median kept a third of the held-out ribosomes of the independent crowded benchmark.
 The unlabelled particles of the labelled tomograms are unseen ones, too; the automatic
 threshold of a globular target therefore splits all the heat map's peaks there into a low
-and a high mode (:func:`split_threshold`), within bounds set by the label median. Filament
+and a high mode (:func:`split_threshold`), within bounds set by the label median, and
+``milopyp localize`` applies the same split to each tomogram's own peaks
+(:func:`milopyp.commands.localize.tomogram_threshold`). Filament
 targets keep a label fraction with a guard against flat heat maps (:func:`fiber_threshold`).
 """
 

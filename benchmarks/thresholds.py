@@ -1,0 +1,74 @@
+"""Pick-threshold rules compared on saved picks: held-out and labelled F1 at each rule.
+
+Reads the peaks a ``benchmarks/dataset.py --save-picks DIR`` row wrote (every heat-map
+local maximum of every tomogram with its score, plus the median label peak of the labelled
+tomogram) and scores, on the held-out tomograms and on the labelled one:
+
+- the label rule of issue 11's baseline: 0.9 × the median label peak (and other fractions);
+- the split rule (:func:`milopyp.localize.calibrate.split_threshold`) on the labelled
+  tomogram's peaks (the model's stored threshold), and per tomogram on its own peaks as
+  ``milopyp localize`` applies it (no truth used);
+- the threshold tuned on the held-out truth (an oracle).
+
+    .venv/bin/python benchmarks/thresholds.py --dataset ../shared/devset/crowded \\
+        --picks /tmp/exp/e3/full_model.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.dataset import best_threshold, load_dataset, metrics_at, target_truth
+from milopyp.commands.localize import tomogram_threshold
+from milopyp.localize.calibrate import split_threshold
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", type=Path, required=True, help="dataset folder")
+    p.add_argument("--picks", type=Path, required=True, help="a --save-picks CSV")
+    p.add_argument("--target", default="ribosome", help="species picked (ribosome)")
+    args = p.parse_args(argv)
+    ds = load_dataset(args.dataset)
+    names = [v.name for v in ds.tomograms]
+    truth = target_truth(ds.tomograms, args.target)
+    radius = ds.diameters_a[args.target] / ds.tomograms[0].voxel_size_a / 2
+    picks = pd.read_csv(args.picks)
+    median = float(picks["label_peak_median"].iloc[0])
+    lab = picks[picks["tomogram"] == names[0]]
+    held = picks[picks["tomogram"].isin(names[1:])]
+    held_truth = truth[truth["tomogram"].isin(names[1:])]
+    lab_truth = truth[truth["tomogram"] == names[0]]
+    # the label scores are not saved; the median is what the rules use, so a stand-in array
+    # with that median reproduces split_threshold's bounds and fallback exactly
+    split, rule = split_threshold(np.array([median]), lab["score"].to_numpy())
+    rules = {f"{f:g} x label median": f * median for f in (0.9, 0.7, 0.5)}
+    rules[f"split ({rule})"] = split
+    rules["tuned on held-out truth (oracle)"] = best_threshold(held, held_truth, radius)
+    print(f"{args.picks}: label peak median {median:.3f}")
+    rows = {name: (held[held["score"] > t], lab[lab["score"] > t], f"{t:.3f}")
+            for name, t in rules.items()}
+    calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
+    per = {n: tomogram_threshold(calibration, g["score"].to_numpy())[0]
+           for n, g in picks.groupby("tomogram")}
+    kept = picks[picks["score"] > picks["tomogram"].map(per)]
+    rows["per-tomogram split (milopyp localize)"] = (
+        kept[kept["tomogram"].isin(names[1:])], kept[kept["tomogram"] == names[0]],
+        ", ".join(f"{per[n]:.3f}" for n in names))
+    for name, (h_picks, l_picks, shown) in rows.items():
+        h = metrics_at(h_picks, held_truth, -np.inf, radius, names[1:])
+        lb = metrics_at(l_picks, lab_truth, -np.inf, radius, names[:1])
+        print(f"  {name:<52} thr {shown}  held-out F1 {h['f1']:.3f} (P {h['precision']:.3f} "
+              f"R {h['recall']:.3f}, {h['n_picks']} picks) | labelled F1 {lb['f1']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
