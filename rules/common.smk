@@ -253,7 +253,8 @@ def train_localize_options(wildcards):
         f"--crop-xy {settings['crop_xy']}",
         f"--crop-z {settings['crop_z']}",
         f"--bin {settings['bin']}",
-        "--z-dilations " + " ".join(str(d) for d in settings["z_dilations"]),
+        "--z-dilations " + (settings["z_dilations"] if settings["z_dilations"] == "auto"
+                            else " ".join(str(d) for d in settings["z_dilations"])),
         f"--stride-xy {settings['stride_xy']}",
         f"--n-blocks {settings['n_blocks']}",
         f"--base-channels {settings['base_channels']}",

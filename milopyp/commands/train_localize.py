@@ -47,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin", default="auto",
                         help="work on the tomograms binned by this integer factor; auto = the "
                              "largest that leaves the particle >= 10 voxels across (fibres: 1)")
-    parser.add_argument("--z-dilations", type=int, nargs="*", default=[1, 2, 4],
-                        help="dilations of the z-context layers after the 3D fusion; none = "
-                             "the paper's 3-slice fusion only (1 2 4)")
+    parser.add_argument("--z-dilations", nargs="*", default=["auto"],
+                        help="dilations of the z-context layers after the 3D fusion; auto = "
+                             "1 2 4 for globular targets, none for fibres; none given = the "
+                             "paper's 3-slice fusion only (auto)")
     parser.add_argument("--stride-xy", type=int, choices=[1, 2], default=2,
                         help="heat-map stride in x, y on the working grid (2)")
     parser.add_argument("--n-blocks", type=int, choices=[4, 5], default=4, help="UNet blocks (4)")
@@ -76,6 +77,20 @@ def parse_bin(value: str) -> int | None:
     if b < 1:
         raise MilopypError(f"--bin: expected auto or a positive integer, got {value!r}")
     return b
+
+
+def parse_z_dilations(values: list[str]) -> tuple[int, ...] | None:
+    """``--z-dilations``: ["auto"] -> None (chosen from the shape), else positive integers."""
+    if [str(v).lower() for v in values] == ["auto"]:
+        return None
+    try:
+        dilations = tuple(int(v) for v in values)
+    except ValueError:
+        dilations = (0,)
+    if any(d < 1 for d in dilations):
+        raise MilopypError(f"--z-dilations: expected auto or positive integers, got "
+                           f"{' '.join(map(str, values))}")
+    return dilations
 
 
 def read_negatives(paths: list[str], label_names: list[str], tomograms: list) -> list:
@@ -162,7 +177,7 @@ def main(args: argparse.Namespace) -> None:
         n_blocks=args.n_blocks,
         base_channels=args.base_channels,
         stride_xy=args.stride_xy,
-        z_dilations=tuple(args.z_dilations),
+        z_dilations=parse_z_dilations(args.z_dilations),
         bin_factor=parse_bin(args.bin),
     )
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, args.device,

@@ -69,6 +69,8 @@ PRIOR_UPDATE_EPOCHS = (2, 4)
 PRIOR_UPDATE_BOUNDS = (0.5, 50.0)
 #: tomograms (the most labelled) whose heat maps estimate the prior
 PRIOR_TOMOGRAMS = 3
+#: z-context dilations of a globular target's network when none are given (fibres: none)
+DEFAULT_Z_DILATIONS = (1, 2, 4)
 #: smallest training crop (z, y, x) on the working grid; larger crops are reduced to the
 #: (binned) tomogram's size
 MIN_CROP_ZYX = (3, 16, 16)
@@ -321,7 +323,7 @@ def train_localizer(
     stride_xy: int = 2,
     fusion_channels: int = 16,
     proj_dim: int = 16,
-    z_dilations: tuple[int, ...] = (1, 2, 4),
+    z_dilations: tuple[int, ...] | None = None,
     bin_factor: int | None = None,
     temperature: float = 0.07,
 ) -> Localizer:
@@ -342,6 +344,11 @@ def train_localizer(
     checkpoint_path: written atomically after each epoch; resumed from when it exists.
     n_blocks, base_channels, stride_xy, fusion_channels, proj_dim: network
         (:class:`milopyp.localize.unet.LocalizerConfig`); temperature: contrastive t.
+    z_dilations: z-context layers after the fusion; None = :data:`DEFAULT_Z_DILATIONS` for
+        globular targets, none for fibres.
+    bin_factor: working-grid bin; None = :func:`milopyp.localize.scale.auto_bin_factor` of
+        the particle diameter for globular targets, 1 for fibres. ``crop`` is in voxels of
+        the working grid (reduced to the smallest binned tomogram when larger).
 
     Returns the trained model in eval mode, on ``device``; ``model.history`` lists the
     per-epoch mean losses (total, heat, sup, unsup, consistency), lr, seconds and the PU
@@ -352,6 +359,8 @@ def train_localizer(
     if shape not in SHAPES:
         raise MilopypError(f"shape: expected one of {SHAPES}, got {shape!r}")
     crop = tuple(int(c) for c in crop)
+    if z_dilations is None:  # filaments: the paper's fusion (z-context not measured on them)
+        z_dilations = DEFAULT_Z_DILATIONS if shape == "globular" else ()
     if bin_factor is None:  # filament targets are thin tubes: keep their full resolution
         b = auto_bin_factor(2.0 * particle_radius_vox) if shape == "globular" else 1
     else:
