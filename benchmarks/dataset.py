@@ -51,7 +51,7 @@ from milopyp.candidates import find_candidates
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.io.mrc import read_tomogram
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
-from milopyp.localize.calibrate import auto_threshold, label_peak_scores
+from milopyp.localize.calibrate import label_peak_scores
 
 log = logging.getLogger("dataset")
 
@@ -124,7 +124,7 @@ def metrics_at(picks: pd.DataFrame, truth: pd.DataFrame, threshold: float, radiu
     m = evaluate(kept, truth, radius_vox=radius, tomograms=names).iloc[-1]
     return {"threshold": float(threshold), "precision": float(m["precision"]),
             "recall": float(m["recall"]), "f1": float(m["f1"]), "ap": ap,
-            "n_picks": int(m["n_picks"]), "n_true": int(len(truth))}
+            "n_picks": int(m["n_picks"]), "n_true": len(truth)}
 
 
 def best_threshold(picks: pd.DataFrame, truth: pd.DataFrame, radius: float) -> float:

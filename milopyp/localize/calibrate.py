@@ -246,7 +246,6 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     the bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` added; a model whose label peaks do not stand out gets a warning."""
     from milopyp.localize.infer import predict_heatmap
-
     from milopyp.localize.peaks import find_peaks
 
     rng = np.random.default_rng(0)
