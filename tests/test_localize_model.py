@@ -326,7 +326,7 @@ def test_end_to_end_tiny_localisation():
     """Train on a few labels, infer, pick: the strongest picks land on blobs."""
     vol, xyz = _blobs((12, 48, 56), 16, seed=16, sigma=1.5, amp=4.0)
     model = _train(vol, xyz[:5], epochs=3, iterations_per_epoch=15, lr_step_epochs=10,
-                   base_channels=8, fusion_channels=8)
+                   base_channels=8, fusion_channels=8, z_dilations=())
     heat = predict_heatmap(model, vol, device="cpu")
     picks = find_peaks(heat, kernel_vox=5, threshold=0.0, max_peaks=8)
     d = np.sqrt(((picks[["x", "y", "z"]].to_numpy()[:, None] - xyz[None]) ** 2).sum(-1)).min(1)
