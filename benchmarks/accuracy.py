@@ -60,6 +60,7 @@ from milopyp.candidates import find_candidates
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
 from milopyp.localize.calibrate import THRESHOLD_FRACTION, auto_threshold, label_peak_scores
+from milopyp.localize.peaks import nms_kernel_vox
 from milopyp.simulate import preset_parameters, simulate_tomogram, tomogram_seed
 
 log = logging.getLogger("accuracy")
@@ -198,9 +199,6 @@ def dog_rows(tests: list[Volume], diameter: float, radius: float, threads: int) 
 # ---------------------------------------------------------------------------- localiser
 
 
-def nms_kernel(radius: float) -> int:
-    """The ``milopyp localize`` default: odd box of about the particle radius."""
-    return max(3, round(radius) | 1)
 
 
 def heat_stats(heat: np.ndarray, picks: pd.DataFrame, truth: pd.DataFrame, radius: float) -> str:
@@ -296,7 +294,7 @@ def train_and_score(setting: str, labels: np.ndarray, train: Volume, tests: list
     t0 = time.perf_counter()
     model = train_localizer([train.tomogram], [labels], **kwargs)
     train_s = time.perf_counter() - t0
-    kernel = nms_kernel(radius)
+    kernel = nms_kernel_vox(radius)
     t1 = time.perf_counter()
     train_heat = predict_heatmap(model, train.tomogram, device="cpu")
     lp = label_peak_scores(train_heat, labels, radius / 2)

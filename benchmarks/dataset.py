@@ -51,7 +51,7 @@ from milopyp.candidates import find_candidates
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.io.mrc import read_tomogram
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
-from milopyp.localize.calibrate import label_peak_scores
+from milopyp.localize.peaks import nms_kernel_vox
 
 log = logging.getLogger("dataset")
 
@@ -202,9 +202,6 @@ def dog_rows(ds: Dataset, species: str, diameter: float, radius: float,
 # ---------------------------------------------------------------------------- localiser
 
 
-def nms_kernel(radius: float) -> int:
-    """The ``milopyp localize`` default: odd box of about the particle radius."""
-    return max(3, round(radius) | 1)
 
 
 def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
@@ -215,8 +212,7 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
     training time."""
-    from milopyp.commands.localize import tomogram_threshold
-    from milopyp.localize.calibrate import calibrate_threshold
+    from milopyp.localize.calibrate import calibrate_threshold, tomogram_threshold
 
     first = ds.tomograms[0]
     t0 = time.perf_counter()
@@ -224,33 +220,28 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                             device="cpu", negatives=None if negatives is None else [negatives],
                             **kwargs)
     train_s = time.perf_counter() - t0
-    picks, heat0 = [], None
+    picks = []
     t1 = time.perf_counter()
     for v in ds.tomograms:
         heat = predict_heatmap(model, v.data, device="cpu")
-        if heat0 is None:
-            heat0 = heat
-        picks.append(find_peaks(heat, kernel_vox=nms_kernel(radius), threshold=0.0,
+        picks.append(find_peaks(heat, kernel_vox=nms_kernel_vox(radius), threshold=0.0,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
-    lp = label_peak_scores(heat0, labels, radius / 2)
     calibration = calibrate_threshold(model, [first.data], [labels], radius, "cpu")
     auto = calibration["threshold"]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
     names = [v.name for v in ds.tomograms]
-    log.info("label peaks median %.3g (q10 %.3g, q90 %.3g); heat max %.3g", np.median(lp),
-             np.quantile(lp, 0.1), np.quantile(lp, 0.9), float(heat0.max()))
     if save_picks is not None:
         save_picks.parent.mkdir(parents=True, exist_ok=True)
-        picks_df.assign(label_peak_median=float(np.median(lp)), auto=auto).to_csv(
+        picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = [], {}
-    for p in picks:
-        t, _ = tomogram_threshold(calibration, p["score"].to_numpy(dtype=np.float64))
-        thresholds[p["tomogram"].iloc[0] if len(p) else "?"] = t
-        kept.append(p[p["score"] > t])
+    for v, p in zip(ds.tomograms, picks):
+        thresholds[v.name], _ = tomogram_threshold(calibration,
+                                                   p["score"].to_numpy(dtype=np.float64))
+        kept.append(p[p["score"] > thresholds[v.name]])
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
              {k: round(v, 3) for k, v in thresholds.items()}, auto)
     out = {"auto": split_scores(pd.concat(kept, ignore_index=True), truth, -np.inf, radius,

@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.dataset import best_threshold, load_dataset, metrics_at, target_truth
-from milopyp.commands.localize import tomogram_threshold
-from milopyp.localize.calibrate import split_threshold
+from milopyp.localize.calibrate import split_threshold, tomogram_threshold
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,9 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     held = picks[picks["tomogram"].isin(names[1:])]
     held_truth = truth[truth["tomogram"].isin(names[1:])]
     lab_truth = truth[truth["tomogram"] == names[0]]
-    # the label scores are not saved; the median is what the rules use, so a stand-in array
-    # with that median reproduces split_threshold's bounds and fallback exactly
-    split, rule = split_threshold(np.array([median]), lab["score"].to_numpy())
+    split, rule = split_threshold(median, lab["score"].to_numpy())
     rules = {f"{f:g} x label median": f * median for f in (0.9, 0.7, 0.5)}
     rules[f"split ({rule})"] = split
     rules["tuned on held-out truth (oracle)"] = best_threshold(held, held_truth, radius)

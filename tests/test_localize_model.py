@@ -376,21 +376,21 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     background = rng.uniform(0.0, 0.05, 2000)  # below the floor (0.1 x median)
     look_alikes = rng.uniform(0.08, 0.2, 150)
     unseen = rng.uniform(0.35, 0.55, 60)  # unlabelled particles score below the labels
-    t, rule = split_threshold(labels, np.r_[background, look_alikes, unseen, labels])
+    t, rule = split_threshold(np.median(labels), np.r_[background, look_alikes, unseen, labels])
     assert "split of" in rule, rule
     assert np.all(unseen > t) and np.mean(look_alikes > t) < 0.05, t
     assert t < 0.9 * np.median(labels)  # the label rule would drop most unseen particles
     # a clean map (nothing but particles above the floor) stays within the bounds
-    t, _ = split_threshold(labels, np.r_[background, rng.uniform(0.55, 0.7, 100)])
+    t, _ = split_threshold(np.median(labels), np.r_[background, rng.uniform(0.55, 0.7, 100)])
     assert 0.3 * np.median(labels) <= t <= 0.9 * np.median(labels)
     # too few peaks to split: the label rule
-    t, rule = split_threshold(labels, labels[:5])
+    t, rule = split_threshold(np.median(labels), labels[:5])
     assert t == pytest.approx(0.9 * np.median(labels)) and "only 5 peaks" in rule
-    assert np.isnan(split_threshold(np.array([]), background)[0])
+    assert np.isnan(split_threshold(float("nan"), background)[0])
 
 
 def test_each_tomogram_gets_the_split_of_its_own_peaks():
-    from milopyp.commands.localize import tomogram_threshold
+    from milopyp.localize.calibrate import tomogram_threshold
 
     rng = np.random.default_rng(4)
     calibration = {"threshold": 0.3, "label_peak_median": 0.5, "rule": "split of 300 peaks"}

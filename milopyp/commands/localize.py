@@ -4,7 +4,7 @@ Writes ``tomogram,x,y,z,score`` (voxels of the tomogram, score = heat-map probab
 highest score first; a tomogram without any peak above the threshold gets an empty table
 and a warning (it may simply hold none of the target). A globular model's automatic
 threshold is set per tomogram, from the split of its own heat-map peaks
-(:func:`tomogram_threshold`). A fibre model's automatic threshold
+(:func:`milopyp.localize.calibrate.tomogram_threshold`). A fibre model's automatic threshold
 is raised to the bulk of each heat map and its picks capped at what filaments can give
 (:func:`milopyp.localize.calibrate.guard_fiber_threshold`, ``max_fiber_picks``), with a
 warning, so that a flat (saturated) heat map does not turn into the whole tomogram.
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
+    from milopyp.localize.calibrate import tomogram_threshold
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
     from milopyp.localize.train import load_localizer
@@ -107,26 +108,12 @@ def _guard_fiber(heatmap, threshold: float, calibration: dict, max_picks):
 
 def nms_kernel_from_model(model) -> int:
     """Odd NMS box side from the training settings: the particle radius, 3 for fibres."""
+    from milopyp.localize.peaks import nms_kernel_vox
+
     settings = getattr(model, "settings", None) or {}
     if settings.get("shape") == "fiber":
         return 3
     # training stores the radius on its working grid; picks are on the tomogram's grid
-    radius = float(settings.get("particle_radius_vox", 3.0)) * model.config.bin_factor
-    return max(3, round(radius) | 1)
+    return nms_kernel_vox(float(settings.get("particle_radius_vox", 3.0))
+                          * model.config.bin_factor)
 
-
-def tomogram_threshold(calibration: dict, peak_scores: np.ndarray) -> tuple[float, str]:
-    """The automatic threshold of a globular model on one tomogram: the split of that
-    tomogram's own heat-map peaks (:func:`milopyp.localize.calibrate.split_threshold`, with
-    the bounds from the model's median label peak), so that a tomogram whose particles all
-    score lower (thicker ice, other defocus) keeps them; the model's calibrated threshold
-    when the peaks give no split. Returns ``(threshold, rule)``."""
-    from milopyp.localize.calibrate import split_threshold
-
-    median = calibration.get("label_peak_median")
-    if median is None or not np.isfinite(median):
-        return float(calibration["threshold"]), "the model's threshold"
-    threshold, rule = split_threshold(np.array([median]), peak_scores)
-    if not rule.startswith("split"):
-        return float(calibration["threshold"]), f"the model's threshold; {rule}"
-    return threshold, f"this tomogram's {rule}"

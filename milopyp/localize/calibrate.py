@@ -11,7 +11,7 @@ The unlabelled particles of the labelled tomograms are unseen ones, too; the aut
 threshold of a globular target therefore splits all the heat map's peaks there into a low
 and a high mode (:func:`split_threshold`), within bounds set by the label median, and
 ``milopyp localize`` applies the same split to each tomogram's own peaks
-(:func:`milopyp.commands.localize.tomogram_threshold`). Filament
+(:func:`tomogram_threshold`). Filament
 targets keep a label fraction with a guard against flat heat maps (:func:`fiber_threshold`).
 """
 
@@ -91,8 +91,23 @@ def otsu_level(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(w_lo * w_hi * (m_lo - m_hi) ** 2))])
 
 
-def split_threshold(label_scores: np.ndarray, peak_scores: np.ndarray) -> tuple[float, str]:
-    """The automatic pick threshold of a globular target: ``(threshold, rule)``.
+def _split_level(label_median: float, peak_scores: np.ndarray) -> tuple[float | None, str]:
+    """Otsu's split of the peaks above the floor, within the bounds (see
+    :func:`split_threshold`), and a description; None when there is nothing to split."""
+    peaks = np.asarray(peak_scores, dtype=np.float64)
+    peaks = peaks[peaks > SPLIT_FLOOR_FRACTION * label_median]
+    if peaks.size < MIN_SPLIT_PEAKS:
+        return None, f"only {peaks.size} peaks to split"
+    if np.ptp(peaks) < 0.05 * label_median:  # one value (a plateau): nothing to split
+        return None, "peaks equal"
+    level = float(np.clip(otsu_level(peaks), MIN_THRESHOLD_FRACTION * label_median,
+                          THRESHOLD_FRACTION * label_median))
+    return level, f"split of {peaks.size} heat-map peaks ({level / label_median:.2f} x label median)"
+
+
+def split_threshold(label_median: float, peak_scores: np.ndarray) -> tuple[float, str]:
+    """The automatic pick threshold of a globular target: ``(threshold, rule)``;
+    ``label_median``: the median heat-map peak at the labels (NaN: no labels).
 
     The heat map's peaks in the labelled tomograms (``peak_scores``: every local maximum,
     labelled or not) form a low mode (background, look-alikes the model rejects) and a high
@@ -105,21 +120,27 @@ def split_threshold(label_scores: np.ndarray, peak_scores: np.ndarray) -> tuple[
     the split 86 % (F1 0.63; best threshold on truth 0.64). With fewer than
     :data:`MIN_SPLIT_PEAKS` peaks above the floor, or peaks all alike, it is 0.9 × the median.
     """
-    label_scores = np.asarray(label_scores, dtype=np.float64)
-    if label_scores.size == 0:
+    if not np.isfinite(label_median):
         return float("nan"), "no labels"
-    median = float(np.median(label_scores))
-    peaks = np.asarray(peak_scores, dtype=np.float64)
-    peaks = peaks[peaks > SPLIT_FLOOR_FRACTION * median]
-    if peaks.size < MIN_SPLIT_PEAKS:
-        return THRESHOLD_FRACTION * median, (f"{THRESHOLD_FRACTION:g} x label median (only "
-                                             f"{peaks.size} peaks to split)")
-    if np.ptp(peaks) < 0.05 * median:  # one value (a plateau): nothing to split
-        return THRESHOLD_FRACTION * median, f"{THRESHOLD_FRACTION:g} x label median (peaks equal)"
-    level = float(np.clip(otsu_level(peaks), MIN_THRESHOLD_FRACTION * median,
-                          THRESHOLD_FRACTION * median))
-    return level, (f"split of {peaks.size} heat-map peaks ({level / median:.2f} x label "
-                   f"median)")
+    level, rule = _split_level(label_median, peak_scores)
+    if level is None:
+        return THRESHOLD_FRACTION * label_median, f"{THRESHOLD_FRACTION:g} x label median ({rule})"
+    return level, rule
+
+
+def tomogram_threshold(calibration: dict, peak_scores: np.ndarray) -> tuple[float, str]:
+    """The automatic threshold of a globular model on one tomogram: the split of that
+    tomogram's own heat-map peaks (:func:`split_threshold`, bounds from the model's median
+    label peak), so that a tomogram whose particles all score lower (thicker ice, other
+    defocus) keeps them; the model's calibrated threshold when the peaks give no split.
+    Returns ``(threshold, rule)``."""
+    median = calibration.get("label_peak_median")
+    if median is None or not np.isfinite(median):
+        return float(calibration["threshold"]), "the model's threshold"
+    level, rule = _split_level(float(median), peak_scores)
+    if level is None:
+        return float(calibration["threshold"]), f"the model's threshold; {rule}"
+    return level, f"this tomogram's {rule}"
 
 
 def count_particles(
@@ -139,9 +160,9 @@ def count_particles(
     """
     from scipy.spatial import cKDTree
 
-    from milopyp.localize.peaks import find_peaks
+    from milopyp.localize.peaks import find_peaks, nms_kernel_vox
 
-    kernel = max(3, round(radius_vox) | 1)
+    kernel = nms_kernel_vox(radius_vox)
     peaks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold)
     xyz = peaks[["x", "y", "z"]].to_numpy(dtype=np.float64)  # strongest first
     if len(xyz) == 0:
@@ -246,7 +267,7 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     the bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` added; a model whose label peaks do not stand out gets a warning."""
     from milopyp.localize.infer import predict_heatmap
-    from milopyp.localize.peaks import find_peaks
+    from milopyp.localize.peaks import find_peaks, nms_kernel_vox
 
     rng = np.random.default_rng(0)
     scores, background, bulk, peaks = [], [], [], []
@@ -254,7 +275,7 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
         heat = predict_heatmap(model, tomograms[i], device=device)
         scores.append(label_peak_scores(heat, labels[i], radius_vox / 2))
         if shape == "globular":  # as `milopyp localize` picks them (NMS box ~ the radius)
-            found = find_peaks(heat, kernel_vox=max(3, round(radius_vox) | 1), threshold=0.0)
+            found = find_peaks(heat, kernel_vox=nms_kernel_vox(radius_vox), threshold=0.0)
             peaks.append(found["score"].to_numpy(dtype=np.float64))
         if shape == "fiber":
             places = rng.uniform(0, 1, (max(200, len(labels[i])), 3)) * (
@@ -272,7 +293,7 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
                  "background_peak_median": float(np.median(background)),
                  "separated": separated}
     else:
-        threshold, rule = split_threshold(scores, np.concatenate(peaks))
+        threshold, rule = split_threshold(float(np.median(scores)), np.concatenate(peaks))
         extra = {"rule": rule}
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g%s",
              np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold,

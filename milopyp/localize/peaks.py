@@ -23,6 +23,12 @@ from milopyp.errors import MilopypError
 CHUNK_VOXELS = 1 << 24
 
 
+def nms_kernel_vox(radius_vox: float) -> int:
+    """The NMS box side for particles of ``radius_vox``: the odd integer nearest the radius,
+    at least 3 (what ``milopyp localize`` uses by default)."""
+    return max(3, round(radius_vox) | 1)
+
+
 def _kernel(kernel_vox: int | tuple[int, int, int]) -> tuple[int, int, int]:
     k = (kernel_vox,) * 3 if np.isscalar(kernel_vox) else tuple(kernel_vox)
     k = tuple(int(v) for v in k)
