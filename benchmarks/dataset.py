@@ -207,7 +207,7 @@ def dog_rows(ds: Dataset, species: str, diameter: float, radius: float,
 def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                    kwargs: dict, threads: int,
                    negatives: np.ndarray | None = None,
-                   save_picks: Path | None = None) -> dict[str, dict]:
+                   save_picks: Path | None = None, device: str = "cpu") -> dict[str, dict]:
     """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
@@ -217,17 +217,17 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
     first = ds.tomograms[0]
     t0 = time.perf_counter()
     model = train_localizer([first.data], [labels], particle_radius_vox=radius,
-                            device="cpu", negatives=None if negatives is None else [negatives],
+                            device=device, negatives=None if negatives is None else [negatives],
                             **kwargs)
     train_s = time.perf_counter() - t0
     picks = []
     t1 = time.perf_counter()
     for v in ds.tomograms:
-        heat = predict_heatmap(model, v.data, device="cpu")
+        heat = predict_heatmap(model, v.data, device=device)
         picks.append(find_peaks(heat, kernel_vox=nms_kernel_vox(radius), threshold=0.0,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
-    calibration = calibrate_threshold(model, [first.data], [labels], radius, "cpu")
+    calibration = calibrate_threshold(model, [first.data], [labels], radius, device)
     auto = calibration["threshold"]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
@@ -272,7 +272,7 @@ def fiber_labels(truth: pd.DataFrame, species: str, n: int) -> np.ndarray:
 
 
 def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: dict,
-               link_vox: float) -> dict[str, dict]:
+               link_vox: float, device: str = "cpu") -> dict[str, dict]:
     """Train a ``shape: fiber`` model on centre-line points of the first tomogram, pick
     (automatic threshold, NMS box 3 as ``milopyp localize``), trace, score fibres."""
     from milopyp.evaluate import evaluate_fibers
@@ -283,12 +283,12 @@ def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: 
     labels = fiber_labels(first.truth, species, n_labels)
     t0 = time.perf_counter()
     model = train_localizer([first.data], [labels], particle_radius_vox=radius, shape="fiber",
-                            device="cpu", **kwargs)
+                            device=device, **kwargs)
     train_s = time.perf_counter() - t0
-    cal = calibrate_threshold(model, [first.data], [labels], radius, "cpu", shape="fiber")
+    cal = calibrate_threshold(model, [first.data], [labels], radius, device, shape="fiber")
     picks = []
     for v in ds.tomograms:
-        heat = predict_heatmap(model, v.data, device="cpu")
+        heat = predict_heatmap(model, v.data, device=device)
         picks.append(find_peaks(heat, kernel_vox=3, threshold=cal["threshold"],
                                 tomogram=v.name))
     picks_df = pd.concat(picks, ignore_index=True)
@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fiber-labels", type=int, default=100,
                    help="centre-line points of the first tomogram for the fiber row (100)")
     p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the localiser rows: cpu, cuda or auto (cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log training progress")
     args = p.parse_args(argv)
@@ -365,7 +367,8 @@ def main(argv: list[str] | None = None) -> None:
                                 jitter_vox=args.jitter, seed=args.seed,
                                 shape_zyx=first.data.shape)
     n_true = target_truth(ds.tomograms, args.target).groupby("tomogram").size().to_dict()
-    print(f"machine: {machine_line()}; torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"machine: {machine_line()}; torch {torch.__version__}, {args.threads} thread(s), "
+          f"device {args.device}")
     print(f"dataset {args.dataset}: {len(ds.tomograms)} tomograms "
           f"{'x'.join(map(str, first.data.shape))} at {voxel_a:g} Å; target {args.target} "
           f"({n_true}), diameter {diameter:.1f} voxels, match radius {radius:.1f}; "
@@ -391,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
                                         seed=args.seed, shape_zyx=first.data.shape)
         r = localizer_rows(ds, args.target, labels, radius, kw, args.threads, row_negatives,
                            save_picks=args.save_picks / f"{name.replace(' ', '_')}.csv"
-                           if args.save_picks else None)
+                           if args.save_picks else None, device=args.device)
         results[f"{name}, auto"] = r["auto"]
         results[f"{name}, tuned"] = r["tuned"]
         print(line(f"{name}, automatic threshold", r["auto"]))
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"no diameter for {args.fiber_species!r} in dataset.json")
         f_radius = fd_a / voxel_a / 2
         r = fiber_rows(ds, args.fiber_species, args.fiber_labels, f_radius, args.train_kwargs,
-                       link_vox=0.6 * 2 * f_radius)
+                       link_vox=0.6 * 2 * f_radius, device=args.device)
         results["fiber"] = r
         for part, tag in (("held", "held-out"), ("lab", "labelled")):
             m = r[part]
