@@ -272,9 +272,12 @@ def fiber_labels(truth: pd.DataFrame, species: str, n: int) -> np.ndarray:
 
 
 def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: dict,
-               link_vox: float, device: str = "cpu") -> dict[str, dict]:
+               link_vox: float, device: str = "cpu",
+               save_heatmaps: Path | None = None) -> dict[str, dict]:
     """Train a ``shape: fiber`` model on centre-line points of the first tomogram, pick
-    (automatic threshold, NMS box 3 as ``milopyp localize``), trace, score fibres."""
+    (automatic threshold, NMS box 3 as ``milopyp localize``), trace, score fibres.
+    ``save_heatmaps``: a folder for each tomogram's heat map (``fiber_{name}.npy``) and the
+    labels (``fiber_labels.npy``), to study picking rules offline."""
     from milopyp.evaluate import evaluate_fibers
     from milopyp.fibers import trace_table
     from milopyp.localize.calibrate import calibrate_threshold
@@ -289,6 +292,10 @@ def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: 
     picks = []
     for v in ds.tomograms:
         heat = predict_heatmap(model, v.data, device=device)
+        if save_heatmaps is not None:
+            save_heatmaps.mkdir(parents=True, exist_ok=True)
+            np.save(save_heatmaps / f"fiber_{v.name}.npy", heat)
+            np.save(save_heatmaps / "fiber_labels.npy", labels)
         picks.append(find_peaks(heat, kernel_vox=3, threshold=cal["threshold"],
                                 tomogram=v.name))
     picks_df = pd.concat(picks, ignore_index=True)
@@ -322,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="target diameter, Å (default: dataset.json)")
     p.add_argument("--labels", type=int, default=55, help="labels of the first tomogram (55)")
     p.add_argument("--save-picks", type=Path, default=None,
-                   help="folder: write every localiser row's peaks (all scores) as CSV")
+                   help="folder: write every localiser row's peaks (all scores) as CSV, and "
+                        "the fibre row's heat maps (.npy)")
     p.add_argument("--negatives", type=int, default=0,
                    help="explicit negatives: this many of --negatives-species from the first "
                         "tomogram (0)")
@@ -408,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"no diameter for {args.fiber_species!r} in dataset.json")
         f_radius = fd_a / voxel_a / 2
         r = fiber_rows(ds, args.fiber_species, args.fiber_labels, f_radius, args.train_kwargs,
-                       link_vox=0.6 * 2 * f_radius, device=args.device)
+                       link_vox=0.6 * 2 * f_radius, device=args.device,
+                       save_heatmaps=args.save_picks)
         results["fiber"] = r
         for part, tag in (("held", "held-out"), ("lab", "labelled")):
             m = r[part]

@@ -5,8 +5,9 @@ local maximum of every tomogram with its score, plus the median label peak of th
 tomogram) and scores, on the held-out tomograms and on the labelled one:
 
 - the label rule of issue 11's baseline: 0.9 × the median label peak (and other fractions);
-- the split rule (:func:`milopyp.localize.calibrate.split_threshold`) on the labelled
-  tomogram's peaks (the model's stored threshold), and per tomogram on its own peaks as
+- the split rule (:func:`milopyp.localize.calibrate.split_threshold`: the background /
+  particle-mode mixture, and Otsu's split it falls back to) on the labelled tomogram's
+  peaks (the model's stored threshold), and per tomogram on its own peaks as
   ``milopyp localize`` applies it (no truth used);
 - the threshold tuned on the held-out truth (an oracle).
 
@@ -48,18 +49,22 @@ def main(argv: list[str] | None = None) -> None:
     lab_truth = truth[truth["tomogram"] == names[0]]
     split, rule = split_threshold(median, lab["score"].to_numpy())
     rules = {f"{f:g} x label median": f * median for f in (0.9, 0.7, 0.5)}
-    rules[f"split ({rule})"] = split
+    rules[f"Otsu split, labelled tomogram ({split_threshold(median, lab['score'].to_numpy(), 'otsu')[1]})"] = \
+        split_threshold(median, lab["score"].to_numpy(), "otsu")[0]
+    rules[f"split, labelled tomogram ({rule})"] = split
     rules["tuned on held-out truth (oracle)"] = best_threshold(held, held_truth, radius)
     print(f"{args.picks}: label peak median {median:.3f}")
     rows = {name: (held[held["score"] > t], lab[lab["score"] > t], f"{t:.3f}")
             for name, t in rules.items()}
     calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
-    per = {n: tomogram_threshold(calibration, g["score"].to_numpy())[0]
-           for n, g in picks.groupby("tomogram")}
-    kept = picks[picks["score"] > picks["tomogram"].map(per)]
-    rows["per-tomogram split (milopyp localize)"] = (
-        kept[kept["tomogram"].isin(names[1:])], kept[kept["tomogram"] == names[0]],
-        ", ".join(f"{per[n]:.3f}" for n in names))
+    for method, name in (("otsu", "per-tomogram Otsu split"),
+                         ("mixture", "per-tomogram split (milopyp localize)")):
+        per = {n: tomogram_threshold(calibration, g["score"].to_numpy(), method)[0]
+               for n, g in picks.groupby("tomogram")}
+        kept = picks[picks["score"] > picks["tomogram"].map(per)]
+        rows[name] = (kept[kept["tomogram"].isin(names[1:])],
+                      kept[kept["tomogram"] == names[0]],
+                      ", ".join(f"{per[n]:.3f}" for n in names))
     for name, (h_picks, l_picks, shown) in rows.items():
         h = metrics_at(h_picks, held_truth, -np.inf, radius, names[1:])
         lb = metrics_at(l_picks, lab_truth, -np.inf, radius, names[:1])

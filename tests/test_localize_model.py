@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -207,9 +209,39 @@ def test_resume_continues_exactly(tmp_path):
     loaded = load_localizer(ckpt)
     for k, v in resumed.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
-    with pytest.raises(MilopypError, match="differs"):
-        _train(vol, xyz[:4], epochs=3, iterations_per_epoch=3, lr_step_epochs=1,
-               checkpoint_path=ckpt, base_channels=8)
+
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, caplog):
+    """A checkpoint belongs to its labels, tomograms, network and settings: with any of them
+    changed, training starts afresh (and says why) instead of resuming or failing."""
+    vol, xyz = _blobs((10, 40, 44), 10, seed=13)
+    kw = {"epochs": 2, "iterations_per_epoch": 3, "lr_step_epochs": 1}
+    ckpt = tmp_path / "model.pt"
+    old = _train(vol, xyz[:4], **kw, checkpoint_path=ckpt)
+    fresh = _train(vol, xyz[4:8], **kw)  # other labels, no checkpoint
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        new = _train(vol, xyz[4:8], **kw, checkpoint_path=ckpt)
+    assert "other tomograms, labels or negatives" in caplog.text
+    assert "resuming from" not in caplog.text
+    assert [h["epoch"] for h in new.history] == [1, 2]
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, new.state_dict()[k]), k
+    assert any(not torch.equal(v, old.state_dict()[k]) for k, v in new.state_dict().items())
+    caplog.clear()
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        _train(vol * 2.0 + 1.0, xyz[4:8], **kw, checkpoint_path=ckpt)  # other tomogram
+        assert "other tomograms" in caplog.text
+        caplog.clear()
+        _train(vol * 2.0 + 1.0, xyz[4:8], **kw, checkpoint_path=ckpt, base_channels=8)
+        assert "another network (base_channels)" in caplog.text
+        caplog.clear()
+        _train(vol * 2.0 + 1.0, xyz[4:8], **{**kw, "lr": 5e-3}, checkpoint_path=ckpt,
+               base_channels=8)
+        assert "other settings (lr)" in caplog.text
+    ckpt.write_bytes(b"not a checkpoint")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        _train(vol, xyz[4:8], **kw, checkpoint_path=ckpt)
+    assert "cannot read the localiser checkpoint" in caplog.text and "afresh" in caplog.text
 
 
 def test_training_rejects_bad_input():
@@ -377,7 +409,7 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     look_alikes = rng.uniform(0.08, 0.2, 150)
     unseen = rng.uniform(0.35, 0.55, 60)  # unlabelled particles score below the labels
     t, rule = split_threshold(np.median(labels), np.r_[background, look_alikes, unseen, labels])
-    assert "split of" in rule, rule
+    assert "mixture of" in rule, rule
     assert np.all(unseen > t) and np.mean(look_alikes > t) < 0.05, t
     assert t < 0.9 * np.median(labels)  # the label rule would drop most unseen particles
     # a clean map (nothing but particles above the floor) stays within the bounds
@@ -387,6 +419,39 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     t, rule = split_threshold(np.median(labels), labels[:5])
     assert t == pytest.approx(0.9 * np.median(labels)) and "only 5 peaks" in rule
     assert np.isnan(split_threshold(float("nan"), background)[0])
+
+
+def test_split_holds_when_background_peaks_far_outnumber_the_particles():
+    """Virus-like peaks: thousands of background maxima whose count falls off exponentially
+    with the score, and a particle mode of ~90 at the label median. Otsu's split lands in
+    the background (most picks false); the background + particle-mode mixture starts the
+    picks where the particles take over."""
+    from milopyp.localize.calibrate import split_threshold
+
+    rng = np.random.default_rng(7)
+    median = 0.3
+    background = median * rng.exponential(1 / 7.0, 8000)
+    particles = median * rng.normal(0.95, 0.17, 90)
+    peaks = np.r_[background, particles]
+
+    def f1(t):
+        tp, fp = np.sum(particles > t), np.sum(background > t)
+        return 2 * tp / (2 * tp + fp + (len(particles) - tp))
+
+    best = max(f1(t) for t in np.linspace(0, median * 1.5, 301))
+    t_otsu, _ = split_threshold(median, peaks, "otsu")
+    t, rule = split_threshold(median, peaks)
+    assert "mixture of" in rule and "Otsu" not in rule, rule
+    assert f1(t) >= best - 0.05, (t / median, f1(t), best)
+    assert f1(t_otsu) < best - 0.2, (t_otsu / median, f1(t_otsu), best)  # why not Otsu
+
+
+def test_mixture_without_a_particle_mode_falls_back_to_otsu():
+    from milopyp.localize.calibrate import split_threshold
+
+    rng = np.random.default_rng(8)
+    t, rule = split_threshold(0.3, 0.3 * rng.exponential(1 / 7.0, 3000))
+    assert "Otsu split" in rule and 0.09 <= t <= 0.27, (t, rule)
 
 
 def test_each_tomogram_gets_the_split_of_its_own_peaks():
@@ -399,7 +464,7 @@ def test_each_tomogram_gets_the_split_of_its_own_peaks():
     t, rule = tomogram_threshold(calibration, np.r_[rng.uniform(0, 0.04, 1000),
                                                      look_alikes, particles])
     assert np.all(particles > t) and np.all(look_alikes < t) and t < 0.3, (t, rule)
-    assert "this tomogram's split" in rule
+    assert rule.startswith("this tomogram's mixture"), rule
     # nothing to split: the model's calibrated threshold
     t, rule = tomogram_threshold(calibration, particles[:5])
     assert t == 0.3 and "the model's threshold" in rule
@@ -521,3 +586,39 @@ def test_negatives_in_the_target_map_and_the_loss():
     assert float(pu_focal_loss(hot, target, 1e-3)) > float(base.detach()) + 0.5
     base.backward()
     assert float(logits.grad[0, 0, 5, 16, 16]) > 0  # gradient descent lowers it
+
+
+def test_train_localize_command_leaves_no_checkpoint_and_retrains_on_new_labels(tmp_path,
+                                                                                caplog):
+    """Issue 13: after a finished run the checkpoint is gone (``--forcerun`` and new labels
+    train; ``--delete-all-output`` leaves nothing), and a stale checkpoint of other labels
+    (a run killed before the selection changed) is not resumed."""
+    import pandas as pd
+
+    from milopyp import cli
+    from milopyp.io.mrc import write_tomogram
+
+    vol, xyz = _blobs((12, 48, 56), 12, seed=31)
+    mrc = tmp_path / "TS_01.mrc"
+    write_tomogram(mrc, vol, 10.0)
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    for path, rows in ((first, xyz[:5]), (second, xyz[5:10])):
+        pd.DataFrame({"tomogram": "TS_01", "x": rows[:, 0], "y": rows[:, 1],
+                      "z": rows[:, 2]}).to_csv(path, index=False)
+    model = tmp_path / "model.pt"
+    tiny = ["--epochs", "2", "--iterations-per-epoch", "2", "--crop-xy", "32", "--crop-z", "4",
+            "--bin", "1", "--base-channels", "4", "--particle-diameter", "60",
+            "--device", "cpu", "--tomograms", str(mrc), "-o", str(model)]
+    assert cli.main(["train-localize", "--labels", str(first), *tiny]) == 0
+    assert model.exists() and not Path(f"{model}.ckpt").exists()
+    weights_a = torch.load(model, weights_only=True)["model"]
+    # a checkpoint left by a run on the first labels, killed after epoch 1
+    train_localizer([vol], [xyz[:5]], particle_radius_vox=3.0, epochs=1,
+                    iterations_per_epoch=2, crop=(4, 32, 32), bin_factor=1, base_channels=4,
+                    device="cpu", checkpoint_path=f"{model}.ckpt")
+    with caplog.at_level("INFO"):
+        assert cli.main(["train-localize", "--labels", str(second), *tiny]) == 0
+    assert "trained on other tomograms, labels or negatives: not resuming" in caplog.text
+    weights_b = torch.load(model, weights_only=True)["model"]
+    assert any(not torch.equal(v, weights_b[k]) for k, v in weights_a.items())
+    assert not Path(f"{model}.ckpt").exists()

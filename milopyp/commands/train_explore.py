@@ -2,7 +2,8 @@
 
 Reads ``patches/{tomogram}.npz`` files (key ``patches``: (N, C, H, W) float32), trains, and
 writes the model file atomically. A checkpoint ``<output>.ckpt`` is written after every
-epoch; re-running the same command after an interruption resumes from it.
+epoch; re-running the same command after an interruption resumes from it (only with the
+same patches and settings), and it is removed once the model file is written.
 
 Model file (``torch.load(path, weights_only=True)``), a dict with:
 ``format`` ("milopyp-explore-model/1"), ``in_channels``, ``width``, ``dim``, ``pred_dim``,
@@ -174,4 +175,6 @@ def main(args: argparse.Namespace) -> None:
     )
     with atomic_path(args.output) as tmp:
         torch.save(state, tmp)
+    # finished: a rerun (--forcerun, other patches) trains; nothing stays beside the model
+    Path(str(args.output) + ".ckpt").unlink(missing_ok=True)
     log.info("wrote %s", args.output)

@@ -5,7 +5,9 @@ paired with the tomogram of the same name. ``--negatives`` (optional) gives, in 
 order as ``--labels``, one table per tomogram of points that are *not* the target
 (``negatives/{tomogram}.csv`` from ``milopyp import-selection``; empty tables allowed),
 trained as y = 0. The checkpoint ``<output>.ckpt`` is written each
-epoch, and a killed run resumes from it. The finished model (``<output>``) also holds the
+epoch; a killed run resumes from it when its tomograms, labels, negatives, network and
+settings are the same (otherwise it trains afresh and says why), and it is removed once the
+model file is written. The finished model (``<output>``) also holds the
 automatic pick threshold, calibrated on the heat map at the labels.
 """
 
@@ -186,4 +188,7 @@ def main(args: argparse.Namespace) -> None:
     state["calibration"] = calibration
     with atomic_path(args.output) as tmp:
         torch.save(state, tmp)
+    # the model file holds everything the checkpoint did: a rerun (--forcerun, new labels)
+    # must train, not find a finished checkpoint to resume
+    checkpoint.unlink(missing_ok=True)
     log.info("wrote %s (automatic pick threshold %.4g)", args.output, calibration["threshold"])

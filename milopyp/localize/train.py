@@ -24,6 +24,7 @@ settings and the loss history; training resumes from it, bit-identical on the CP
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -341,7 +342,9 @@ def train_localizer(
     class_prior: π_p, particle centres per voxel; or ``expected_particles`` per tomogram.
     contrastive, pu: switch off the contrastive term / the PU loss (paper's ablations).
     seed: all randomness; device: "auto" | "cpu" | "cuda".
-    checkpoint_path: written atomically after each epoch; resumed from when it exists.
+    checkpoint_path: written atomically after each epoch; resumed from when it exists and
+        was written by a run on the same inputs (:func:`inputs_fingerprint`), network and
+        settings (any number of epochs); otherwise training starts afresh, with a warning.
     n_blocks, base_channels, stride_xy, fusion_channels, proj_dim: network
         (:class:`milopyp.localize.unet.LocalizerConfig`); temperature: contrastive t.
     z_dilations: z-context layers after the fusion; None = :data:`DEFAULT_Z_DILATIONS` for
@@ -416,11 +419,12 @@ def train_localizer(
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     start = 0
+    stats = [intensity_stats(t) for t in tomograms]
+    inputs = inputs_fingerprint(tomograms, stats, labels, negatives)
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         start, history = _resume(checkpoint_path, model, opt, sched, rng, gen, net_config,
-                                 settings, dev)
-    data = _Data(tomograms=list(tomograms), labels=labels,
-                 stats=[intensity_stats(t) for t in tomograms], negatives=negatives)
+                                 settings, inputs, dev)
+    data = _Data(tomograms=list(tomograms), labels=labels, stats=stats, negatives=negatives)
     estimate = ((pu or contrastive) and class_prior is None and expected_particles is None
                 and shape == "globular")
     if history and "prior" in history[-1]:  # resumed after a prior update
@@ -454,7 +458,7 @@ def train_localizer(
                  sums["unsup"], sums["consistency"], lr_now, sums["seconds"])
         if checkpoint_path is not None:
             _save(checkpoint_path, epoch + 1, model, opt, sched, rng, gen, net_config,
-                  settings, history)
+                  settings, history, inputs)
     model.eval()
     model.history = history
     return model
@@ -469,11 +473,12 @@ def _with_prior(loss_settings: LossSettings, prior: float, per_particle: int) ->
 def _save(path: str | Path, epoch: int, model: Localizer, opt: torch.optim.Optimizer,
           sched: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator,
           gen: torch.Generator, net_config: LocalizerConfig, settings: TrainSettings,
-          history: list[dict[str, float]]) -> None:
+          history: list[dict[str, float]], inputs: str) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "epoch": epoch,
+        "inputs": inputs,
         "network": net_config.to_dict(),
         "settings": asdict(settings),
         "model": model.state_dict(),
@@ -498,19 +503,47 @@ def _read(path: str | Path, device: torch.device) -> dict:
     return state
 
 
-def _resume(path, model, opt, sched, rng, gen, net_config, settings, device):
-    state = _read(path, device)
-    if state["network"] != net_config.to_dict():
-        raise MilopypError(f"{path}: checkpoint network {state['network']} differs from the "
-                           f"requested {net_config.to_dict()}; delete it or use its settings")
+def inputs_fingerprint(tomograms: list[np.ndarray], stats: list[tuple[float, float]],
+                       labels: list[np.ndarray], negatives: list[np.ndarray] | None) -> str:
+    """SHA-256 of what a training run learns from: each (working-grid) tomogram's shape and
+    intensity statistics, its labels and its negatives. A checkpoint is resumed only by a
+    run with the same fingerprint (and the same network and settings)."""
+    h = hashlib.sha256()
+    for i, (t, (mean, std), lab) in enumerate(zip(tomograms, stats, labels)):
+        h.update(repr((i, tuple(int(s) for s in t.shape), float(mean), float(std))).encode())
+        h.update(np.round(np.asarray(lab, dtype=np.float64), 3).tobytes())
+        neg = negatives[i] if negatives is not None else np.zeros((0, 3))
+        h.update(b"negatives" + np.round(np.asarray(neg, dtype=np.float64), 3).tobytes())
+    return h.hexdigest()
+
+
+def _resume(path, model, opt, sched, rng, gen, net_config, settings, inputs, device):
+    """Restore the training state from the checkpoint ``path`` and return (epoch, history);
+    (0, []) and a warning when the checkpoint belongs to other inputs, another network or
+    other settings, or cannot be read: training starts afresh (and overwrites it)."""
+    try:
+        state = _read(path, device)
+    except MilopypError as exc:
+        log.warning("%s; starting afresh", exc)
+        return 0, []
     old = dict(state["settings"])
     new = asdict(settings)
     old.pop("epochs"), new.pop("epochs")
     old["crop_zyx"] = tuple(old["crop_zyx"])
+    why = []
+    if state.get("inputs") != inputs:
+        why.append("other tomograms, labels or negatives")
+    if state["network"] != net_config.to_dict():
+        why.append("another network (" + ", ".join(
+            sorted(k for k, v in net_config.to_dict().items() if state["network"].get(k) != v))
+            + ")")
     if old != new:
-        changed = sorted(k for k in new if old.get(k) != new[k])
-        raise MilopypError(f"{path}: checkpoint was trained with different settings "
-                           f"({', '.join(changed)}); delete it or train with its settings")
+        why.append("other settings (" + ", ".join(sorted(k for k in new if old.get(k) != new[k]))
+                   + ")")
+    if why:
+        log.warning("%s was trained on %s: not resuming, training afresh", path,
+                    " and ".join(why))
+        return 0, []
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
