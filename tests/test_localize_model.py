@@ -618,7 +618,7 @@ def test_train_localize_command_leaves_no_checkpoint_and_retrains_on_new_labels(
                     device="cpu", checkpoint_path=f"{model}.ckpt")
     with caplog.at_level("INFO"):
         assert cli.main(["train-localize", "--labels", str(second), *tiny]) == 0
-    assert "trained on other tomograms, labels or negatives: not resuming" in caplog.text
+    assert "run with other tomograms, labels or negatives: not resuming" in caplog.text
     weights_b = torch.load(model, weights_only=True)["model"]
     assert any(not torch.equal(v, weights_b[k]) for k, v in weights_a.items())
     assert not Path(f"{model}.ckpt").exists()

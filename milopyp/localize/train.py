@@ -531,18 +531,18 @@ def _resume(path, model, opt, sched, rng, gen, net_config, settings, inputs, dev
     old.pop("epochs"), new.pop("epochs")
     old["crop_zyx"] = tuple(old["crop_zyx"])
     why = []
-    if state.get("inputs") != inputs:
+    if state.get("inputs") != inputs:  # checkpoints before the fingerprint have none
         why.append("other tomograms, labels or negatives")
-    if state["network"] != net_config.to_dict():
-        why.append("another network (" + ", ".join(
-            sorted(k for k, v in net_config.to_dict().items() if state["network"].get(k) != v))
-            + ")")
+    network = net_config.to_dict()
+    if state["network"] != network:
+        changed = sorted(k for k, v in network.items() if state["network"].get(k) != v)
+        why.append(f"another network ({', '.join(changed)})")
     if old != new:
-        why.append("other settings (" + ", ".join(sorted(k for k in new if old.get(k) != new[k]))
-                   + ")")
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        why.append(f"other settings ({', '.join(changed)})")
     if why:
-        log.warning("%s was trained on %s: not resuming, training afresh", path,
-                    " and ".join(why))
+        log.warning("%s was written by a run with %s: not resuming, training afresh", path,
+                    "; ".join(why))
         return 0, []
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
