@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_defaults_fill_every_section():
     config = validate_config({"tomograms": "data/*.mrc"})
     assert config["results"] == "results"
-    assert config["candidates"]["threshold_std"] == 0.5
+    assert config["candidates"]["threshold_std"] == 3.0
     assert config["explore"]["umap_neighbors"] == 40
     assert config["particle_diameter"] == 250
 
