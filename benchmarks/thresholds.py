@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     lab_truth = truth[truth["tomogram"] == names[0]]
     split, rule = split_threshold(median, lab["score"].to_numpy())
     rules = {f"{f:g} x label median": f * median for f in (0.9, 0.7, 0.5)}
-    rules[f"Otsu split, labelled tomogram ({split_threshold(median, lab['score'].to_numpy(), 'otsu')[1]})"] = \
-        split_threshold(median, lab["score"].to_numpy(), "otsu")[0]
+    otsu, otsu_rule = split_threshold(median, lab["score"].to_numpy(), "otsu")
+    rules[f"Otsu split, labelled tomogram ({otsu_rule})"] = otsu
     rules[f"split, labelled tomogram ({rule})"] = split
     rules["tuned on held-out truth (oracle)"] = best_threshold(held, held_truth, radius)
     print(f"{args.picks}: label peak median {median:.3f}")
