@@ -290,12 +290,13 @@ def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: 
     train_s = time.perf_counter() - t0
     cal = calibrate_threshold(model, [first.data], [labels], radius, device, shape="fiber")
     picks = []
+    if save_heatmaps is not None:
+        save_heatmaps.mkdir(parents=True, exist_ok=True)
+        np.save(save_heatmaps / "fiber_labels.npy", labels)
     for v in ds.tomograms:
         heat = predict_heatmap(model, v.data, device=device)
         if save_heatmaps is not None:
-            save_heatmaps.mkdir(parents=True, exist_ok=True)
             np.save(save_heatmaps / f"fiber_{v.name}.npy", heat)
-            np.save(save_heatmaps / "fiber_labels.npy", labels)
         picks.append(find_peaks(heat, kernel_vox=3, threshold=cal["threshold"],
                                 tomogram=v.name))
     picks_df = pd.concat(picks, ignore_index=True)

@@ -116,6 +116,15 @@ def otsu_level(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(w_lo * w_hi * (m_lo - m_hi) ** 2))])
 
 
+def _mixture_densities(x: np.ndarray, weight: float, rate: float, mu: float,
+                       sd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted densities at ``x`` of the exponential background (rate ``rate``) and of the
+    Gaussian particle mode (``mu``, ``sd``) holding the fraction ``weight``."""
+    background = (1.0 - weight) * rate * np.exp(-rate * x)
+    particle = weight * np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+    return background, particle
+
+
 def mixture_level(relative_peaks: np.ndarray, floor: float) -> tuple[float | None, str]:
     """Where the particle mode of heat-map peaks begins: ``relative_peaks`` (peak scores
     divided by the median label peak) above ``floor`` are fitted (EM) as an exponential
@@ -129,12 +138,11 @@ def mixture_level(relative_peaks: np.ndarray, floor: float) -> tuple[float | Non
     x = x[x > floor] - floor
     if x.size < MIN_SPLIT_PEAKS:
         return None, f"only {x.size} peaks to fit"
-    rate = 1.0 / max(float(np.mean(x)), 1e-9)
-    mu, sd = 1.0 - floor, 0.2
+    rate0 = 1.0 / max(float(np.mean(x)), 1e-9)  # the background alone
+    rate, mu, sd = rate0, 1.0 - floor, 0.2
     weight = float(np.clip(np.mean(x > 0.7 - floor), 0.01, 0.5))
     for _ in range(MIXTURE_ITERATIONS):
-        background = (1.0 - weight) * rate * np.exp(-rate * x)
-        particle = weight * np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+        background, particle = _mixture_densities(x, weight, rate, mu, sd)
         resp = particle / np.maximum(background + particle, 1e-300)
         n_particle = float(resp.sum())
         if n_particle < 1e-6:
@@ -144,17 +152,14 @@ def mixture_level(relative_peaks: np.ndarray, floor: float) -> tuple[float | Non
         mu = float((resp * x).sum()) / n_particle
         sd = max(float(np.sqrt((resp * (x - mu) ** 2).sum() / n_particle)), MIN_MODE_WIDTH)
     expected = weight * x.size
-    rate0 = 1.0 / max(float(np.mean(x)), 1e-9)  # the background alone
-    background = (1.0 - weight) * rate * np.exp(-rate * x)
-    particle = weight * np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+    background, particle = _mixture_densities(x, weight, rate, mu, sd)
     evidence = 2.0 * float(np.sum(np.log(np.maximum(background + particle, 1e-300)))
                            - np.sum(np.log(rate0) - rate0 * x))
     if expected < MIN_MIXTURE_PARTICLES or mu <= 0 or evidence < MIN_MODE_EVIDENCE:
         return None, (f"no particle mode in {x.size} peaks ({expected:.1f} expected, "
                       f"evidence {evidence:.1f})")
     grid = np.linspace(0.0, mu, 2001)
-    background = (1.0 - weight) * rate * np.exp(-rate * grid)
-    particle = weight * np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+    background, particle = _mixture_densities(grid, weight, rate, mu, sd)
     odds = MIXTURE_POSTERIOR / (1.0 - MIXTURE_POSTERIOR)
     level = float(grid[int(np.argmax(particle >= odds * background))]) + floor
     return level, (f"mixture of {x.size} heat-map peaks: particle mode {mu + floor:.2f} "
