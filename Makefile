@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,slurm]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,slurm,copick]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -29,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "localize": ("localize", "predict a heat map for a tomogram and pick particle centres"),
     "trace-fibers": ("trace_fibers", "trace filaments through dense fibre picks (fibres CSV, segments, RELION STAR)"),
     "overlay": ("overlay", "draw picks and traced fibres over a slab of a tomogram (PNG)"),
-    "export": ("export", "collect picks into one CSV and a RELION-5 STAR file"),
+    "export": ("export", "collect picks into one CSV and a RELION-5 STAR file (and a copick project)"),
+    "copick-tomogram": ("copick_tomogram", "write a copick project's tomogram (one run) as MRC"),
     "report": ("report", "HTML report of pick counts, score histograms and accuracy"),
     "provenance": ("provenance", "record config, seed, package versions and git commit of a run"),
 }

@@ -88,6 +88,11 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         return f"unknown config key `{full_key}`; {hint}known keys here: {', '.join(known)}"
     if error.validator == "required":
         return f"{error.message}; set it, e.g. tomograms: \"data/*.mrc\""
+    if error.validator == "anyOf" and not error.absolute_path:  # tomograms or copick
+        return (
+            "'tomograms' is a required property (or 'copick'); set tomograms: \"data/*.mrc\" "
+            "or copick: path/to/config.json"
+        )
     sub = _subschema(schema, list(error.absolute_path))
     description = " ".join(sub.get("description", "").split())
     return f"bad value for `{where}`: {error.message}; expected: {description}"

@@ -10,7 +10,8 @@ tomogram gets its own shape and voxel size:
 - ``rlnTomoName``: the tomogram's name;
 - ``rlnCoordinateX/Y/Z``: voxels of that tomogram, 0-based (RELION-4 style);
 - ``rlnCenteredCoordinateX/Y/ZAngst``: RELION-5 centred coordinates,
-  ``(x - nx // 2) * voxel_size_a`` (same for y with ny, z with nz);
+  ``(x - nx / 2) * voxel_size_a`` (same for y with ny, z with nz; a float division, as
+  RELION 5's ``TomogramSet::loadTomogram`` sets the centre; see :mod:`milopyp.io.coords`);
 - ``rlnAutopickFigureOfMerit``: the pick score;
 - ``rlnHelicalTubeID``: for fibre picks, the fibre's number within its tomogram, 1-based
   (rank of ``fiber_id``; rows with a negative or missing ``fiber_id`` get 0).

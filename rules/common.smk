@@ -2,12 +2,13 @@
 import glob
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 from milopyp.config import validate_config
 from milopyp.errors import MilopypError
-from milopyp.io.mrc import read_header
+from milopyp.io.mrc import common_voxel_size, read_header
 
 
 def fail(message):
@@ -43,7 +44,56 @@ def discover_tomograms(pattern):
     return names
 
 
-TOMOGRAMS = discover_tomograms(config["tomograms"])
+def copick_campaign():
+    """Run name -> (shape_zyx, voxel_size_a) of the copick project's chosen tomograms, and
+    the voxel spacing in Å (config, else the only one that has the tomo_type)."""
+    from milopyp.io import copick as cp
+
+    source = f"copick: {config['copick']}"
+    settings = config["copick_tomogram"]
+    try:
+        root = cp.open_project(config["copick"])
+        spacing = settings["voxel_spacing"]
+        if spacing is None:
+            found = sorted({vs.voxel_size for run in root.runs for vs in run.voxel_spacings
+                            if vs.get_tomograms(settings["tomo_type"])})
+            if len(found) != 1:
+                fail(f"{source}: {settings['tomo_type']!r} tomograms at voxel spacings "
+                     f"{found or 'none'} Å; set copick_tomogram.voxel_spacing (and tomo_type)")
+            spacing = found[0]
+        names = cp.tomogram_runs(root, spacing, settings["tomo_type"], source)
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
+        if bad:
+            fail(f"{source}: run names {bad[:5]} hold characters other than letters, digits, "
+                 "_ and -, which cannot name tomograms; rename the runs")
+        geometry = {n: cp.tomogram_geometry(root, n, spacing, settings["tomo_type"], source)
+                    for n in names}
+    except MilopypError as err:
+        fail(err)
+    return geometry, float(spacing)
+
+
+if config["copick"]:
+    if "tomograms" in config:
+        fail("set either `tomograms` (MRC files) or `copick` (a copick project), not both")
+    COPICK_GEOMETRY, COPICK_SPACING = copick_campaign()
+    # the runs' tomograms, copied once to MRC by the copick_tomogram rule
+    TOMOGRAMS = {name: f"{RESULTS}/tomograms/{name}.mrc" for name in sorted(COPICK_GEOMETRY)}
+else:
+    COPICK_GEOMETRY, COPICK_SPACING = {}, None
+    TOMOGRAMS = discover_tomograms(config["tomograms"])
+
+
+def tomogram_geometry(name):
+    """``(shape_zyx, voxel_size_a)`` of tomogram ``name``: its MRC header (config voxel_size
+    first) or, for a copick campaign, the project's metadata (no data is read)."""
+    if name in COPICK_GEOMETRY:
+        shape_zyx, voxel_size_a = COPICK_GEOMETRY[name]
+        return shape_zyx, float(config["voxel_size"] or voxel_size_a)
+    try:
+        return read_header(TOMOGRAMS[name], voxel_size_a=config["voxel_size"] or None)
+    except MilopypError as err:
+        fail(err)
 
 
 def tomogram_constraint():
@@ -60,15 +110,25 @@ def tomogram_path(wildcards):
     return TOMOGRAMS[wildcards.tomogram]
 
 
+_CAMPAIGN_VOXEL_SIZE = []
+
+
 def campaign_voxel_size_a():
-    """Voxel size in Å used for campaign-wide sizes: config, else the first tomogram's header."""
+    """Voxel size in Å of the whole campaign: config, else the tomograms' headers, which must
+    all agree (mixed voxel sizes stop the workflow with the list; nothing is rescaled)."""
     if config["voxel_size"]:
         return float(config["voxel_size"])
-    first = next(iter(TOMOGRAMS.values()))
-    try:
-        return read_header(first)[1]
-    except MilopypError as err:
-        fail(err)
+    if not _CAMPAIGN_VOXEL_SIZE:
+        sizes = {name: tomogram_geometry(name)[1] for name in TOMOGRAMS}
+        source = f"copick: {config['copick']}" if config["copick"] else f"tomograms: {config['tomograms']}"
+        try:
+            _CAMPAIGN_VOXEL_SIZE.append(common_voxel_size(sizes, source))
+        except MilopypError as err:
+            fail(err)
+    return _CAMPAIGN_VOXEL_SIZE[0]
+
+
+campaign_voxel_size_a()  # a missing or mixed voxel size stops the workflow here, before any job
 
 
 def patch_size_vox():
@@ -175,6 +235,8 @@ def target_outputs(name):
         outputs.append(f"{folder}/evaluation/picks.csv")
         if TARGETS[name]["shape"] == "fiber":
             outputs.append(f"{folder}/evaluation/fibers.csv")
+    if config["copick"]:
+        outputs.append(f"{folder}/copick.json")
     return outputs
 
 
@@ -190,13 +252,35 @@ def all_outputs():
     return outputs
 
 
+def is_copick_selection(selection):
+    return str(selection).startswith("copick:")
+
+
 def target_selection(wildcards):
-    return TARGETS[wildcards.target]["selection"]
+    """The selection file of a target (for a copick:OBJECT:USER:SESSION selection, the copick
+    project's config.json, which holds the picks)."""
+    selection = TARGETS[wildcards.target]["selection"]
+    if is_copick_selection(selection):
+        if not config["copick"]:
+            fail(f"targets.{wildcards.target}: selection {selection} needs `copick:` (the "
+                 "project's config.json) in the config")
+        return config["copick"]
+    return selection
+
+
+def target_selection_option(wildcards):
+    """``--selection`` (and ``--copick-config``) of a target's import_selection job."""
+    selection = TARGETS[wildcards.target]["selection"]
+    if is_copick_selection(selection):
+        return f"--selection {selection} --copick-config {config['copick']}"
+    return f"--selection {selection}"
 
 
 def selection_options(wildcards):
     settings = TARGETS[wildcards.target]["localize"]
     options = [f"--seed-radius {settings['seed_radius']}", f"--seed {config['seed']}"]
+    if config["voxel_size"]:
+        options.append(voxel_size_option())
     if settings["label_tomograms"]:
         options.append("--label-tomograms " + " ".join(settings["label_tomograms"]))
     if settings["max_labels_per_tomogram"]:
@@ -280,7 +364,8 @@ def localize_options(wildcards, output):
         options.append(f"--nms-kernel {settings['nms_kernel']}")
     if settings["write_heatmap"]:
         options.append(f"--heatmap {Path(output.picks).with_suffix('')}_heatmap.mrc")
-    return " ".join(options)
+    options.append(voxel_size_option())
+    return " ".join(option for option in options if option)
 
 
 def trace_fibers_options(wildcards):
@@ -355,6 +440,16 @@ def report_inputs(wildcards):
     return inputs
 
 
+def copick_export_options(wildcards):
+    return (f"--copick-config {config['copick']} --copick-object {wildcards.target}"
+            f" --copick-session {config['copick_session']}")
+
+
+def copick_tomogram_options(wildcards):
+    return (f"--copick-config {config['copick']} --run {wildcards.tomogram}"
+            f" --voxel-spacing {COPICK_SPACING} --tomo-type {config['copick_tomogram']['tomo_type']}")
+
+
 def provenance_config_json(wildcards):
     """The validated config (defaults filled in) as one JSON string. A function, because a
     plain string in params would have its "{tomogram}" patterns taken for wildcards."""
@@ -396,7 +491,12 @@ def max_candidates_option():
 
 
 def tiltseries_option(wildcards, input):
-    return f"--tilt-series {input.tiltseries[0]}" if input.tiltseries else ""
+    if not input.tiltseries:
+        return ""
+    option = f"--tilt-series {input.tiltseries[0]}"
+    if config["tiltseries_pixel_size"]:
+        option += f" --tilt-pixel-size {config['tiltseries_pixel_size']}"
+    return option
 
 
 def evaluation_radius_option():

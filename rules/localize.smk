@@ -101,6 +101,30 @@ rule export:
         " -o {output.star} --csv {output.csv} {params.voxel_size} 2> {log}"
 
 
+# A copick campaign: every target's picks go into the project (user milopyp, session
+# copick_session, object = the target's name); copick.json lists the picks per run.
+rule export_copick:
+    input:
+        picks=target_picks,
+        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+    output:
+        f"{RESULTS}/targets/{{target}}/copick.json",
+    log:
+        f"{RESULTS}/logs/{{target}}/export_copick.log",
+    params:
+        options=copick_export_options,
+        voxel_size=voxel_size_option(),
+    threads: 1
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
+    conda:
+        CONDA_ENV
+    shell:
+        "milopyp export --picks {input.picks} --tomograms {input.tomograms} {params.options}"
+        " --copick-summary {output} {params.voxel_size} 2> {log}"
+
+
 # Fibres for subtomogram averaging: overlapping segment points with a helical tube id and
 # tilt/psi priors along each fibre (fibers.star); the resampled centre lines (fibers.csv).
 rule export_fibers:

@@ -1,4 +1,27 @@
-# Per tomogram: denoise + equalise, then DoG candidates, then 2D patches.
+# Per tomogram: denoise + equalise, then DoG candidates, then 2D patches. A copick campaign
+# first copies each run's tomogram to MRC (copick_tomogram).
+
+
+if config["copick"]:
+
+    rule copick_tomogram:
+        input:
+            config["copick"],
+        output:
+            f"{RESULTS}/tomograms/{{tomogram}}.mrc",
+        log:
+            f"{RESULTS}/logs/copick_tomogram/{{tomogram}}.log",
+        params:
+            options=copick_tomogram_options,
+        threads: 1
+        resources:
+            mem_mb=tomogram_mem_mb(volumes=2),
+            runtime=tomogram_runtime(minutes_per_gib=2),
+        conda:
+            CONDA_ENV
+        shell:
+            "milopyp copick-tomogram {params.options} -o {output} 2> {log}"
+
 
 
 rule preprocess:

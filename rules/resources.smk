@@ -9,10 +9,7 @@ import os
 @functools.lru_cache(maxsize=None)
 def tomogram_mib(name):
     """Tomogram ``name`` as float32 in MiB (z * y * x * 4 bytes), from its MRC header."""
-    try:
-        shape_zyx, _ = read_header(TOMOGRAMS[name])
-    except MilopypError as err:
-        fail(err)
+    shape_zyx, _ = tomogram_geometry(name)
     return shape_zyx[0] * shape_zyx[1] * shape_zyx[2] * 4 / 2**20
 
 

@@ -11,6 +11,8 @@ checkpoint import_selection:
         selection=target_selection,
         points=f"{RESULTS}/explore/points.csv",
         embeddings=expand(f"{RESULTS}/embeddings/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
+        # the tomograms themselves: their shape and voxel size convert RELION-5 Å selections
+        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
     output:
         labels=directory(f"{RESULTS}/targets/{{target}}/labels"),
         negatives=directory(f"{RESULTS}/targets/{{target}}/negatives"),
@@ -19,7 +21,7 @@ checkpoint import_selection:
     benchmark:
         f"{RESULTS}/benchmarks/{{target}}/import_selection.tsv"
     params:
-        names=" ".join(sorted(TOMOGRAMS)),
+        selection=target_selection_option,
         options=selection_options,
     threads: 1
     resources:
@@ -28,6 +30,6 @@ checkpoint import_selection:
     conda:
         CONDA_ENV
     shell:
-        "milopyp import-selection --selection {input.selection} --points {input.points}"
-        " --embeddings {input.embeddings} --tomograms {params.names} -o {output.labels}"
+        "milopyp import-selection {params.selection} --points {input.points}"
+        " --embeddings {input.embeddings} --tomograms {input.tomograms} -o {output.labels}"
         " --negatives-output {output.negatives} {params.options} 2> {log}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import mrcfile
@@ -24,8 +23,9 @@ def _ramp(shape_zyx=SHAPE_ZYX) -> np.ndarray:
     return (100 * z + 10 * y + x).astype(np.float32)
 
 
-def _raw_mrc(path, data, voxel_size=None):
-    """Write an MRC with mrcfile directly (bypassing our writer's checks)."""
+def _raw_mrc(path, data, voxel_size=3.0):
+    """Write an MRC with mrcfile directly (bypassing our writer's checks); voxel_size=None
+    leaves mrcfile's header without one (cella = 0)."""
     with warnings.catch_warnings(), mrcfile.new(path, overwrite=True) as m:
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN/Inf data, on purpose
         m.set_data(data)
@@ -88,12 +88,16 @@ def test_mmap_of_int16_file_is_converted_to_float32(tmp_path):
     np.testing.assert_array_equal(out, _ramp())
 
 
-def test_header_without_voxel_size_gives_one_and_warns(tmp_path, caplog):
+def test_header_without_voxel_size_is_an_error_unless_given(tmp_path):
     path = _raw_mrc(tmp_path / "novox.mrc", _ramp(), voxel_size=0.0)
-    with caplog.at_level(logging.WARNING, logger="milopyp.io.mrc"):
-        _, voxel_size_a = mrc.read_tomogram(path)
-    assert voxel_size_a == 1.0
-    assert "novox.mrc" in caplog.text and "--voxel-size" in caplog.text
+    fix = r"novox\.mrc: the MRC header has no voxel size.*set `voxel_size:`.*--voxel-size"
+    with pytest.raises(MilopypError, match=fix):
+        mrc.read_tomogram(path)
+    with pytest.raises(MilopypError, match=fix):
+        mrc.read_header(path)
+    _, voxel_size_a = mrc.read_tomogram(path, voxel_size_a=7.5)
+    assert voxel_size_a == 7.5
+    assert mrc.read_header(path, voxel_size_a=7.5) == ((5, 7, 11), 7.5)
 
 
 def test_chunked_finite_check_counts_across_slabs(tmp_path, monkeypatch):
@@ -226,6 +230,7 @@ def test_image_stack_is_read_as_tomogram(tmp_path):
     with mrcfile.new(path) as m:
         m.set_data(_ramp())
         m.set_image_stack()
+        m.voxel_size = 2.0
     out, _ = mrc.read_tomogram(path)
     np.testing.assert_array_equal(out, _ramp())
 
@@ -351,9 +356,10 @@ def test_relion5_centred_angstrom_round_trip(tmp_path):
     path = tmp_path / "picks.star"
     coords.write_coordinates(path, df, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx)
     written = starfile.read(path)
-    # convention: x_A = (x - nx // 2) * voxel size; point (0, 6, 4) -> (-5, 3, 2) voxels
+    # RELION 5: x_A = (x - nx / 2) * voxel size (odd sizes: centre between two voxels);
+    # point (0, 6, 4) -> (-5.5, 2.5, 1.5) voxels
     np.testing.assert_allclose(
-        written[list(coords._RLN_CENTRED)].to_numpy()[0], np.array([-5, 3, 2]) * voxel_size_a
+        written[list(coords._RLN_CENTRED)].to_numpy()[0], np.array([-5.5, 2.5, 1.5]) * voxel_size_a
     )
     # a RELION-5 file has only the centred columns
     starfile.write({"particles": written.drop(columns=list(coords._RLN_VOX))}, path)

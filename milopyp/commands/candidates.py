@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.io.mrc import read_tomogram, voxel_size_for
 
     t0 = time.perf_counter()
-    tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True)
+    tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     voxel_size_a = voxel_size_for(args.tomogram, header_voxel_a, args.voxel_size)
     if not args.particle_diameter > 0:
         raise MilopypError(

@@ -292,7 +292,9 @@ def _write_colormaps(
         if stem not in names:
             log.warning("%s: no candidates of a tomogram named %r; no colour map", t_path, stem)
             continue
-        tomo, voxel_size_a = read_tomogram(t_path, mmap=True, check_finite=False)
+        # the patches' voxel size (read or given upstream) stands in for a missing header one
+        tomo, voxel_size_a = read_tomogram(t_path, mmap=True, check_finite=False,
+                                           voxel_size_a=voxel_sizes.get(stem))
         rows = np.flatnonzero(points["tomogram"].to_numpy() == stem)
         xyz = points.loc[rows, ["x", "y", "z"]].to_numpy(float)
         shape_xyz = np.array(tomo.shape[::-1])

@@ -11,10 +11,18 @@ Outputs (atomic writes):
 * ``-o``: a RELION-5 STAR file. It starts with the comment ``# version 50001`` (as RELION 5
   writes) and holds a single ``data_particles`` loop: ``rlnTomoName``,
   ``rlnCoordinateX/Y/Z`` (voxels), ``rlnCenteredCoordinateX/Y/ZAngst`` (Å from each
-  tomogram's centre ``n // 2``), ``rlnAutopickFigureOfMerit`` (score) and, for fibres,
+  tomogram's centre ``n / 2``, RELION 5's definition), ``rlnAutopickFigureOfMerit`` (score) and, for fibres,
   ``rlnHelicalTubeID``. There is no ``data_optics`` and no ``data_global`` block: RELION 5's
   Import > Coordinates takes optics and tomogram geometry from its ``tomograms.star``.
   See :mod:`milopyp.export`.
+
+* ``--copick-config``: the picks also go into that copick project, one picks file per
+  tomogram (= run): ``object_name`` = ``--copick-object`` (the target's name; an error when
+  the project has no such pickable object), ``user_id`` milopyp, ``session_id``
+  ``--copick-session`` ("0"), positions in Å (voxels x voxel size), scores included; an
+  earlier file of the same object, user and session is replaced. ``--copick-summary`` writes
+  the counts per run as JSON (the workflow's output of that step). See
+  :mod:`milopyp.io.copick`.
 
 Tomograms without picks contribute no rows; if no tomogram has picks both files are still
 written (headers only) and a warning is logged.
@@ -48,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write all picks as one CSV (picks.csv)")
     parser.add_argument("--voxel-size", type=float, default=None, metavar="A",
                         help="voxel size in Å for every tomogram (default: each MRC header)")
+    parser.add_argument("--copick-config", default=None, metavar="JSON",
+                        help="also write the picks into this copick project (its config.json)")
+    parser.add_argument("--copick-object", default=None, metavar="NAME",
+                        help="pickable object the picks are of (the target's name)")
+    parser.add_argument("--copick-session", default="0", metavar="ID",
+                        help="session_id of the copick picks (0); user_id is milopyp")
+    parser.add_argument("--copick-summary", default=None, metavar="JSON",
+                        help="write the copick picks per run as JSON")
 
 
 def _geometry(paths: list[str], voxel_size_a: float | None):
@@ -57,8 +73,7 @@ def _geometry(paths: list[str], voxel_size_a: float | None):
     geometry: dict[str, tuple[tuple[int, int, int], float]] = {}
     owner: dict[str, str] = {}
     for p in paths:
-        shape_zyx, header_voxel = read_header(p)
-        voxel = float(voxel_size_a) if voxel_size_a is not None else header_voxel
+        shape_zyx, voxel = read_header(p, voxel_size_a=voxel_size_a)
         for name in dict.fromkeys((Path(p).name.split(".")[0], Path(p).stem)):
             if name in owner and owner[name] != p:
                 raise MilopypError(
@@ -87,8 +102,12 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside
 
-    if not args.output and not args.csv:
-        raise MilopypError("nothing to write: give -o picks.star and/or --csv picks.csv")
+    if not args.output and not args.csv and not args.copick_config:
+        raise MilopypError(
+            "nothing to write: give -o picks.star, --csv picks.csv and/or --copick-config"
+        )
+    if args.copick_config and not args.copick_object:
+        raise MilopypError("--copick-config needs --copick-object, the pickable object's name")
     if args.voxel_size is not None and not (args.voxel_size > 0 and math.isfinite(args.voxel_size)):
         raise MilopypError(f"--voxel-size must be > 0 Å, got {args.voxel_size}")
     geometry = _geometry(list(args.tomograms), args.voxel_size)
@@ -113,6 +132,8 @@ def main(args: argparse.Namespace) -> None:
             len(args.picks), " and ".join(p for p in (args.output, args.csv) if p),
         )
     particles = relion_particles(picks, geometry, source=", ".join(args.picks[:3]))
+    if args.copick_config:
+        _export_copick(args, picks, geometry)
 
     if args.csv:
         with atomic_path(args.csv) as tmp:
@@ -129,3 +150,28 @@ def main(args: argparse.Namespace) -> None:
         "wrote %s (%d picks in %d tomogram(s)%s)", args.output, len(picks), len(counts),
         ": " + ", ".join(f"{k} {int(v)}" for k, v in sorted(counts.items())) if len(counts) else "",
     )
+
+
+def _export_copick(args: argparse.Namespace, picks: pd.DataFrame, geometry) -> None:
+    import json
+
+    from milopyp.io import copick as cp
+    from milopyp.io.atomic import write_text
+
+    root = cp.open_project(args.copick_config)
+    runs = sorted({Path(p).name.split(".")[0] for p in args.tomograms})
+    voxel_sizes = {name: geometry[name][1] for name in runs}
+    counts = cp.write_picks(
+        root, picks, voxel_sizes, args.copick_object, session_id=str(args.copick_session),
+        source=args.copick_config,
+    )
+    log.info(
+        "wrote %d picks of %s into copick project %s (user %s, session %s): %s",
+        sum(counts.values()), args.copick_object, args.copick_config, cp.USER_ID,
+        args.copick_session, ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )
+    if args.copick_summary:
+        summary = {"copick_config": str(args.copick_config), "object_name": args.copick_object,
+                   "user_id": cp.USER_ID, "session_id": str(args.copick_session),
+                   "picks": counts}
+        write_text(args.copick_summary, json.dumps(summary, indent=1) + "\n")

@@ -10,6 +10,10 @@ The selection file's format is detected from its content (see :mod:`milopyp.sele
    or, for another suffix, sniffed from the first line (``data_`` = STAR, a header naming
    x, y, z separated by commas/tabs = CSV/TSV, 3-4 numbers = cet_pick text).
 
+3. ``copick:{object}:{user}:{session}`` (with ``--copick-config``): the picks of that object,
+   user and session in a copick project, one run per campaign tomogram, converted from Å with
+   each tomogram's voxel size; used directly as labels, like a coordinate table.
+
 ``--tomograms`` lists the campaign, as names or as MRC paths (name = file name up to the
 first dot, as the workflow names them). With paths, labels are checked to lie inside their
 tomogram, and RELION-5 STAR tables in Å (``rlnCenteredCoordinate*Angst``) are converted per
@@ -61,7 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--selection", required=True, metavar="FILE",
         help="selection: explorer selection.json, YAML/JSON {clusters: [..]} or {seeds: ..}, "
-             "or a coordinate table (CSV/TSV/STAR/.txt, x y z in voxels)",
+             "a coordinate table (CSV/TSV/STAR/.txt, x y z in voxels), or "
+             "copick:OBJECT:USER:SESSION with --copick-config",
+    )
+    parser.add_argument(
+        "--copick-config", default=None, metavar="JSON",
+        help="copick project (config.json) of a copick:OBJECT:USER:SESSION selection",
     )
     parser.add_argument(
         "--points", default=None, metavar="CSV",
@@ -74,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "RELION-5 Å coordinates)",
     )
     parser.add_argument("-o", "--output", required=True, help="output folder (e.g. labels)")
+    parser.add_argument(
+        "--voxel-size", type=float, default=None, metavar="A",
+        help="voxel size in Å of every tomogram, for RELION-5 Å coordinates (default: each "
+             "MRC header)",
+    )
     parser.add_argument(
         "--seed-radius", type=float, default=DEFAULT_SEED_RADIUS_VOX, metavar="VOX",
         help=f"a seed must lie within this many voxels of a candidate "
@@ -119,8 +133,11 @@ def tomogram_name(path: str | os.PathLike) -> str:
     return Path(path).name.split(".")[0]
 
 
-def campaign(items: list[str]) -> tuple[list[str], dict[str, tuple[tuple[int, int, int], float]]]:
-    """Names of the campaign's tomograms and ``name -> (shape_zyx, voxel_size_a)`` for paths."""
+def campaign(
+    items: list[str], voxel_size_a: float | None = None
+) -> tuple[list[str], dict[str, tuple[tuple[int, int, int], float]]]:
+    """Names of the campaign's tomograms and ``name -> (shape_zyx, voxel_size_a)`` for paths
+    (the voxel size in Å from each header, or ``voxel_size_a`` for all when given)."""
     from milopyp.io.mrc import read_header
 
     names: list[str] = []
@@ -129,7 +146,7 @@ def campaign(items: list[str]) -> tuple[list[str], dict[str, tuple[tuple[int, in
         path = Path(item)
         if path.is_file():
             name = tomogram_name(path)
-            geometry[name] = read_header(path)
+            geometry[name] = read_header(path, voxel_size_a=voxel_size_a)
         elif os.sep in item or path.suffix.lower() in (".mrc", ".rec", ".st", ".ali", ".map"):
             raise MilopypError(
                 f"{item}: tomogram not found; give existing MRC files or plain names to "
@@ -581,6 +598,36 @@ def _negatives(args, spec, selection: Path, points, known, geometry, explicit_cl
     return negatives, counts
 
 
+def _copick_labels(args, spec: tuple[str, str, str], known: list[str], geometry):
+    """The picks of a ``copick:OBJECT:USER:SESSION`` selection (``tomogram, x, y, z, score``,
+    voxels of each campaign tomogram)."""
+    from milopyp.io import copick as cp
+
+    if not args.copick_config:
+        raise MilopypError(
+            f"selection {args.selection}: a copick selection needs --copick-config (the "
+            f"project's config.json; `copick:` in the workflow config)"
+        )
+    voxel_sizes = {}
+    for name in known:
+        if name in geometry:
+            voxel_sizes[name] = geometry[name][1]
+        elif args.voxel_size:
+            voxel_sizes[name] = float(args.voxel_size)
+        else:
+            raise MilopypError(
+                f"selection {args.selection}: no voxel size for tomogram {name} to convert "
+                f"copick's Å positions; give its MRC path to --tomograms or pass --voxel-size"
+            )
+    root = cp.open_project(args.copick_config)
+    object_name, user_id, session_id = spec
+    labels = cp.read_picks(root, object_name, user_id, session_id, voxel_sizes,
+                           f"{args.copick_config} ({args.selection})")
+    log.info("%s: %d copick picks of %s (user %s, session %s)", args.copick_config,
+             len(labels), object_name, user_id, session_id)
+    return labels
+
+
 def main(args: argparse.Namespace) -> None:
     from milopyp import selection as sel
 
@@ -607,11 +654,17 @@ def main(args: argparse.Namespace) -> None:
     if negatives_out is not None:
         remove_old_output(negatives_out)
 
-    known, geometry = campaign(list(args.tomograms))
+    known, geometry = campaign(list(args.tomograms), args.voxel_size)
     if args.label_tomograms:
         sel.check_known_tomograms(args.label_tomograms, known, "--label-tomograms", "they")
 
-    kind, content = read_selection(selection, geometry)
+    from milopyp.io.copick import parse_selection
+
+    copick_spec = parse_selection(args.selection)
+    if copick_spec is not None:
+        kind, content = "coordinates", _copick_labels(args, copick_spec, known, geometry)
+    else:
+        kind, content = read_selection(selection, geometry)
     summary: dict = {"source": str(selection), "format": None, "campaign_tomograms": known}
     spec, points, seed_ids = None, None, None
     if kind == "coordinates":

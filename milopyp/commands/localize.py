@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation memory of one inference tile, MB (512)")
     parser.add_argument("--tomogram-name", default=None, help="name in the table (file stem)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
+    parser.add_argument("--voxel-size", type=float, default=None, metavar="A",
+                        help="voxel size in Å for the heat map's header (default: the MRC "
+                             "header's)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -51,7 +54,7 @@ def main(args: argparse.Namespace) -> None:
 
     name = args.tomogram_name or Path(args.tomogram).name.split(".")[0]
     model = load_localizer(args.model)
-    volume, voxel_size_a = read_tomogram(args.tomogram, mmap=True)
+    volume, voxel_size_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     heatmap = predict_heatmap(model, volume, device=args.device, memory_mb=args.memory_mb)
     kernel = args.nms_kernel or nms_kernel_from_model(model)
     threshold = args.threshold

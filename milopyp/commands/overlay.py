@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.io.mrc import read_tomogram, voxel_size_for
     from milopyp.visualize.overlay import fibre_overlay_png, picks_overlay_png
 
-    volume, header_voxel = read_tomogram(args.tomogram, mmap=True)
+    volume, header_voxel = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     voxel_size_a = voxel_size_for(args.tomogram, header_voxel, args.voxel_size)
     picks = read_coordinates(args.picks)
     title = f"{args.title} · " if args.title else ""

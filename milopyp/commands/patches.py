@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +92,7 @@ def main(args: argparse.Namespace) -> None:
         raise MilopypError(f"--slices must be >= 1, got {args.slices}")
     tomo_path = Path(args.tomogram)
     name = tomo_path.stem
-    tomogram, header_voxel_a = read_tomogram(tomo_path)
+    tomogram, header_voxel_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)
     voxel_size_a = voxel_size_for(tomo_path, header_voxel_a, args.voxel_size)
     cand = read_coordinates(
         args.candidates, tomogram=name, voxel_size_a=voxel_size_a, shape_zyx=tomogram.shape
@@ -117,13 +116,12 @@ def main(args: argparse.Namespace) -> None:
 
     stack = angles = None
     if args.tilt_series is not None:
-        stack, angles, tilt_px = read_tilt_series(args.tilt_series, args.angles)
+        stack, angles, tilt_px = read_tilt_series(
+            args.tilt_series, args.angles, pixel_size_a=args.tilt_pixel_size
+        )
         if args.invert_tilt_series:
             stack = -stack
-        if args.tilt_pixel_size is not None:
-            tilt_px = float(args.tilt_pixel_size)
-        if math.isfinite(tilt_px) and tilt_px > 0:
-            stack = _match_pixel_size(stack, tilt_px, voxel_size_a, args.tilt_series)
+        stack = _match_pixel_size(stack, tilt_px, voxel_size_a, args.tilt_series)
     elif args.angles is not None:
         raise MilopypError("--angles given without --tilt-series; give the tilt series too")
 

@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.preprocess import DEFAULT_SIGMA_VOX, preprocess
 
     t0 = time.perf_counter()
-    tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True)
+    tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     voxel_size_a = voxel_size_for(args.tomogram, header_voxel_a, args.voxel_size)
     if args.sigma_a is not None:
         if args.sigma_a < 0:

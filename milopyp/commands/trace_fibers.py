@@ -158,8 +158,7 @@ def main(args: argparse.Namespace) -> None:
     if args.tomogram:
         from milopyp.io.mrc import read_header
 
-        shape_zyx, header_voxel = read_header(args.tomogram)
-        voxel = float(voxel) if voxel is not None else header_voxel
+        shape_zyx, voxel = read_header(args.tomogram, voxel_size_a=voxel)
     link_a = args.link_distance_a
     if link_a is None and args.link_distance is None and args.particle_diameter:
         link_a, flag = LINK_DIAMETER_FRACTION * args.particle_diameter, "--particle-diameter"

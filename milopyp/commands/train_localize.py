@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> None:
 
     from milopyp.io.atomic import atomic_path
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
-    from milopyp.io.mrc import read_tomogram, voxel_size_for
+    from milopyp.io.mrc import common_voxel_size, read_tomogram, voxel_size_for
     from milopyp.localize.calibrate import calibrate_threshold
     from milopyp.localize.train import train_localizer
 
@@ -139,7 +139,8 @@ def main(args: argparse.Namespace) -> None:
                 f"{label_path}: labels name tomogram(s) {names}, expected exactly one of "
                 f"{sorted(by_name)}; give one label table per tomogram"
             )
-        volume, voxel_size_a = read_tomogram(by_name[names[0]], mmap=True)
+        volume, voxel_size_a = read_tomogram(by_name[names[0]], mmap=True,
+                                             voxel_size_a=args.voxel_size)
         check_inside(table, volume.shape, label_path)
         tomograms.append(volume)
         names_in_order.append(names[0])
@@ -151,7 +152,7 @@ def main(args: argparse.Namespace) -> None:
         )
     negatives = (read_negatives(args.negatives, names_in_order, tomograms)
                  if args.negatives else None)
-    voxel_size_a = voxel_sizes[0]
+    voxel_size_a = common_voxel_size(dict(zip(names_in_order, voxel_sizes)), "--tomograms")
     radius_vox = args.particle_diameter / 2 / voxel_size_a
     log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels",
              len(tomograms), sum(len(xyz) for xyz in labels),

@@ -15,14 +15,23 @@ Formats, chosen by suffix:
   ``rlnCenteredCoordinateX/Y/ZAngst``. ``rlnTomoName`` <-> ``tomogram`` and
   ``rlnAutopickFigureOfMerit`` <-> ``score``.
 
-RELION-5 centred coordinates (our convention, following RELION's ``Tomogram`` centre, which
-uses integer division): for a tomogram of shape ``(nz, ny, nx)`` and voxel size ``s`` Å ::
+RELION-5 centred coordinates follow RELION 5's own definition. RELION converts them back
+to pixels in ``ParticleSet::getParticleCoordDecenteredPixel``
+(``src/jaz/tomography/particle_set.cpp``: ``out /= tiltSeriesPixelSize; out += tomo_centre``)
+with the centre set in ``TomogramSet::loadTomogram`` (``src/jaz/tomography/tomogram_set.cpp``:
+``centre = d3Vector(w0/2.0, h0/2.0, d0/2.0)``, a *float* division of the tomogram size). For a
+tomogram of shape ``(nz, ny, nx)`` and voxel size ``s`` Å, with 0-based voxel coordinates ::
 
-    x_A = (x - nx // 2) * s        x = x_A / s + nx // 2     (same for y with ny, z with nz)
+    x_A = (x - nx / 2) * s        x = x_A / s + nx / 2      (same for y with ny, z with nz)
 
-so voxel ``nx // 2`` is at 0 Å, and :func:`read_coordinates` / :func:`write_coordinates` are
-exact inverses. RELION measures the centre in unbinned tilt-series pixels; for a binned
-tomogram with an odd size the two centres can differ by up to half a voxel.
+so 0 Å is the point ``nx / 2`` in voxel coordinates: the centre of voxel 5 for ``nx = 10``,
+the boundary between voxels 5 and 6 for ``nx = 11`` (voxel centres are at integers). copick
+uses the same centre (``copick.util.relion.copick_tomogram_center``: shape / 2 * voxel
+size), so these tables agree with ``CopickPicks.df("relion")`` / ``from_df``.
+:func:`read_coordinates` / :func:`write_coordinates` are exact inverses. RELION measures the
+centre in unbinned tilt-series pixels (``rlnTomoSizeX`` x ``rlnTomoTiltSeriesPixelSize``);
+for a tomogram binned b times that equals ``nx * s / 2`` whenever ``nx = rlnTomoSizeX / b``.
+(Earlier milopyp versions used ``nx // 2``, half a voxel off for odd sizes.)
 """
 
 from __future__ import annotations
@@ -125,9 +134,14 @@ def _check_suffix(path: Path) -> str:
 
 
 def _centre_vox(shape_zyx) -> np.ndarray:
-    """RELION's tomogram centre in voxels, x,y,z order: ``(nx // 2, ny // 2, nz // 2)``."""
+    """RELION 5's tomogram centre in voxels, x,y,z order: ``(nx / 2, ny / 2, nz / 2)``.
+
+    A float division, as RELION 5's ``TomogramSet::loadTomogram`` sets ``centre =
+    (w0/2.0, h0/2.0, d0/2.0)``, used by ``ParticleSet::getParticleCoordDecenteredPixel``
+    (3dem/relion ``src/jaz/tomography/{tomogram_set,particle_set}.cpp``).
+    """
     nz, ny, nx = (int(n) for n in shape_zyx)
-    return np.array([nx // 2, ny // 2, nz // 2], dtype=np.float64)
+    return np.array([nx, ny, nz], dtype=np.float64) / 2.0
 
 
 def _require_geometry(path: Path, voxel_size_a, shape_zyx, action: str) -> None:

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import mrcfile
@@ -58,20 +58,73 @@ def _is_compressed(path: Path) -> bool:
     return start[208:212] != b"MAP " and start[:2] in _COMPRESSED_MAGIC
 
 
-def _voxel_size_from_header(header, path: Path) -> float:
-    """``cella.x / mx`` in Å; 1.0 (with a warning) when the header has none."""
+#: what to do when a file has no voxel size, by kind of file
+_VOXEL_FIX = {
+    "tomogram": "set `voxel_size:` (Å) in the config or pass --voxel-size",
+    "tilt series": "set `tiltseries_pixel_size:` (Å) in the config or pass --tilt-pixel-size",
+}
+
+#: paths already warned about (a header is read by several commands and rules)
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, what: str, message: str, *args) -> None:
+    key = (str(path), what)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message, *args)
+
+
+def _voxel_size_from_header(
+    header, path: Path, kind: str = "tomogram", override_a: float | None = None
+) -> float:
+    """The voxel size in Å: ``override_a`` when given, else the header's ``cella.x / mx``.
+
+    A header without one (0, negative, NaN) is an error naming the fix: nothing downstream may
+    run on an assumed scale. Exactly 1 Å, what IMOD writes when no pixel size was given, is
+    kept with a warning.
+    """
+    if override_a is not None:
+        size = float(override_a)
+        if not (math.isfinite(size) and size > 0):
+            raise MilopypError(f"{path}: voxel size must be > 0 Å, got {size}; {_VOXEL_FIX[kind]}")
+        return size
     mx = int(header.mx)
     cella_x = float(header.cella.x)
     size = cella_x / mx if mx > 0 else 0.0
     if not math.isfinite(size) or size <= 0:
-        log.warning(
-            "no voxel size in header of %s (cella.x=%s, mx=%s); assuming 1 Å, pass --voxel-size",
-            path,
-            cella_x,
-            mx,
+        raise MilopypError(
+            f"{path}: the MRC header has no voxel size (cella.x={cella_x:g}, mx={mx}); "
+            f"{_VOXEL_FIX[kind]}"
         )
-        return 1.0
+    if size == 1.0:
+        _warn_once(
+            path, "1A", "%s: header voxel size is exactly 1 Å, what IMOD writes when none was "
+            "given; if that is not the real size, %s", path, _VOXEL_FIX[kind],
+        )
     return size
+
+
+def _header_voxel_or_error(header, path: Path, kind: str, override_a: float | None):
+    """:func:`_voxel_size_from_header`, or its error returned (raised after the shape check)."""
+    try:
+        return _voxel_size_from_header(header, path, kind, override_a)
+    except MilopypError as err:
+        return err
+
+
+def check_axes(shape_zyx: tuple[int, int, int], path) -> str | None:
+    """A one-line warning when a tomogram's z is larger than its x or y (likely swapped axes),
+    else None. ``shape_zyx``: ``(nz, ny, nx)``."""
+    nz, ny, nx = (int(n) for n in shape_zyx)
+    if nz <= min(nx, ny):
+        return None
+    other = "y" if ny < nz else "x"
+    return (
+        f"{path}: z ({nz}) is larger than {other} ({ny if other == 'y' else nx}) in this "
+        f"[z, y, x] volume of shape {(nz, ny, nx)}: the axes are probably swapped (e.g. an "
+        f"IMOD `tilt` output before `trimvol -rx`); rotate it so that z is the thin axis"
+    )
 
 
 def _not_mrc(path: Path, err: Exception) -> MilopypError:
@@ -94,6 +147,10 @@ def _check_shape(shape: tuple[int, ...], path: Path, kind: str) -> tuple[int, in
         raise MilopypError(f"{path}: expected {expected}, got shape {shape}; {fix}")
     if min(shape) < 1:
         raise MilopypError(f"{path}: expected {expected}, got empty shape {shape}; {fix}")
+    if kind == "tomogram":
+        message = check_axes(shape, path)
+        if message:
+            _warn_once(path, "axes", "%s", message)
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
@@ -106,9 +163,11 @@ def _count_nonfinite(data: np.ndarray) -> int:
 
 
 def _open_stack(
-    path: str | os.PathLike, kind: str, *, mmap: bool, check_finite: bool
+    path: str | os.PathLike, kind: str, *, mmap: bool, check_finite: bool,
+    voxel_size_a: float | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Read a 3-D MRC file as float32 [n, y, x] plus its voxel size (Å)."""
+    """Read a 3-D MRC file as float32 [n, y, x] plus its voxel size (Å; ``voxel_size_a``
+    when given, else the header's)."""
     path = Path(path)
     hint = "check the `tomograms:` pattern" if kind == "tomogram" else "check the tilt-series path"
     _require_file(path, kind, hint)
@@ -121,8 +180,11 @@ def _open_stack(
             # e.g. "file is larger than expected": harmless, so logged rather than raised
             warnings.simplefilter("always", RuntimeWarning)
             with opener(path, mode="r", permissive=False) as mrc:
-                voxel_size_a = _voxel_size_from_header(mrc.header, path)
+                voxel_size_a = _header_voxel_or_error(mrc.header, path, kind, voxel_size_a)
                 data = mrc.data
+                unsigned = _imod_unsigned_bytes(mrc.header)
+    except MilopypError:
+        raise
     except (ValueError, OSError, EOFError) as err:
         raise _not_mrc(path, err) from err
     for w in caught:
@@ -130,11 +192,16 @@ def _open_stack(
     if data is None:
         raise _not_mrc(path, ValueError("no data block"))
     _check_shape(tuple(data.shape), path, kind)
+    if isinstance(voxel_size_a, MilopypError):  # a shape error, if any, comes first
+        raise voxel_size_a
     if np.iscomplexobj(data):
         raise MilopypError(
             f"{path}: expected real-valued voxels, got complex MRC mode ({data.dtype}); "
             f"give a real-space {kind}"
         )
+    if unsigned and data.dtype == np.dtype(np.int8):
+        log.info("%s: IMOD header marks mode-0 bytes as unsigned; reading them as uint8", path)
+        data = data.view(np.uint8)
 
     if data.dtype == np.dtype(np.float32):  # native-endian float32: no copy
         if not mmap:
@@ -158,6 +225,24 @@ def _open_stack(
                 f"or replace them (e.g. numpy.nan_to_num) and write the file again"
             )
     return data, voxel_size_a
+
+
+_IMOD_STAMP = 1146047817  # IMOD's header stamp (bytes 152-155), flags at 156-159
+
+
+def _imod_unsigned_bytes(header) -> bool:
+    """True when an IMOD header says mode-0 bytes are unsigned (stamp set, flag bit 0 clear).
+
+    MRC2014 defines mode 0 as signed int8 (mrcfile reads it so); IMOD marks signed bytes with
+    bit 0 of its flags and wrote unsigned bytes without it.
+    """
+    if int(header.mode) != 0:
+        return False
+    extra = header.extra2.tobytes()  # header bytes 112-195
+    order = ">" if header.dtype["mode"].byteorder == ">" else "<"
+    stamp = int(np.frombuffer(extra[40:44], order + "i4")[0])
+    flags = int(np.frombuffer(extra[44:48], order + "i4")[0])
+    return stamp == _IMOD_STAMP and not flags & 1
 
 
 def _write_stack(path: str | os.PathLike, data, voxel_size_a: float, kind: str) -> None:
@@ -211,30 +296,74 @@ def _write_stack(path: str | os.PathLike, data, voxel_size_a: float, kind: str) 
 # --------------------------------------------------------------------------- public API
 
 
-def read_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], float]:
-    """Shape ``(nz, ny, nx)`` and voxel size (Å) of an MRC volume, reading only its header."""
+def read_header(
+    path: str | os.PathLike, *, voxel_size_a: float | None = None
+) -> tuple[tuple[int, int, int], float]:
+    """Shape ``(nz, ny, nx)`` and voxel size (Å) of an MRC volume, reading only its header.
+
+    ``voxel_size_a`` (Å), when given, is returned instead of the header's; without it a
+    header without a voxel size raises.
+    """
     path = Path(path)
     _require_file(path, "tomogram", "check the `tomograms:` pattern")
     try:
         with mrcfile.open(path, mode="r", permissive=False, header_only=True) as mrc:
             shape = tuple(int(v) for v in data_shape_from_header(mrc.header))
-            voxel_size_a = _voxel_size_from_header(mrc.header, path)
+            voxel_size_a = _header_voxel_or_error(mrc.header, path, "tomogram", voxel_size_a)
+    except MilopypError:
+        raise
     except (ValueError, OSError, EOFError) as err:
         raise _not_mrc(path, err) from err
-    return _check_shape(shape, path, "tomogram"), voxel_size_a
+    shape_zyx = _check_shape(shape, path, "tomogram")
+    if isinstance(voxel_size_a, MilopypError):
+        raise voxel_size_a
+    return shape_zyx, voxel_size_a
+
+
+def common_voxel_size(voxel_sizes_a: Mapping[str, float], source: str,
+                      rtol: float = 0.01) -> float:
+    """The one voxel size (Å) of a campaign's tomograms (``name -> voxel size in Å``).
+
+    Tomograms at different voxel sizes (more than ``rtol`` apart) would be trained and picked
+    at one scale, so they raise, listing every size on one line; milopyp does not rescale
+    (bin or resample them to one voxel size first, or set `voxel_size:` if the headers are
+    wrong).
+    """
+    if not voxel_sizes_a:
+        raise MilopypError(f"{source}: no tomograms")
+    values = np.array([float(v) for v in voxel_sizes_a.values()])
+    if values.max() - values.min() <= rtol * values.min():
+        return float(values[0])
+    groups: dict[float, list[str]] = {}
+    for name, size in voxel_sizes_a.items():
+        groups.setdefault(round(float(size), 3), []).append(str(name))
+    listing = "; ".join(
+        f"{size:g} Å: {', '.join(names[:4])}{f' (+{len(names) - 4})' if len(names) > 4 else ''}"
+        for size, names in sorted(groups.items())
+    )
+    raise MilopypError(
+        f"{source}: tomograms at different voxel sizes ({listing}); milopyp trains and picks at "
+        f"one scale: resample them to one voxel size (e.g. IMOD `binvol`/`squeezevol`) or run "
+        f"one campaign per voxel size (or set `voxel_size:` if the headers are wrong)"
+    )
 
 
 def read_tomogram(
-    path: str | os.PathLike, *, mmap: bool = False, check_finite: bool = True
+    path: str | os.PathLike, *, mmap: bool = False, check_finite: bool = True,
+    voxel_size_a: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """Read a tomogram as float32 ``[z, y, x]`` and its voxel size in Å.
 
-    With ``mmap=True`` a float32 file is returned as a read-only ``np.memmap`` (nothing is
-    loaded); a file in another mode (int8, int16, float16, ...) is loaded and converted,
-    which needs ``4 * nz * ny * nx`` bytes of memory. ``check_finite`` scans the voxels in
-    z-slabs and raises on NaN/Inf. A header without a voxel size gives 1.0 and a warning.
+    MRC modes 0, 1, 2, 6 and 12 (int8, int16, float32, uint16, float16; IMOD's unsigned
+    bytes too) are read as float32. With ``mmap=True`` a float32 file is returned as a
+    read-only ``np.memmap`` (nothing is loaded); a file in another mode is loaded and
+    converted, which needs ``4 * nz * ny * nx`` bytes of memory. ``check_finite`` scans the
+    voxels in z-slabs and raises on NaN/Inf. ``voxel_size_a`` (Å) replaces the header's; a
+    header without a voxel size and no ``voxel_size_a`` raise. A z larger than x or y is
+    logged as a warning (likely swapped axes).
     """
-    return _open_stack(path, "tomogram", mmap=mmap, check_finite=check_finite)
+    return _open_stack(path, "tomogram", mmap=mmap, check_finite=check_finite,
+                       voxel_size_a=voxel_size_a)
 
 
 def voxel_size_for(path: str | os.PathLike, header_voxel_a: float,
@@ -316,17 +445,20 @@ def read_tilt_series(
     *,
     mmap: bool = False,
     check_finite: bool = True,
+    pixel_size_a: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Read a tilt series: float32 ``[n_tilts, y, x]``, angles (deg, ``(n,)``), voxel size Å.
+    """Read a tilt series: float32 ``[n_tilts, y, x]``, angles (deg, ``(n,)``), pixel size Å.
 
     Angles come from ``angles_path`` or else ``<stem>.tlt`` then ``<stem>.rawtlt`` beside
-    ``path``; their count must equal the number of images.
+    ``path``; their count must equal the number of images. ``pixel_size_a`` (Å) replaces the
+    header's; a header without a pixel size and no ``pixel_size_a`` raise.
     """
     path = Path(path)
     _require_file(path, "tilt series", "check the tilt-series path")
     angle_file = Path(angles_path) if angles_path is not None else angles_path_for(path)
     angles = read_angles(angle_file)
-    stack, voxel_size_a = _open_stack(path, "tilt series", mmap=mmap, check_finite=check_finite)
+    stack, voxel_size_a = _open_stack(path, "tilt series", mmap=mmap, check_finite=check_finite,
+                                      voxel_size_a=pixel_size_a)
     if stack.shape[0] != angles.size:
         raise MilopypError(
             f"{path} has {stack.shape[0]} tilt images but {angle_file} has {angles.size} "
