@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "make a synthetic dataset with ground truth (tomograms, tilt series, truth)"),
     "preprocess": ("preprocess", "denoise and histogram-equalise a tomogram"),
     "candidates": ("candidates", "find candidate particle positions (DoG pyramid + greedy NMS)"),
+    "check-geometry": ("check_geometry", "check the tilt-series geometry (projection sign, binning, x/y offset) against the tomogram"),
     "patches": ("patches", "cut 2D inputs (tilt-series patch average, central slices) per candidate"),
     "train-explore": ("train_explore", "train the SimSiam exploration network"),
     "embed": ("embed", "embed every candidate of a tomogram with a trained exploration network"),

@@ -3,10 +3,13 @@
 Geometry (eq. 1, tilt axis parallel to y): a tomogram point ``(x, y, z)`` (voxels, 0-based)
 appears in the tilt image at angle θ at
 
-    x_θ = (x - cx) cos θ + (z - cz) sin θ + px,        y_θ = y - cy + py,
+    x_θ = (x - cx) cos θ + sign · (z - cz) sin θ + px + ox,        y_θ = y - cy + py + oy,
 
-with tomogram centre ``(cx, cy, cz) = ((nx-1)/2, (ny-1)/2, (nz-1)/2)`` and image centre
-``(px, py) = ((tx-1)/2, (ty-1)/2)``. Tilt images must have the tomogram's pixel size.
+with tomogram centre ``(cx, cy, cz) = ((nx-1)/2, (ny-1)/2, (nz-1)/2)``, image centre
+``(px, py) = ((tx-1)/2, (ty-1)/2)``, ``sign`` = +1 (a tomogram mirrored in z, or angles of
+the opposite sign: -1) and a constant offset ``(ox, oy)`` (pixels); :mod:`milopyp.geometry`
+detects sign, offset and binning from the data. Tilt images must have the tomogram's pixel
+size.
 
 Patches are ``(N, size, size)`` arrays indexed ``[y, x]``; the candidate sits at pixel
 ``[size // 2, size // 2]``. Tilt patches are sampled bilinearly at the sub-pixel position
@@ -56,21 +59,27 @@ def normalize_patches(patches: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return ((p - mean) / np.where(std > eps, std, 1.0)).astype(np.float32)
 
 
-def project_xyz(xyz, angles_deg, shape_zyx, tilt_shape_yx) -> np.ndarray:
+def project_xyz(
+    xyz, angles_deg, shape_zyx, tilt_shape_yx, *, sign: int = 1, offset_xy=(0.0, 0.0)
+) -> np.ndarray:
     """Positions ``(x_θ, y_θ)`` of tomogram points in each tilt image (eq. 1).
 
     xyz: ``(N, 3)`` x, y, z voxels of a tomogram of shape ``shape_zyx``; angles_deg: ``(n,)``;
-    tilt_shape_yx: ``(ty, tx)``. Returns float64 ``(n, N, 2)`` with ``[..., 0] = x_θ`` and
-    ``[..., 1] = y_θ`` in pixels of the tilt image.
+    tilt_shape_yx: ``(ty, tx)``; sign: ±1, the sign of the ``(z - cz) sin θ`` term;
+    offset_xy: ``(ox, oy)`` pixels added to every position. Returns float64 ``(n, N, 2)`` with
+    ``[..., 0] = x_θ`` and ``[..., 1] = y_θ`` in pixels of the tilt image.
     """
+    if sign not in (1, -1):
+        raise MilopypError(f"projection sign must be +1 or -1, got {sign!r}")
     pts = _as_xyz(xyz)
     nz, ny, nx = (int(v) for v in shape_zyx)
     ty, tx = (int(v) for v in tilt_shape_yx)
     theta = np.deg2rad(np.atleast_1d(np.asarray(angles_deg, dtype=np.float64)))[:, None]
     cx, cy, cz = (nx - 1) / 2, (ny - 1) / 2, (nz - 1) / 2
     px, py = (tx - 1) / 2, (ty - 1) / 2
-    x_t = (pts[:, 0] - cx) * np.cos(theta) + (pts[:, 2] - cz) * np.sin(theta) + px
-    y_t = np.broadcast_to(pts[:, 1] - cy + py, x_t.shape)
+    ox, oy = (float(v) for v in offset_xy)
+    x_t = (pts[:, 0] - cx) * np.cos(theta) + sign * (pts[:, 2] - cz) * np.sin(theta) + px + ox
+    y_t = np.broadcast_to(pts[:, 1] - cy + py + oy, x_t.shape)
     return np.stack([x_t, y_t], axis=-1)
 
 
@@ -117,12 +126,15 @@ def tilt_patches(
     size: int = 64,
     max_angle_deg: float = 15.0,
     normalize: bool = True,
+    sign: int = 1,
+    offset_xy=(0.0, 0.0),
 ) -> np.ndarray:
     """Mean of the tilt-image patches at ``(x_θ, y_θ)`` over tilts with ``|θ| <= max_angle_deg``.
 
     tilt_series: ``[n, ty, tx]`` (same pixel size as the tomogram); angles_deg: ``(n,)``;
-    xyz: ``(N, 3)`` x, y, z voxels of a tomogram of shape ``shape_zyx``. Returns float32
-    ``(N, size, size)`` indexed ``[y, x]`` (bilinear sampling; normalised if ``normalize``).
+    xyz: ``(N, 3)`` x, y, z voxels of a tomogram of shape ``shape_zyx``; sign, offset_xy: the
+    geometry of :func:`project_xyz`. Returns float32 ``(N, size, size)`` indexed ``[y, x]``
+    (bilinear sampling; normalised if ``normalize``).
     """
     size = _check_size(size)
     ts = np.asarray(tilt_series)
@@ -140,7 +152,7 @@ def tilt_patches(
             f"no tilt image within ±{max_angle_deg:g}° (angles {angles.min():g}.."
             f"{angles.max():g}); raise max_angle_deg"
         )
-    pos = project_xyz(pts, angles[use], shape_zyx, ts.shape[1:])
+    pos = project_xyz(pts, angles[use], shape_zyx, ts.shape[1:], sign=sign, offset_xy=offset_xy)
     acc = np.zeros((len(pts), size, size), dtype=np.float32)
     for k, i in enumerate(use):
         acc += _bilinear_patches(np.asarray(ts[i], dtype=np.float32), pos[k], size)
@@ -213,16 +225,19 @@ def make_patches(
     tilt_series: np.ndarray | None = None,
     angles_deg=None,
     max_angle_deg: float = 15.0,
+    sign: int = 1,
+    offset_xy=(0.0, 0.0),
 ) -> tuple[np.ndarray, list[str]]:
     """Stack the inputs of each candidate: ``(N, C, size, size)`` float32 and channel names.
 
     Channels are ``["tilt", "slice"]`` (P_t, P_s) with a tilt series, else ``["slice"]``.
-    Every channel is normalised per patch.
+    Every channel is normalised per patch. ``sign``, ``offset_xy``: see :func:`project_xyz`.
     """
     slices = slice_patches(tomogram, xyz, size=size, n_slices=n_slices)
     if tilt_series is None:
         return slices[:, None], ["slice"]
     tilts = tilt_patches(
-        tilt_series, angles_deg, xyz, np.shape(tomogram), size=size, max_angle_deg=max_angle_deg
+        tilt_series, angles_deg, xyz, np.shape(tomogram), size=size, max_angle_deg=max_angle_deg,
+        sign=sign, offset_xy=offset_xy,
     )
     return np.stack([tilts, slices], axis=1), ["tilt", "slice"]

@@ -109,13 +109,18 @@ def collect_provenance(
     packages: Iterable[tuple[str, ...]] = PACKAGES,
     now: _dt.datetime | None = None,
     extra: Mapping[str, Any] | None = None,
+    geometry: Mapping[str, Any] | None = None,
+    explore: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready record of how a results folder was made.
 
     Keys: ``schema_version``, ``created`` (ISO 8601, UTC), ``seed`` (config["seed"] or None),
     ``config`` (as given), ``packages`` (distribution -> version or None), ``git`` (see
     ``git_state``; None outside a checkout), ``host`` (hostname, platform, python, user),
-    ``environment`` (scheduler job id, partition, visible GPUs, when set) and ``extra``.
+    ``environment`` (scheduler job id, partition, visible GPUs, when set), ``extra``, and what
+    the jobs decided rather than the config: ``geometry`` (tomogram -> tilt-series geometry
+    used, from ``milopyp check-geometry``) and ``explore`` (the exploration settings used and
+    where each came from, e.g. the CPU defaults); these two are None when not given.
     """
     now = now or _dt.datetime.now(_dt.timezone.utc)
     environment = {key: os.environ[key] for key in ENVIRONMENT_KEYS if key in os.environ}
@@ -135,6 +140,8 @@ def collect_provenance(
         },
         "environment": environment,
         "extra": dict(extra or {}),
+        "geometry": None if geometry is None else dict(geometry),
+        "explore": None if explore is None else dict(explore),
     }
 
 

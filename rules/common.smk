@@ -243,7 +243,8 @@ def target_outputs(name):
 def all_outputs():
     names = sorted(TOMOGRAMS)
     outputs = expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=names)
-    outputs += exploration_outputs()
+    if exploration_needed():
+        outputs += exploration_outputs()
     outputs.append(f"{RESULTS}/provenance.json")
     if config["truth"]:
         outputs.append(f"{RESULTS}/evaluation/candidates.csv")
@@ -254,6 +255,41 @@ def all_outputs():
 
 def is_copick_selection(selection):
     return str(selection).startswith("copick:")
+
+
+def is_coordinate_selection(selection):
+    """A selection used directly as labels (a coordinate table, by its suffix, or copick
+    picks): it needs no clusters, so no exploration."""
+    from milopyp.io.coords import SUFFIXES
+
+    return is_copick_selection(selection) or Path(str(selection)).suffix.lower() in SUFFIXES
+
+
+def exploration_needed():
+    """False only when every target has a coordinate-table selection: then SimSiam, the
+    embeddings, clustering and the explorer are not run (ask for results/explore/explorer.html
+    to get them anyway)."""
+    return not TARGETS or not all(
+        target["selection"] and is_coordinate_selection(target["selection"])
+        for target in TARGETS.values()
+    )
+
+
+def selection_exploration_inputs(wildcards):
+    """points.csv and the embeddings for a selection by clusters or seeds; none for a
+    coordinate table (used directly as labels)."""
+    if is_coordinate_selection(TARGETS[wildcards.target]["selection"]):
+        return {"points": [], "embeddings": []}
+    return {
+        "points": f"{RESULTS}/explore/points.csv",
+        "embeddings": expand(f"{RESULTS}/embeddings/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
+    }
+
+
+def selection_exploration_option(wildcards, input):
+    if not input.points:
+        return ""
+    return f"--points {input.points} --embeddings {' '.join(input.embeddings)}"
 
 
 def target_selection(wildcards):
@@ -428,8 +464,8 @@ def report_inputs(wildcards):
     inputs = {
         "picks": target_picks(wildcards),
         "candidates": expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
-        "figures": [f"{folder}/overlay.png", f"{RESULTS}/explore/grid.png",
-                    f"{RESULTS}/explore/gallery.png"],
+        "figures": [f"{folder}/overlay.png"] + ([f"{RESULTS}/explore/grid.png",
+                    f"{RESULTS}/explore/gallery.png"] if exploration_needed() else []),
     }
     if config["truth"]:
         inputs["metrics"] = f"{folder}/evaluation/picks.csv"
@@ -496,7 +532,62 @@ def tiltseries_option(wildcards, input):
     option = f"--tilt-series {input.tiltseries[0]}"
     if config["tiltseries_pixel_size"]:
         option += f" --tilt-pixel-size {config['tiltseries_pixel_size']}"
+    if input.geometry:
+        option += f" --geometry {input.geometry[0]}"
     return option
+
+
+def geometry_path(name):
+    """The tilt-series geometry record of tomogram ``name`` (milopyp check-geometry)."""
+    return f"{RESULTS}/geometry/{name}.json"
+
+
+def geometry_input(wildcards):
+    return [geometry_path(wildcards.tomogram)] if config["tiltseries"] else []
+
+
+def check_geometry_options(wildcards):
+    """Pinned parts of the geometry (config tiltseries_geometry), pixel sizes, the margin."""
+    settings = config["tiltseries_geometry"]
+    options = [f"--name {wildcards.tomogram}", f"--min-margin {settings['min_margin']}",
+               voxel_size_option()]
+    if config["tiltseries_pixel_size"]:
+        options.append(f"--tilt-pixel-size {config['tiltseries_pixel_size']}")
+    if settings["sign"] != "auto":
+        options.append(f"--sign {settings['sign']}")
+    if settings["bin"] != "auto":
+        options.append(f"--bin {settings['bin']}")
+    if settings["offset"] != "auto":
+        options.append("--offset {} {}".format(*settings["offset"]))
+    return " ".join(option for option in options if option)
+
+
+def provenance_records(wildcards):
+    """What the jobs decided from the data or the machine, for provenance.json: each
+    tomogram's tilt-series geometry and the exploration settings (device defaults)."""
+    records = {"geometry": [], "explore": []}
+    if exploration_needed():
+        records["explore"] = [f"{RESULTS}/explore/settings.json"]
+        if config["tiltseries"]:
+            records["geometry"] = [geometry_path(name) for name in sorted(TOMOGRAMS)]
+    return records
+
+
+def provenance_records_option(wildcards, input):
+    options = []
+    if input.geometry:
+        options.append("--geometry " + " ".join(input.geometry))
+    if input.explore:
+        options.append(f"--explore-settings {input.explore[0]}")
+    return " ".join(options)
+
+
+def explore_device_options():
+    """The exploration settings the config sets; unset (null) ones are chosen by
+    `milopyp train-explore` from the device it finds (GPU: the paper's, CPU: practical)."""
+    settings = config["explore"]
+    return " ".join(f"--{key} {settings[key]}" for key in ("epochs", "lr", "width")
+                    if settings[key] is not None)
 
 
 def evaluation_radius_option():

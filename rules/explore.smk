@@ -5,16 +5,15 @@ rule train_explore:
     input:
         expand(f"{RESULTS}/patches/{{tomogram}}.npz", tomogram=train_explore_tomograms()),
     output:
-        f"{RESULTS}/explore/model.pt",
+        model=f"{RESULTS}/explore/model.pt",
+        settings=f"{RESULTS}/explore/settings.json",
     log:
         f"{RESULTS}/logs/train_explore.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_explore.tsv"
     params:
-        epochs=config["explore"]["epochs"],
+        device_dependent=explore_device_options(),
         batch_size=config["explore"]["batch_size"],
-        lr=config["explore"]["lr"],
-        width=config["explore"]["width"],
         cap=explore_patch_cap_option(),
         seed=config["seed"],
         device=config["device"],
@@ -26,9 +25,10 @@ rule train_explore:
     conda:
         CONDA_ENV
     shell:
-        "milopyp train-explore --patches {input} -o {output} --epochs {params.epochs}"
-        " --batch-size {params.batch_size} --lr {params.lr} --width {params.width} {params.cap}"
-        " --seed {params.seed} --device {params.device} 2> {log}"
+        "milopyp train-explore --patches {input} -o {output.model}"
+        " --settings-output {output.settings} {params.device_dependent}"
+        " --batch-size {params.batch_size} {params.cap} --seed {params.seed}"
+        " --device {params.device} 2> {log}"
 
 
 rule embed:

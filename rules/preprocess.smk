@@ -1,5 +1,6 @@
 # Per tomogram: denoise + equalise, then DoG candidates, then 2D patches. A copick campaign
-# first copies each run's tomogram to MRC (copick_tomogram).
+# first copies each run's tomogram to MRC (copick_tomogram). With tilt series, the geometry
+# of each against its tomogram is checked first (check_geometry) and used by `patches`.
 
 
 if config["copick"]:
@@ -78,11 +79,35 @@ rule candidates:
         " --threads {threads} 2> {log}"
 
 
+if config["tiltseries"]:
+
+    rule check_geometry:
+        input:
+            tomogram=tomogram_path,
+            tiltseries=tiltseries_input,
+        output:
+            f"{RESULTS}/geometry/{{tomogram}}.json",
+        log:
+            f"{RESULTS}/logs/check_geometry/{{tomogram}}.log",
+        params:
+            options=check_geometry_options,
+        threads: 1
+        resources:
+            mem_mb=tomogram_mem_mb(volumes=3),
+            runtime=tomogram_runtime(minutes_per_gib=2),
+        conda:
+            CONDA_ENV
+        shell:
+            "milopyp check-geometry --tomogram {input.tomogram} --tilt-series {input.tiltseries}"
+            " {params.options} -o {output} 2> {log}"
+
+
 rule patches:
     input:
         tomogram=f"{RESULTS}/preprocessed/{{tomogram}}.mrc",
         candidates=f"{RESULTS}/candidates/{{tomogram}}.csv",
         tiltseries=tiltseries_input,
+        geometry=geometry_input,
     output:
         f"{RESULTS}/patches/{{tomogram}}.npz",
     log:

@@ -1,7 +1,11 @@
-# How this results folder was made: config, seed, package versions, git commit, host, time.
+# How this results folder was made: config, seed, package versions, git commit, host, time,
+# and what the jobs decided from the data (tilt-series geometry) or the machine (exploration
+# settings without a GPU).
 
 
 rule provenance:
+    input:
+        unpack(provenance_records),
     output:
         f"{RESULTS}/provenance.json",
     log:
@@ -11,6 +15,7 @@ rule provenance:
     params:
         config=provenance_config_json,
         repo=workflow.basedir,
+        records=provenance_records_option,
     localrule: True
     threads: 1
     resources:
@@ -19,5 +24,5 @@ rule provenance:
     conda:
         CONDA_ENV
     shell:
-        "milopyp provenance --config-json {params.config:q} --repo {params.repo:q} -o {output}"
-        " 2> {log}"
+        "milopyp provenance --config-json {params.config:q} --repo {params.repo:q}"
+        " {params.records} -o {output} 2> {log}"

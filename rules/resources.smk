@@ -5,6 +5,8 @@
 import functools
 import os
 
+from milopyp.explore.defaults import EXPLORE_DEFAULTS
+
 
 @functools.lru_cache(maxsize=None)
 def tomogram_mib(name):
@@ -73,7 +75,9 @@ def train_explore_runtime(wildcards, input, attempt):
     per_epoch = max(0.1, files_mib(input) / 300)  # ~300 MiB of patches per minute on a GPU
     if config["device"] == "cpu":
         per_epoch *= 10
-    return int((30 + config["explore"]["epochs"] * per_epoch) * attempt)
+    epochs = config["explore"]["epochs"] or EXPLORE_DEFAULTS[
+        "cpu" if config["device"] == "cpu" else "cuda"]["epochs"]
+    return int((30 + epochs * per_epoch) * attempt)
 
 
 def cluster_mem_mb(wildcards, input, attempt):

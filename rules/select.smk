@@ -3,14 +3,14 @@
 # not the target): targets/{target}/negatives/{tomogram}.csv for every tomogram (possibly
 # empty). Which tomograms have labels is known only after this job, so the training rule
 # asks the checkpoint for its inputs. The embeddings rank the members of seed-chosen
-# clusters by their distance to the seeds.
+# clusters by their distance to the seeds; a coordinate-table selection (used directly as
+# labels) needs neither them nor points.csv.
 
 
 checkpoint import_selection:
     input:
+        unpack(selection_exploration_inputs),
         selection=target_selection,
-        points=f"{RESULTS}/explore/points.csv",
-        embeddings=expand(f"{RESULTS}/embeddings/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
         # the tomograms themselves: their shape and voxel size convert RELION-5 Å selections
         tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
     output:
@@ -23,6 +23,7 @@ checkpoint import_selection:
     params:
         selection=target_selection_option,
         options=selection_options,
+        exploration=selection_exploration_option,
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -30,6 +31,6 @@ checkpoint import_selection:
     conda:
         CONDA_ENV
     shell:
-        "milopyp import-selection {params.selection} --points {input.points}"
-        " --embeddings {input.embeddings} --tomograms {input.tomograms} -o {output.labels}"
+        "milopyp import-selection {params.selection} {params.exploration}"
+        " --tomograms {input.tomograms} -o {output.labels}"
         " --negatives-output {output.negatives} {params.options} 2> {log}"

@@ -17,6 +17,10 @@ def test_defaults_fill_every_section():
     assert config["candidates"]["threshold_std"] == 3.0
     assert config["explore"]["umap_neighbors"] == 40
     assert config["particle_diameter"] == 250
+    assert config["tiltseries_geometry"] == {"sign": "auto", "bin": "auto", "offset": "auto",
+                                             "min_margin": 0.05}
+    # chosen by device when train-explore runs (milopyp.explore.defaults)
+    assert [config["explore"][k] for k in ("epochs", "width", "lr")] == [None, None, None]
 
 
 def test_user_values_win_over_defaults():
@@ -40,6 +44,13 @@ def test_user_values_win_over_defaults():
         ({"tomograms": "a", "targets": {"mt": {"fibres": {}}}},
          "unknown config key `targets.mt.fibres`; did you mean `fibers`"),
         ({"tomograms": "a", "targets": {"m t": {}}}, "bad value for `targets`"),
+        ({"tomograms": "a", "tiltseries_geometry": {"bin": 0}},
+         "bad value for `tiltseries_geometry.bin`"),
+        ({"tomograms": "a", "tiltseries_geometry": {"offset": [1]}},
+         "bad value for `tiltseries_geometry.offset`"),
+        ({"tomograms": "a", "tiltseries_geometry": {"mirror": True}},
+         "unknown config key `tiltseries_geometry.mirror`"),
+        ({"tomograms": "a", "explore": {"width": 48}}, "bad value for `explore.width`"),
     ],
 )
 def test_bad_config_gives_one_line_error(config, fragment):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -440,6 +441,39 @@ def test_cli_train_and_embed(tmp_path, restore_determinism, one_thread):
         np.testing.assert_array_equal(f["score"], src["score"])
         assert str(f["tomogram"]) == "b"
         assert np.isfinite(f["embeddings"]).all()
+
+
+def test_explore_settings_by_device_and_explicit_values_win():
+    from milopyp.explore.defaults import explore_settings
+
+    cpu, source = explore_settings("cpu", epochs=None, width=None, lr=None)
+    assert cpu == {"epochs": 15, "width": 16, "lr": 0.2}
+    assert set(source.values()) == {"cpu default"}
+    gpu, _ = explore_settings("cuda", epochs=None, width=None, lr=None)
+    assert gpu == {"epochs": 300, "width": 64, "lr": 0.02}  # the paper's
+    mixed, source = explore_settings("cpu", epochs=300, width=64, lr=None)
+    assert mixed == {"epochs": 300, "width": 64, "lr": 0.2}
+    assert source == {"epochs": "set", "width": "set", "lr": "cpu default"}
+
+
+def test_cli_train_without_gpu_takes_cpu_defaults_and_records_them(
+    tmp_path, restore_determinism, one_thread, caplog
+):
+    from milopyp.cli import main
+
+    _write_patch_file(tmp_path / "a.npz", 20, 2, seed=1, tomogram="a")
+    model_path, settings_path = tmp_path / "model.pt", tmp_path / "settings.json"
+    with caplog.at_level("WARNING"):
+        assert main(["train-explore", "--patches", str(tmp_path / "a.npz"), "-o", str(model_path),
+                     "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                     "--settings-output", str(settings_path)]) == 0
+    settings = json.loads(settings_path.read_text())
+    assert (settings["epochs"], settings["width"], settings["lr"]) == (1, 16, 0.2)
+    assert settings["source"] == {"epochs": "set", "width": "cpu default", "lr": "cpu default"}
+    assert settings["device"] == "cpu"
+    state = torch.load(model_path, weights_only=True)
+    assert state["width"] == 16 and state["hparams"]["lr_base"] == 0.2
+    assert "exploration defaults for a CPU, width 16, lr 0.2" in caplog.text
 
 
 def test_cli_errors(tmp_path, restore_determinism):

@@ -89,7 +89,30 @@ def test_command_reads_and_completes_a_configfile(tmp_path):
     assert cli_main(["provenance", "--configfile", str(configfile), "-o", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["seed"] == 4
-    assert record["config"]["explore"]["epochs"] == 300  # defaults filled in
+    assert record["config"]["explore"]["batch_size"] == 256  # defaults filled in
+    assert record["config"]["explore"]["epochs"] is None  # chosen by device when training
+    assert record["geometry"] is None and record["explore"] is None
+
+
+def test_command_records_the_geometry_and_the_exploration_settings(tmp_path):
+    from milopyp.io.geometry import write_geometry
+
+    write_geometry(tmp_path / "t01.json", {
+        "tomogram": "t01", "sign": -1, "bin": 2, "offset_x_vox": 1.5, "offset_y_vox": 0.0,
+        "contrast": "same", "verdict": "detected", "margin": 0.4, "scores": {"+1": 0.2, "-1": 0.6},
+        "warnings": [], "per_angle": [{"angle_deg": 54.0}],
+    })
+    (tmp_path / "settings.json").write_text(json.dumps(
+        {"device": "cpu", "epochs": 15, "width": 16, "lr": 0.2,
+         "source": {"epochs": "cpu default", "width": "set", "lr": "cpu default"}}))
+    out = tmp_path / "provenance.json"
+    assert cli_main(["provenance", "--config-json", '{"seed": 1}', "--geometry",
+                     str(tmp_path / "t01.json"), "--explore-settings",
+                     str(tmp_path / "settings.json"), "-o", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["geometry"]["t01"]["sign"] == -1 and record["geometry"]["t01"]["bin"] == 2
+    assert "per_angle" not in record["geometry"]["t01"]  # the details stay in geometry/*.json
+    assert record["explore"]["source"]["epochs"] == "cpu default"
 
 
 @pytest.mark.parametrize(

@@ -140,16 +140,6 @@ def _ribosomes(data, name):
     return truth[truth["species"] == "ribosome"][["x", "y", "z"]].to_numpy()
 
 
-def _fake_exploration(work, names):
-    """Stand-ins for the exploration outputs that import_selection takes as inputs (a
-    coordinate table or a copick selection reads neither)."""
-    (work / "results" / "explore").mkdir(parents=True)
-    (work / "results" / "explore" / "points.csv").write_text("tomogram,x,y,z\n")
-    (work / "results" / "embeddings").mkdir()
-    for name in names:
-        (work / "results" / "embeddings" / f"{name}.npz").touch()
-
-
 def test_relion5_centred_star_is_a_workflow_selection(tmp_path, data):
     work = tmp_path
     (work / "data").symlink_to(data)
@@ -162,7 +152,7 @@ def test_relion5_centred_star_is_a_workflow_selection(tmp_path, data):
     starfile.write({"particles": star}, work / "relion.star")
     (work / "config.yaml").write_text(yaml.safe_dump(
         {"tomograms": "data/tomograms/*.mrc", "selection": "relion.star"}))
-    _fake_exploration(work, ["tomo_000", "tomo_001"])
+    # a coordinate table needs no exploration: import_selection is the only job
     snakemake(work, "--allowed-rules", "import_selection", "--",
               "results/targets/particles/labels")
     labels = pd.read_csv(work / "results" / "targets" / "particles" / "labels" / "tomo_001.csv")
@@ -211,7 +201,6 @@ def test_copick_campaign_through_the_workflow(tmp_path, data):
          "copick_session": "7", "targets": {"ribosome": {"selection": "copick:ribosome:curator:0"}}}))
     snakemake(work, "--allowed-rules", "copick_tomogram", "--",
               *[f"results/tomograms/{name}.mrc" for name in names])
-    _fake_exploration(work, names)  # newer than the tomograms, so that nothing reruns
     snakemake(work, "--allowed-rules", "import_selection", "--",
               "results/targets/ribosome/labels")
     # tomograms read from the project, with its voxel size; the selection from its picks

@@ -142,6 +142,43 @@ def test_lint_is_clean(tmp_path, dataset):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def job_counts(dry_run_stdout: str) -> dict[str, int]:
+    """Rule -> number of jobs, from the "Job stats" table of a dry run."""
+    table = dry_run_stdout.split("Job stats:")[1].split("total")[0].splitlines()[3:]
+    return {line.split()[0]: int(line.split()[1]) for line in table if line.strip()}
+
+
+def test_tilt_series_geometry_is_checked_before_patches(tmp_path, dataset):
+    work = campaign(tmp_path, dataset, tiltseries_geometry={"sign": -1, "offset": [1.5, -2]})
+    dry = snakemake(work, "--dry-run", "--printshellcmds")
+    assert job_counts(dry.stdout)["check_geometry"] == 2
+    assert "milopyp check-geometry --tomogram data/tomograms/tomo_000.mrc" in dry.stdout
+    assert "--sign -1 --offset 1.5 -2" in dry.stdout  # pinned parts reach the command
+    assert "--geometry results/geometry/tomo_000.json" in dry.stdout  # patches use it
+    assert "--geometry results/geometry/tomo_000.json results/geometry/tomo_001.json" in (
+        dry.stdout)  # and provenance.json records it
+    assert "--settings-output results/explore/settings.json" in dry.stdout
+    assert "--epochs 2" in dry.stdout and "--lr" not in dry.stdout  # unset: chosen by device
+
+    write_config(work, tiltseries_geometry={"sign": 2})
+    result = snakemake(work, "--dry-run", check=False)
+    assert result.returncode != 0 and "bad value for `tiltseries_geometry.sign`" in result.stderr
+
+
+def test_coordinate_table_selection_needs_no_exploration(tmp_path, dataset):
+    work = campaign(tmp_path, dataset)
+    labels = filament_labels(work, dataset, "tomo_000")
+    write_config(work, selection=labels.name)
+    jobs = job_counts(snakemake(work, "--dry-run").stdout)
+    assert jobs["import_selection"] == 1 and jobs["candidates"] == 2
+    assert not {"train_explore", "embed", "cluster", "patches", "check_geometry"} & set(jobs)
+    # a selection by seeds (or clusters) still explores
+    seeds_file(work, dataset, "tomo_000")
+    write_config(work, selection="seeds.yaml")
+    jobs = job_counts(snakemake(work, "--dry-run").stdout)
+    assert jobs["train_explore"] == 1 and jobs["check_geometry"] == 2
+
+
 def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3,
                negatives: str | None = None) -> Path:
     """A few ribosome centres of one tomogram, as a user would click them (and, given

@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tilt-series pixel size in Å (default: header)",
     )
     parser.add_argument(
+        "--geometry",
+        default=None,
+        metavar="JSON",
+        help="geometry record of `milopyp check-geometry` (projection sign, binning, offset, "
+        "contrast); default: sign +1, no offset, binned by the header pixel sizes",
+    )
+    parser.add_argument(
         "--invert-tilt-series",
         action="store_true",
         help="negate the tilt series (protein dark -> bright), to match a tomogram that "
@@ -78,6 +85,24 @@ def _match_pixel_size(stack: np.ndarray, tilt_px: float, tomo_px: float, path) -
         f"{tomo_px:g} Å (ratio {ratio:.3g}, not a whole number); bin the tilt series to the "
         f"tomogram's pixel size, or pass --tilt-pixel-size / --voxel-size if a header is wrong"
     )
+
+
+def _apply_geometry(stack: np.ndarray, path) -> tuple[np.ndarray, dict]:
+    """Bin (and, for inverted contrast, negate) the tilt series as the geometry record says;
+    return it with the projection settings for :func:`milopyp.patches.make_patches`."""
+    from milopyp.io.geometry import read_geometry
+    from milopyp.patches import bin_tilt_series
+
+    record = read_geometry(path)
+    if record["contrast"] == "inverted":
+        stack = -stack
+    stack = bin_tilt_series(stack, int(record["bin"]))
+    log.info(
+        "%s: sign %+d, bin %d, offset %.2f, %.2f voxels, contrast %s", path, record["sign"],
+        record["bin"], record["offset_x_vox"], record["offset_y_vox"], record["contrast"],
+    )
+    offset = (float(record["offset_x_vox"]), float(record["offset_y_vox"]))
+    return stack, {"sign": int(record["sign"]), "offset_xy": offset}
 
 
 def main(args: argparse.Namespace) -> None:
@@ -115,15 +140,21 @@ def main(args: argparse.Namespace) -> None:
     )
 
     stack = angles = None
+    geometry = {"sign": 1, "offset_xy": (0.0, 0.0)}
     if args.tilt_series is not None:
         stack, angles, tilt_px = read_tilt_series(
             args.tilt_series, args.angles, pixel_size_a=args.tilt_pixel_size
         )
         if args.invert_tilt_series:
             stack = -stack
-        stack = _match_pixel_size(stack, tilt_px, voxel_size_a, args.tilt_series)
-    elif args.angles is not None:
-        raise MilopypError("--angles given without --tilt-series; give the tilt series too")
+        if args.geometry is not None:
+            stack, geometry = _apply_geometry(stack, args.geometry)
+        else:
+            stack = _match_pixel_size(stack, tilt_px, voxel_size_a, args.tilt_series)
+    elif args.angles is not None or args.geometry is not None:
+        raise MilopypError(
+            "--angles/--geometry given without --tilt-series; give the tilt series too"
+        )
 
     patches, channels = make_patches(
         tomogram,
@@ -133,6 +164,7 @@ def main(args: argparse.Namespace) -> None:
         tilt_series=stack,
         angles_deg=angles,
         max_angle_deg=args.max_angle,
+        **geometry,
     )
     with atomic_path(args.output) as tmp, open(tmp, "wb") as fh:  # file object: no suffix added
         np.savez(

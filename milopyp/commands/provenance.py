@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from milopyp.errors import MilopypError
 
@@ -27,6 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repo",
         default=None,
         help="git checkout whose commit is recorded (default: the one holding the milopyp package)",
+    )
+    parser.add_argument(
+        "--geometry", nargs="+", default=[], metavar="JSON",
+        help="tilt-series geometry records (geometry/{tomogram}.json) to include",
+    )
+    parser.add_argument(
+        "--explore-settings", default=None, metavar="JSON",
+        help="the exploration settings used (explore/settings.json of train-explore)",
     )
     parser.add_argument(
         "--extra",
@@ -54,6 +63,23 @@ def parse_config_json(text: str) -> dict:
     return config
 
 
+#: the parts of a geometry record that provenance.json keeps (the rest is in geometry/*.json)
+GEOMETRY_KEYS = ("sign", "verdict", "margin", "scores", "bin", "offset_x_vox", "offset_y_vox",
+                 "contrast", "warnings")
+
+
+def read_json_object(path: str, what: str) -> dict:
+    """A JSON object from ``path`` (MilopypError naming the file otherwise)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MilopypError(f"{path}: cannot read the {what} ({err}); rerun the step that "
+                           "writes it") from err
+    if not isinstance(data, dict):
+        raise MilopypError(f"{path}: expected a JSON object of {what}")
+    return data
+
+
 def parse_extra(items: list[str]) -> dict[str, str]:
     extra = {}
     for item in items:
@@ -67,13 +93,26 @@ def parse_extra(items: list[str]) -> dict[str, str]:
 def main(args: argparse.Namespace) -> None:
     from milopyp.config import load_config
     from milopyp.io.atomic import write_text
+    from milopyp.io.geometry import read_geometry
     from milopyp.provenance import collect_provenance
 
     if args.config_json is not None:
         config = parse_config_json(args.config_json)
     else:
         config = load_config(args.configfile)
-    record = collect_provenance(config, repo_dir=args.repo, extra=parse_extra(args.extra))
+    geometry = None
+    if args.geometry:
+        geometry = {}
+        for path in args.geometry:
+            full = read_geometry(path)
+            geometry[full.get("tomogram", Path(path).stem)] = {
+                key: full.get(key) for key in GEOMETRY_KEYS
+            }
+    explore = None
+    if args.explore_settings:
+        explore = read_json_object(args.explore_settings, "exploration settings")
+    record = collect_provenance(config, repo_dir=args.repo, extra=parse_extra(args.extra),
+                                geometry=geometry, explore=explore)
     write_text(args.output, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     commit = record["git"]["commit"][:12] if record["git"] else "no git checkout"
     log.info("wrote %s (seed %s, milopyp %s, %s)", args.output, record["seed"],

@@ -5,6 +5,10 @@ writes the model file atomically. A checkpoint ``<output>.ckpt`` is written afte
 epoch; re-running the same command after an interruption resumes from it (only with the
 same patches and settings), and it is removed once the model file is written.
 
+``--epochs``, ``--width`` and ``--lr`` left out are chosen by the device found
+(:mod:`milopyp.explore.defaults`: the paper's on a GPU, 15 epochs at width 16, lr 0.2 on a
+CPU); the choice is logged and, with ``--settings-output``, written as JSON for provenance.
+
 Model file (``torch.load(path, weights_only=True)``), a dict with:
 ``format`` ("milopyp-explore-model/1"), ``in_channels``, ``width``, ``dim``, ``pred_dim``,
 ``model`` (SimSiam state_dict, CPU tensors), ``patch_size`` [H, W], ``channels`` (names),
@@ -15,6 +19,7 @@ and how many patches each gave), ``milopyp_version``, ``torch_version``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -35,19 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="patch files (patches/{tomogram}.npz) to train on",
     )
     parser.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
-    parser.add_argument("--epochs", type=int, default=300, help="passes over the data (300)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="passes over the data (GPU 300, CPU 15)"
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="patches per step (256)")
     parser.add_argument(
         "--lr",
         type=float,
-        default=0.02,
-        help="learning rate at batch size 256, scaled linearly (0.02)",
+        default=None,
+        help="learning rate at batch size 256, scaled linearly (GPU 0.02, CPU 0.2)",
     )
     parser.add_argument(
         "--width",
         type=int,
-        default=64,
-        help="ResNet18 first-stage width: 64 standard, 16/32 for CPU (64)",
+        default=None,
+        help="ResNet18 first-stage width: 64 standard, 16/32 for CPU (GPU 64, CPU 16)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
@@ -67,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-resume", action="store_true", help="ignore an existing <output>.ckpt and start afresh"
+    )
+    parser.add_argument(
+        "--settings-output",
+        default=None,
+        metavar="JSON",
+        help="also write the settings used (device, epochs, width, lr and where each came "
+        "from) to this JSON file, for the provenance",
     )
 
 
@@ -129,9 +143,26 @@ def main(args: argparse.Namespace) -> None:
 
     import milopyp
     from milopyp.device import resolve_device, seed_everything
+    from milopyp.explore.defaults import explore_settings
     from milopyp.explore.train import model_state, train_simsiam
-    from milopyp.io.atomic import atomic_path
+    from milopyp.io.atomic import atomic_path, write_text
 
+    device = resolve_device(args.device)
+    settings, source = explore_settings(
+        device.type, epochs=args.epochs, width=args.width, lr=args.lr
+    )
+    defaults = {key: value for key, value in settings.items() if source[key] != "set"}
+    if defaults and device.type == "cpu":
+        log.warning(
+            "training on the CPU (no GPU %s): exploration defaults for a CPU, %s (the paper's "
+            "300 epochs at width 64 would take days); set explore.epochs/width/lr to override",
+            "found" if args.device in (None, "auto") else "asked for",
+            ", ".join(f"{key} {value}" for key, value in defaults.items()),
+        )
+    elif defaults:
+        log.info("exploration defaults for %s: %s", device,
+                 ", ".join(f"{key} {value}" for key, value in defaults.items()))
+    args.epochs, args.width, args.lr = settings["epochs"], settings["width"], settings["lr"]
     for name in ("epochs", "batch_size", "width"):
         if getattr(args, name) < 1:
             raise MilopypError(
@@ -139,7 +170,6 @@ def main(args: argparse.Namespace) -> None:
             )
     if not args.lr > 0:
         raise MilopypError(f"--lr: expected a positive learning rate, got {args.lr}")
-    device = resolve_device(args.device)
     seed_everything(args.seed)
     patches, channels, sources = load_patch_files(
         args.patches, max_per_file=args.max_patches_per_tomogram, seed=args.seed
@@ -177,4 +207,8 @@ def main(args: argparse.Namespace) -> None:
         torch.save(state, tmp)
     # finished: a rerun (--forcerun, other patches) trains; nothing stays beside the model
     Path(str(args.output) + ".ckpt").unlink(missing_ok=True)
+    if args.settings_output:
+        write_text(args.settings_output, json.dumps(
+            {"device": str(device), "batch_size": args.batch_size, **settings, "source": source},
+            indent=2, sort_keys=True) + "\n")
     log.info("wrote %s", args.output)
