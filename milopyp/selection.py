@@ -323,6 +323,33 @@ def check_known_tomograms(names: Iterable[str], known: Iterable[str], source, wh
         )
 
 
+def check_table_rows(
+    table: pd.DataFrame, known: Iterable[str], shapes_zyx: Mapping[str, tuple[int, int, int]],
+    source, what: str = "its rows",
+) -> None:
+    """Check a coordinate table as the user wrote it, before any filter: every row names a
+    campaign tomogram (``known``) and lies inside it (``shapes_zyx``: ``name -> (nz, ny,
+    nx)``, for the tomograms whose shape is known). The error names ``source`` and the first
+    bad row's line (:data:`milopyp.io.coords.LINE_COLUMN`, when the table has it)."""
+    from milopyp.io.coords import check_inside, where_in_file
+
+    names = table["tomogram"].astype(str).to_numpy()
+    known = sorted(set(map(str, known)))
+    unknown = ~np.isin(names, known)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+        raise MilopypError(
+            f"{source}: {what} name tomogram(s) {sorted(set(names[unknown]))[:8]} that are "
+            f"not in the campaign, first at {where_in_file(table, i)} ({names[i]!r}); known "
+            f"tomograms: {shown}; use those names (file stems) in the `tomogram` column"
+        )
+    for name, shape_zyx in shapes_zyx.items():
+        rows = table[names == name]
+        if len(rows):
+            check_inside(rows, shape_zyx, f"{source} (tomogram {name})")
+
+
 def _format_ids(ids: Iterable[int], limit: int = 30) -> str:
     ids = sorted({int(i) for i in ids})
     text = ", ".join(str(i) for i in ids[:limit])

@@ -16,6 +16,9 @@ rule provenance:
         config=provenance_config_json,
         repo=workflow.basedir,
         records=provenance_records_option,
+        # each job's threads are min(its rule's threads, --cores), and the thread count
+        # changes float sums: the answer is reproduced with the same --cores
+        cores=scheduler_cores(),
     localrule: True
     threads: 1
     resources:
@@ -25,4 +28,4 @@ rule provenance:
         CONDA_ENV
     shell:
         "milopyp provenance --config-json {params.config:q} --repo {params.repo:q}"
-        " {params.records} -o {output} 2> {log}"
+        " {params.records} --extra snakemake_cores={params.cores} -o {output} 2> {log}"

@@ -305,6 +305,53 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch, one_thread):
     assert _state_equal(other.state_dict(), fresh.state_dict())
 
 
+def test_checkpoint_of_other_patches_is_trained_over(tmp_path, monkeypatch, one_thread,
+                                                     caplog):
+    """A checkpoint belongs to its patches: one patch changed -> fresh training, logged why;
+    an unreadable checkpoint -> fresh training, no error."""
+    patches = _patches(40, c=1, h=16, w=16)
+    kw = {"epochs": 2, "batch_size": 16, "width": 4, "seed": 1}
+
+    class Interrupted(Exception):
+        pass
+
+    save = train_mod._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise Interrupted
+
+    ckpt = tmp_path / "model.pt.ckpt"
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        train_simsiam(patches, checkpoint_path=ckpt, **kw)  # killed after epoch 1
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save)
+    changed = patches.copy()
+    changed[-1] = -changed[-1]  # the last patch only
+    with caplog.at_level(logging.INFO):
+        model = train_simsiam(changed, checkpoint_path=ckpt, **kw)
+    assert "other patches" in caplog.text and "resuming from" not in caplog.text
+    assert [h["epoch"] for h in model.train_history] == [1, 2]
+    assert _state_equal(model.state_dict(), train_simsiam(changed, **kw).state_dict())
+
+    ckpt.write_bytes(b"not a checkpoint")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = train_simsiam(changed, checkpoint_path=ckpt, **kw)
+    assert "cannot be read" in caplog.text and "training afresh" in caplog.text
+    assert _state_equal(again.state_dict(), model.state_dict())
+
+
+def test_data_fingerprint_sees_every_patch():
+    patches = _patches(2001, c=1, h=4, w=4)
+    base = train_mod.data_fingerprint(patches)
+    for i in (0, 1, 1000, 2000):  # a sample of every other patch would miss 1
+        changed = patches.copy()
+        changed[i, 0, 0, 0] += 1.0
+        assert train_mod.data_fingerprint(changed) != base
+    assert train_mod.data_fingerprint(patches.copy()) == base
+
+
 def test_small_dataset_uses_smaller_batch(caplog):
     with caplog.at_level(logging.WARNING):
         model = train_simsiam(_patches(10, c=1, h=16, w=16), epochs=1, batch_size=256, width=4)
@@ -471,6 +518,8 @@ def test_cli_train_without_gpu_takes_cpu_defaults_and_records_them(
     assert (settings["epochs"], settings["width"], settings["lr"]) == (1, 16, 0.2)
     assert settings["source"] == {"epochs": "set", "width": "cpu default", "lr": "cpu default"}
     assert settings["device"] == "cpu"
+    # the thread count changes the model: recorded for provenance.json
+    assert settings["torch_threads"] == torch.get_num_threads() == 1
     state = torch.load(model_path, weights_only=True)
     assert state["width"] == 16 and state["hparams"]["lr_base"] == 0.2
     assert "exploration defaults for a CPU, width 16, lr 0.2" in caplog.text
@@ -499,6 +548,7 @@ def test_cli_errors(tmp_path, restore_determinism):
             "max_patches_per_tomogram": None,
             "log_every": 0,
             "no_resume": False,
+            "settings_output": None,
         }
         return argparse.Namespace(**{**ns, **kw})
 

@@ -126,6 +126,17 @@ def test_empty_tables_and_fibres(tmp_path, tomograms, caplog):
     assert len(table) == 0 and list(table.columns)[:4] == ["tomogram", "x", "y", "z"]
 
 
+def test_empty_pick_file_is_an_error_not_no_picks(tmp_path, tomograms):
+    """localize writes a header even without picks; a 0-byte file is a cut-off write."""
+    p = tmp_path / "picks" / "tomo_a.csv"
+    p.parent.mkdir()
+    p.write_text("")
+    with pytest.raises(MilopypError, match="empty file") as err:
+        run(["--picks", str(p), "--tomograms", *tomograms, "-o", str(tmp_path / "p.star")])
+    assert str(p) in str(err.value) and "localize" in str(err.value)
+    assert not (tmp_path / "p.star").exists()
+
+
 def test_picks_without_tomogram_mrc_is_an_error(tmp_path, tomograms):
     p = write_picks(tmp_path, "tomo_x", picks_frame("tomo_a", 2, 0).assign(tomogram="tomo_x"))
     with pytest.raises(MilopypError, match="tomo_x") as err:

@@ -221,6 +221,44 @@ def test_points_outside_tomogram_are_rejected_with_mrc_paths(tmp_path):
     assert "z=30" in msg
 
 
+def test_selection_checks_name_the_users_file_and_line(tmp_path):
+    """Out-of-volume rows and unknown tomograms fail at import-selection, naming the file the
+    user wrote and the line there (not a row of a derived labels file)."""
+    pa, pb = tmp_path / "tomo_a.mrc", tmp_path / "tomo_b.mrc"
+    write_tomogram(pa, np.zeros(SHAPE_ZYX, np.float32), 10.0)
+    write_tomogram(pb, np.zeros(SHAPE_ZYX, np.float32), 10.0)
+    paths = [str(pa), str(pb)]
+    # tomo_b's second row is outside (y >= 40); blank line and tomo_a rows before it
+    s = write(tmp_path / "manual.csv",
+              "tomogram,x,y,z\ntomo_b,1,2,3\ntomo_a,5,5,5\n\ntomo_a,6,6,6\ntomo_b,10,45,3\n")
+    msg = expect_error("outside the tomogram", tmp_path, s, tomograms=paths)
+    assert "line 6" in msg and "tomogram tomo_b" in msg and "y=45" in msg
+    # even when a filter would drop the row later
+    expect_error("line 6", tmp_path, s, tomograms=paths, extra=["--label-tomograms", "tomo_a"])
+    # cet_pick text (tomogram = file stem), comment lines counted
+    t = write(tmp_path / "tomo_a.txt", "# x y z\n1 2 3\n4 5 99\n")
+    msg = expect_error("outside the tomogram", tmp_path, t, tomograms=paths)
+    assert "line 3" in msg
+    # an unknown tomogram name: the line of its first row
+    s = write(tmp_path / "typo.csv", "tomogram,x,y,z\ntomo_a,1,2,3\ntomo_aa,1,2,3\n")
+    msg = expect_error("not in the campaign", tmp_path, s, tomograms=paths)
+    assert "line 3" in msg and "tomo_aa" in msg
+
+
+def test_seeds_file_checks_name_the_seeds_file(tmp_path, points_csv):
+    p = tmp_path / "tomo_a.mrc"
+    write_tomogram(p, np.zeros(SHAPE_ZYX, np.float32), 10.0)
+    write(tmp_path / "clicks.csv", "tomogram,x,y,z\ntomo_a,8,8,6\ntomo_a,8,8,-3\n")
+    s = write(tmp_path / "seeds.yaml", "seeds: clicks.csv\n")
+    with pytest.raises(MilopypError, match="outside the tomogram") as err:
+        run(tmp_path, s, points_csv, tomograms=[str(p)])
+    assert "clicks.csv" in str(err.value) and "line 3" in str(err.value)
+    write(tmp_path / "clicks.csv", "tomogram,x,y,z\n")
+    with pytest.raises(MilopypError, match="holds no points") as err:
+        run(tmp_path, s, points_csv, tomograms=[str(p)])
+    assert "clicks.csv" in str(err.value) and "seeds.yaml" in str(err.value)
+
+
 def test_label_tomograms_and_cap_per_tomogram(tmp_path, points_csv):
     s = write(tmp_path / "sel.yaml", "clusters: [2, 5, 7, 11]\n")
     out = run(tmp_path, s, points_csv, extra=["--label-tomograms", "tomo_b",

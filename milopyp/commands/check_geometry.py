@@ -60,11 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.geometry import check_geometry, judge
+    from milopyp.io.atomic import prepare_outputs
     from milopyp.io.geometry import write_geometry
     from milopyp.io.mrc import read_tilt_series, read_tomogram, voxel_size_for
 
     if not 0 <= args.min_margin < 1:
         raise MilopypError(f"--min-margin: expected a value in [0, 1), got {args.min_margin}")
+    prepare_outputs(args.output)
     tomo_path = Path(args.tomogram)
     name = args.name or tomo_path.name.split(".")[0]
     tomogram, header_voxel_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: fewest candidates (all tomograms together) that clustering and UMAP accept
 MIN_POINTS = 10
+#: the files written into the output folder (besides colormaps/{tomogram}*)
+OUTPUT_FILES = ("points.csv", "grid.png", "gallery.png", "explorer.html", "cluster_info.json")
 #: cluster volumes larger than this are drawn into a temporary memory-mapped file
 _IN_MEMORY_BYTES = 1 << 30
 
@@ -266,6 +268,21 @@ def load_sets(embedding_paths: list[str], patch_paths: list[str], channel: str) 
     return sets
 
 
+def _reserve(fh, nbytes: int, final: Path) -> None:
+    """Allocate ``nbytes`` of the scratch file ``fh`` before it is memory-mapped: a full disk
+    then fails here, in one line naming ``final``, not as a SIGBUS in the map."""
+    import errno
+
+    from milopyp.io.atomic import write_error
+
+    try:
+        os.posix_fallocate(fh.fileno(), 0, nbytes)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system cannot: map as before
+            return
+        raise write_error(final, err) or err from None
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     from milopyp.io.atomic import write_bytes
 
@@ -325,6 +342,7 @@ def _write_colormaps(
                 write_tomogram(mrc_path, vol, voxel_size_a)
             else:  # bounded memory: draw into a temporary file, copied slab by slab
                 with tempfile.TemporaryFile(dir=mrc_path.parent) as fh:
+                    _reserve(fh, 4 * tomo.size, mrc_path)
                     vol = np.memmap(fh, dtype=np.float32, mode="w+", shape=tomo.shape)
                     draw_spheres(vol, xyz, values, radius_vox)
                     write_tomogram(mrc_path, vol, voxel_size_a)
@@ -352,7 +370,7 @@ def _versions() -> dict[str, str | None]:
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.cluster import effective_k, normalise_embedding_rgb, overcluster, umap_project
-    from milopyp.io.atomic import atomic_path, write_text
+    from milopyp.io.atomic import atomic_path, prepare_outputs, write_text
     from milopyp.visualize import png_bytes
     from milopyp.visualize.explorer import explorer_html
     from milopyp.visualize.gallery import gallery_png
@@ -374,6 +392,12 @@ def main(args: argparse.Namespace) -> None:
         raise MilopypError(f"--particle-diameter must be > 0 Å, got {args.particle_diameter}")
 
     out_dir = Path(args.output)
+    stems = [Path(p).name.split(".")[0] for p in (args.tomograms or [])]
+    prepare_outputs(
+        *(out_dir / name for name in OUTPUT_FILES),
+        *(out_dir / "colormaps" / f"{stem}{end}" for stem in stems
+          for end in (".png", "_clusters.mrc")),
+    )
     sets = load_sets(args.embeddings, args.patches, args.channel)
     n = sum(len(s.embeddings) for s in sets)
     if n < max(MIN_POINTS, args.classes):

@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.io import copick as cp
+    from milopyp.io.atomic import prepare_outputs
     from milopyp.io.mrc import check_axes, write_tomogram
 
+    prepare_outputs(args.output)
     root = cp.open_project(args.copick_config)
     data, voxel_size_a = cp.read_tomogram(root, args.run, args.voxel_spacing, args.tomo_type,
                                           args.copick_config)

@@ -50,8 +50,9 @@ def load_model(path: str | Path):
 def main(args: argparse.Namespace) -> None:
     from milopyp.device import resolve_device
     from milopyp.explore.embed import embed_patches
-    from milopyp.io.atomic import atomic_path
+    from milopyp.io.atomic import atomic_path, prepare_outputs
 
+    prepare_outputs(args.output)
     device = resolve_device(args.device)
     model, state = load_model(args.model)
     if not Path(args.patches).is_file():

@@ -113,8 +113,9 @@ def _filter_species(truth: pd.DataFrame, species: str | None, paths: list[str]) 
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.evaluate import evaluate, evaluate_fibers, format_fiber_table, format_table
-    from milopyp.io.atomic import atomic_path, write_text
+    from milopyp.io.atomic import atomic_path, prepare_outputs, write_text
 
+    prepare_outputs(args.output, args.json)
     picks = _read_all(args.picks, "picks")
     truth_all = _read_all(args.truth, "truth")
     radius_vox = _radius_vox(args, truth_all)

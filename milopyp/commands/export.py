@@ -24,8 +24,9 @@ Outputs (atomic writes):
   the counts per run as JSON (the workflow's output of that step). See
   :mod:`milopyp.io.copick`.
 
-Tomograms without picks contribute no rows; if no tomogram has picks both files are still
-written (headers only) and a warning is logged.
+Tomograms without picks contribute no rows (their tables hold a header line only); if no
+tomogram has picks both files are still written (headers only) and a warning is logged. An
+empty pick file (0 bytes: a cut-off write) is an error, not "no picks".
 """
 
 from __future__ import annotations
@@ -86,12 +87,16 @@ def _geometry(paths: list[str], voxel_size_a: float | None):
 
 
 def _read_picks(path: str) -> pd.DataFrame:
-    from milopyp.io.coords import empty_points, read_coordinates
+    from milopyp.io.coords import read_coordinates
 
     p = Path(path)
     if p.is_file() and p.stat().st_size == 0:
-        log.warning("%s: empty file, taken as a tomogram without picks", p)
-        return empty_points(["score"])
+        # `milopyp localize` writes a header line even for a tomogram without picks: an empty
+        # file is a cut-off or foreign write, not "no picks"
+        raise MilopypError(
+            f"{p}: empty file (0 bytes), not a pick table; a tomogram without picks has a "
+            f"header line (tomogram,x,y,z,score); rerun its localize job (delete the file)"
+        )
     return read_coordinates(p)
 
 
@@ -99,7 +104,7 @@ def main(args: argparse.Namespace) -> None:
     import starfile
 
     from milopyp.export import combine_picks, relion_particles
-    from milopyp.io.atomic import atomic_path
+    from milopyp.io.atomic import atomic_path, prepare_outputs
     from milopyp.io.coords import check_inside
 
     if not args.output and not args.csv and not args.copick_config:
@@ -110,6 +115,7 @@ def main(args: argparse.Namespace) -> None:
         raise MilopypError("--copick-config needs --copick-object, the pickable object's name")
     if args.voxel_size is not None and not (args.voxel_size > 0 and math.isfinite(args.voxel_size)):
         raise MilopypError(f"--voxel-size must be > 0 Å, got {args.voxel_size}")
+    prepare_outputs(args.output, args.csv, args.copick_summary)
     geometry = _geometry(list(args.tomograms), args.voxel_size)
     frames = []
     for path in args.picks:

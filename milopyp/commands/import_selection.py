@@ -17,7 +17,10 @@ The selection file's format is detected from its content (see :mod:`milopyp.sele
 ``--tomograms`` lists the campaign, as names or as MRC paths (name = file name up to the
 first dot, as the workflow names them). With paths, labels are checked to lie inside their
 tomogram, and RELION-5 STAR tables in Å (``rlnCenteredCoordinate*Angst``) are converted per
-tomogram with its header's shape and voxel size.
+tomogram with its header's shape and voxel size. A coordinate table (the selection itself,
+a seeds file, a negatives table) is checked as written, before any filter: an empty table
+(negatives may be empty), a row naming a tomogram outside the campaign and (with paths) a
+row outside its tomogram stop the command with one line naming that file and the line.
 
 Seeds (``--seed-labels nearest``, the default) give few-shot labels: each seed's nearest
 candidate (within ``--seed-radius``), then the members of the seeds' clusters nearest to a
@@ -46,8 +49,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -205,7 +210,8 @@ def read_table(
     geometry: dict[str, tuple[tuple[int, int, int], float]],
     display: Path | None = None,
 ) -> pd.DataFrame:
-    """Read a coordinate table (x, y, z voxels) by suffix via ``read_coordinates``.
+    """Read a coordinate table (x, y, z voxels) by suffix via ``read_coordinates``, with
+    each row's place in the file (column ``LINE_COLUMN``, for messages).
 
     RELION-5 STAR tables in Å are converted per tomogram with ``geometry``. ``display`` is
     the name used in error messages when ``path`` is a renamed temporary copy.
@@ -215,7 +221,7 @@ def read_table(
     display = display or path
     try:
         try:
-            return read_coordinates(path, tomogram=tomogram)
+            return read_coordinates(path, tomogram=tomogram, lines=True)
         except MilopypError:
             if path.suffix.lower() != ".star" or not geometry:
                 raise
@@ -225,7 +231,8 @@ def read_table(
         names_seen: set[str] = set()
         for name, (shape_zyx, voxel_size_a) in geometry.items():
             df = read_coordinates(
-                path, tomogram=tomogram, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx
+                path, tomogram=tomogram, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx,
+                lines=True,
             )
             n_rows = len(df)
             names_seen |= set(df["tomogram"].astype(str))
@@ -325,6 +332,22 @@ def remove_old_output(out: Path) -> None:
     shutil.rmtree(out)
 
 
+def _build_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-"
+
+
+def remove_stale_builds(out: Path, before: float) -> None:
+    """Remove the hidden build folders of ``out`` (:func:`_build_folder`) that a killed run
+    left beside it, those last modified before ``before`` (seconds since the epoch)."""
+    pattern = re.compile(re.escape(_build_prefix(out)) + r"[a-z0-9_]{8}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(out.parent):
+            if (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < before):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                log.info("removed %s, left by an interrupted run", entry.path)
+
+
 def _build_folder(out: Path, tables: dict[str, pd.DataFrame]) -> Path:
     """Write ``{name}.csv`` for each table into a new hidden sibling folder of ``out``.
 
@@ -333,7 +356,7 @@ def _build_folder(out: Path, tables: dict[str, pd.DataFrame]) -> Path:
     from milopyp.io.coords import write_coordinates
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_build_prefix(out), dir=out.parent))
     try:
         for name, table in tables.items():
             write_coordinates(tmp / f"{name}.csv", table.reset_index(drop=True))
@@ -395,6 +418,11 @@ def _umask() -> int:
 # --------------------------------------------------------------------------- main
 
 
+def _shapes(geometry) -> dict[str, tuple[int, int, int]]:
+    """``name -> shape_zyx`` of the campaign tomograms given as MRC paths."""
+    return {name: shape_zyx for name, (shape_zyx, _) in geometry.items()}
+
+
 def _inside_check(labels: pd.DataFrame, geometry, source) -> None:
     from milopyp.io.coords import check_inside
 
@@ -409,7 +437,7 @@ def _seed_table(
 ) -> pd.DataFrame:
     """The seeds of a ``seeds`` document (or of its ``negatives``) as ``tomogram, x, y, z``
     (voxels). ``spec`` has ``seeds`` and ``seeds_file``; ``tomogram`` is the default name."""
-    from milopyp.selection import nothing_selected
+    from milopyp.selection import check_table_rows, nothing_selected
 
     if spec.seeds_file:
         seed_path = Path(spec.seeds_file)
@@ -421,6 +449,12 @@ def _seed_table(
                 f"selection file's folder"
             )
         seeds = read_table(seed_path, tomogram=tomogram, geometry=geometry)
+        if len(seeds) == 0 and not allow_empty:
+            raise MilopypError(
+                f"{selection}: {what}: file {seed_path} holds no points; add rows x, y, z "
+                f"(voxels) or remove the entry"
+            )
+        check_table_rows(seeds, known, _shapes(geometry), seed_path, f"its {what}")
     else:
         seeds = spec.seeds.copy()
         if seeds["tomogram"].isna().any():
@@ -630,6 +664,7 @@ def _copick_labels(args, spec: tuple[str, str, str], known: list[str], geometry)
 
 def main(args: argparse.Namespace) -> None:
     from milopyp import selection as sel
+    from milopyp.io.atomic import check_writable
 
     selection = Path(args.selection)
     out = Path(args.output)
@@ -649,10 +684,14 @@ def main(args: argparse.Namespace) -> None:
                     f"{selection}: the selection file lies inside the output folder {folder}, "
                     f"which is replaced; keep the selection elsewhere"
                 )
-    # A failed run must not leave an earlier labels folder that looks current.
-    remove_old_output(out)
-    if negatives_out is not None:
-        remove_old_output(negatives_out)
+    # A failed run must not leave an earlier labels folder that looks current, nor the
+    # half-built folders of a killed one; a read-only results folder fails here.
+    started = time.time()
+    for folder in (out, negatives_out):
+        if folder is not None:
+            remove_old_output(folder)
+            remove_stale_builds(folder, started)
+            check_writable(folder)
 
     known, geometry = campaign(list(args.tomograms), args.voxel_size)
     if args.label_tomograms:
@@ -672,7 +711,8 @@ def main(args: argparse.Namespace) -> None:
         fmt = "coordinates"
         if len(labels) == 0:
             raise sel.nothing_selected(selection)
-        sel.check_known_tomograms(labels["tomogram"], known, selection, "its rows")
+        # as written, before any filter: the error names the user's file and line
+        sel.check_table_rows(labels, known, _shapes(geometry), selection)
         summary.update({"format": fmt, "clusters": [], "n_selected": len(labels)})
         log.info("%s: coordinate table, %d labels used directly", selection, len(labels))
     else:

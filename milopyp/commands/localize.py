@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
     from milopyp.localize.calibrate import tomogram_threshold
@@ -52,6 +53,7 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.localize.peaks import find_peaks
     from milopyp.localize.train import load_localizer
 
+    prepare_outputs(args.output, args.heatmap)
     name = args.tomogram_name or Path(args.tomogram).name.split(".")[0]
     model = load_localizer(args.model)
     volume, voxel_size_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)

@@ -106,7 +106,7 @@ def _apply_geometry(stack: np.ndarray, path) -> tuple[np.ndarray, dict]:
 
 
 def main(args: argparse.Namespace) -> None:
-    from milopyp.io.atomic import atomic_path
+    from milopyp.io.atomic import atomic_path, prepare_outputs
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
     from milopyp.io.mrc import read_tilt_series, read_tomogram, voxel_size_for
     from milopyp.patches import make_patches
@@ -115,6 +115,7 @@ def main(args: argparse.Namespace) -> None:
         raise MilopypError(f"--size must be >= 8 pixels, got {args.size}")
     if args.slices < 1:
         raise MilopypError(f"--slices must be >= 1, got {args.slices}")
+    prepare_outputs(args.output)
     tomo_path = Path(args.tomogram)
     name = tomo_path.stem
     tomogram, header_voxel_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)

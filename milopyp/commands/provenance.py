@@ -92,10 +92,11 @@ def parse_extra(items: list[str]) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.config import load_config
-    from milopyp.io.atomic import write_text
+    from milopyp.io.atomic import prepare_outputs, write_text
     from milopyp.io.geometry import read_geometry
     from milopyp.provenance import collect_provenance
 
+    prepare_outputs(args.output)
     if args.config_json is not None:
         config = parse_config_json(args.config_json)
     else:

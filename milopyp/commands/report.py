@@ -91,9 +91,10 @@ def _read_figure(path: str) -> tuple[str, bytes, str]:
 
 
 def main(args: argparse.Namespace) -> None:
-    from milopyp.io.atomic import write_text
+    from milopyp.io.atomic import prepare_outputs, write_text
     from milopyp.report import count_table, fiber_table, render_report, score_histogram_png
 
+    prepare_outputs(args.output)
     picks = _read_tables(args.picks)
     candidates = _read_tables(args.candidates) if args.candidates else None
     metrics = _read_metrics(args.metrics) if args.metrics else None

@@ -81,6 +81,7 @@ def _parse_counts(items: list[str]) -> dict[str, int]:
 
 
 def main(args: argparse.Namespace) -> None:
+    from milopyp.io.atomic import check_writable
     from milopyp.simulate import simulate_dataset
 
     if args.n_tomograms < 1:
@@ -94,6 +95,7 @@ def main(args: argparse.Namespace) -> None:
         if not args.dose > 0:
             raise MilopypError(f"--dose must be > 0 e/Å² per tilt, got {args.dose}")
         overrides["dose_per_tilt"] = args.dose
+    check_writable(args.output, folder=True)
     names = simulate_dataset(
         args.output,
         n_tomograms=args.n_tomograms,

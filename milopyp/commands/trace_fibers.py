@@ -111,12 +111,16 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _read_picks(path: str, voxel_size_a, shape_zyx) -> pd.DataFrame:
-    from milopyp.io.coords import empty_points, read_coordinates
+    from milopyp.io.coords import read_coordinates
 
     p = Path(path)
     if p.is_file() and p.stat().st_size == 0:
-        log.warning("%s: empty file, taken as a tomogram without picks", p)
-        return empty_points(["score"])
+        # `milopyp localize` writes a header line even for a tomogram without picks: an empty
+        # file is a cut-off or foreign write, not "no picks"
+        raise MilopypError(
+            f"{p}: empty file (0 bytes), not a pick table; a tomogram without picks has a "
+            f"header line (tomogram,x,y,z,score); rerun its localize job (delete the file)"
+        )
     return read_coordinates(p, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx)
 
 
@@ -150,10 +154,11 @@ def main(args: argparse.Namespace) -> None:
     import numpy as np
 
     from milopyp.fibers import FIBER_COLUMNS, fibers_frame, segment_points, trace
-    from milopyp.io.atomic import atomic_path
+    from milopyp.io.atomic import atomic_path, prepare_outputs
     from milopyp.io.coords import check_inside
 
     _check_args(args)
+    prepare_outputs(args.output, args.star, args.segments)
     shape_zyx, voxel = None, args.voxel_size
     if args.tomogram:
         from milopyp.io.mrc import read_header

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +146,11 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.device import resolve_device, seed_everything
     from milopyp.explore.defaults import explore_settings
     from milopyp.explore.train import model_state, train_simsiam
-    from milopyp.io.atomic import atomic_path, write_text
+    from milopyp.io.atomic import atomic_path, prepare_outputs, write_text
 
+    checkpoint = Path(f"{args.output}.ckpt")
+    # before any training: a read-only or full results folder fails now, in one line
+    prepare_outputs(args.output, checkpoint, args.settings_output)
     device = resolve_device(args.device)
     settings, source = explore_settings(
         device.type, epochs=args.epochs, width=args.width, lr=args.lr
@@ -189,7 +193,7 @@ def main(args: argparse.Namespace) -> None:
         width=args.width,
         seed=args.seed,
         device=device,
-        checkpoint_path=str(args.output) + ".ckpt",
+        checkpoint_path=checkpoint,
         resume=not args.no_resume,
         log_every=args.log_every,
     )
@@ -206,9 +210,12 @@ def main(args: argparse.Namespace) -> None:
     with atomic_path(args.output) as tmp:
         torch.save(state, tmp)
     # finished: a rerun (--forcerun, other patches) trains; nothing stays beside the model
-    Path(str(args.output) + ".ckpt").unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     if args.settings_output:
         write_text(args.settings_output, json.dumps(
-            {"device": str(device), "batch_size": args.batch_size, **settings, "source": source},
+            {"device": str(device), "batch_size": args.batch_size, **settings, "source": source,
+             # the thread count changes float sums, hence the model: a rerun needs the same
+             "torch_threads": torch.get_num_threads(),
+             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             indent=2, sort_keys=True) + "\n")
     log.info("wrote %s", args.output)

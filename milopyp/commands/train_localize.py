@@ -123,12 +123,15 @@ def read_negatives(paths: list[str], label_names: list[str], tomograms: list) ->
 def main(args: argparse.Namespace) -> None:
     import torch
 
-    from milopyp.io.atomic import atomic_path
+    from milopyp.io.atomic import atomic_path, prepare_outputs
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
     from milopyp.io.mrc import common_voxel_size, read_tomogram, voxel_size_for
     from milopyp.localize.calibrate import calibrate_threshold
     from milopyp.localize.train import train_localizer
 
+    checkpoint = Path(f"{args.output}.ckpt")
+    # before any training: a read-only or full results folder fails now, in one line
+    prepare_outputs(args.output, checkpoint)
     by_name = {Path(p).name.split(".")[0]: p for p in args.tomograms}
     tomograms, labels, voxel_sizes, names_in_order = [], [], [], []
     for label_path in args.labels:
@@ -154,10 +157,9 @@ def main(args: argparse.Namespace) -> None:
                  if args.negatives else None)
     voxel_size_a = common_voxel_size(dict(zip(names_in_order, voxel_sizes)), "--tomograms")
     radius_vox = args.particle_diameter / 2 / voxel_size_a
-    log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels",
-             len(tomograms), sum(len(xyz) for xyz in labels),
-             sum(len(xyz) for xyz in negatives or []), radius_vox)
-    checkpoint = Path(f"{args.output}.ckpt")
+    log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels, "
+             "%d torch thread(s)", len(tomograms), sum(len(xyz) for xyz in labels),
+             sum(len(xyz) for xyz in negatives or []), radius_vox, torch.get_num_threads())
     model = train_localizer(
         tomograms,
         labels,
@@ -187,6 +189,8 @@ def main(args: argparse.Namespace) -> None:
                                       shape=args.shape)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["calibration"] = calibration
+    # the thread count changes float sums, hence the model: recorded for a rerun to match
+    state["torch_threads"] = torch.get_num_threads()
     with atomic_path(args.output) as tmp:
         torch.save(state, tmp)
     # the model file holds everything the checkpoint did: a rerun (--forcerun, new labels)

@@ -29,11 +29,33 @@ CHECKPOINT_FORMAT = "milopyp-simsiam-checkpoint/1"
 
 
 def data_fingerprint(patches: np.ndarray) -> str:
-    """A cheap identity of a patch array: shape plus a hash of up to ~1000 evenly spaced patches."""
-    step = max(1, len(patches) // 1000)
-    h = hashlib.blake2b(str(patches.shape).encode(), digest_size=16)
-    h.update(np.ascontiguousarray(patches[::step], dtype=np.float32).tobytes())
+    """The identity of a patch array: its shape and a hash of every patch (as float32).
+
+    A checkpoint is resumed only on the same patches: a change of the tomograms, the
+    candidates or the patch settings changes the fingerprint. Every patch counts (an
+    evenly spaced sample missed changes confined to one tomogram); hashing costs about a
+    second per GB, little beside training.
+    """
+    h = hashlib.blake2b(str(tuple(int(s) for s in patches.shape)).encode(), digest_size=16)
+    per_chunk = max(1, (64 << 20) // max(1, 4 * int(np.prod(patches.shape[1:]))))
+    for start in range(0, len(patches), per_chunk):
+        h.update(np.ascontiguousarray(patches[start:start + per_chunk], dtype=np.float32))
     return h.hexdigest()
+
+
+def checkpoint_mismatch(state: dict, hparams: dict, fingerprint: str) -> str | None:
+    """Why the checkpoint ``state`` cannot be resumed by a run with ``hparams`` on patches
+    of ``fingerprint`` (a phrase for the log), or None when it can."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        return f"not a {CHECKPOINT_FORMAT} checkpoint"
+    why = []
+    if state.get("data") != fingerprint:
+        why.append("other patches (tomograms, candidates or patch settings changed)")
+    old = state.get("hparams") or {}
+    changed = sorted(k for k in set(hparams) | set(old) if old.get(k) != hparams.get(k))
+    if changed:
+        why.append(f"other settings ({', '.join(changed)})")
+    return "; ".join(why) or None
 
 
 def cosine_factor(epoch: int, epochs: int) -> float:
@@ -72,7 +94,9 @@ def train_simsiam(
         device: a torch device (or its name) to train on; data are moved per batch.
         checkpoint_path: written atomically after every epoch (epoch, model, optimizer,
             scheduler, generator state, hyper-parameters, data fingerprint). With ``resume``
-            an existing checkpoint with the same hyper-parameters and data is continued.
+            an existing checkpoint with the same hyper-parameters and patches
+            (:func:`data_fingerprint`) is continued; any other (other patches or settings,
+            unreadable) is trained over afresh, with a warning that says why.
         log_every: also log every this many steps within an epoch (0: once per epoch only).
         amp: bfloat16 autocast of the forward pass (CUDA only; off by default, untested here).
 
@@ -115,37 +139,47 @@ def train_simsiam(
     }
     fingerprint = data_fingerprint(patches)
 
-    # Model initialisation from the seed without touching torch's global generator.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_simsiam(c, width=width, dim=dim, pred_dim=pred_dim)
-    model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_factor(e, epochs))
-    gen = torch.Generator().manual_seed(seed)
+    def fresh():
+        # Model initialisation from the seed without touching torch's global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_simsiam(c, width=width, dim=dim, pred_dim=pred_dim)
+        net.to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
+                              weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: cosine_factor(e, epochs))
+        return net, opt, sched, torch.Generator().manual_seed(seed)
+
+    model, optimizer, scheduler, gen = fresh()
     history: list[dict[str, float]] = []
     start_epoch = 0
 
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        same = (
-            state.get("format") == CHECKPOINT_FORMAT
-            and state.get("hparams") == hparams
-            and state.get("data") == fingerprint
-        )
-        if same:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            history = list(state["history"])
-            start_epoch = int(state["epoch"])
+        # a checkpoint belongs to its patches and settings: any other one is trained over,
+        # never resumed and never an error
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 -- torch.load raises many kinds on bad files
+            state, why = None, f"cannot be read ({type(err).__name__})"
+        else:
+            why = checkpoint_mismatch(state, hparams, fingerprint)
+        if why is None:
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                gen.set_state(state["generator"])
+                history = list(state["history"])
+                start_epoch = int(state["epoch"])
+            except (KeyError, RuntimeError, TypeError, ValueError) as err:
+                why = f"cannot be restored ({type(err).__name__}: {str(err)[:80]})"
+                model, optimizer, scheduler, gen = fresh()
+                history, start_epoch = [], 0
+        if why is None:
             log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, epochs)
         else:
-            log.warning("%s was made with other settings or data: starting afresh", ckpt_path)
+            log.warning("%s: %s: not resuming, training afresh", ckpt_path, why)
 
     data = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
     n_steps = n // batch_size

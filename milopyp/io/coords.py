@@ -59,6 +59,9 @@ _RLN_CENTRED = (
     "rlnCenteredCoordinateZAngst",
 )
 _RLN_TOMO = "rlnTomoName"
+#: column :func:`read_coordinates` adds with ``lines=True``: where each row is in the file
+#: (``"line 7"``; ``"data row 3"`` where lines are unknown, e.g. STAR)
+LINE_COLUMN = "__line__"
 _RLN_SCORE = "rlnAutopickFigureOfMerit"
 
 
@@ -160,6 +163,18 @@ def _require_geometry(path: Path, voxel_size_a, shape_zyx, action: str) -> None:
 # --------------------------------------------------------------------------- readers
 
 
+def _table_lines(path: Path, n_rows: int) -> list[int] | None:
+    """The 1-based file line of each data row of a CSV/TSV (the header is the first non-blank
+    line; blank lines hold no row, as pandas reads them), or None when that does not account
+    for ``n_rows`` rows (e.g. a quoted field spanning lines)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    numbers = [i for i, line in enumerate(lines, start=1) if line.strip()][1:]
+    return numbers if len(numbers) == n_rows else None
+
+
 def _read_table(path: Path, sep: str) -> pd.DataFrame:
     try:
         header = pd.read_csv(path, sep=sep, nrows=0, skipinitialspace=True).columns
@@ -194,11 +209,13 @@ def _read_table(path: Path, sep: str) -> pd.DataFrame:
     _numeric_xyz(df, _XYZ, path)
     if "score" in df.columns:
         df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    df.attrs["lines"] = _table_lines(path, len(df))
     return df
 
 
 def _read_text(path: Path) -> pd.DataFrame:
     rows: list[list[float]] = []
+    numbers: list[int] = []
     n_columns = None
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -226,8 +243,10 @@ def _read_text(path: Path) -> pd.DataFrame:
             raise MilopypError(f"{path}: line {number} has a non-finite coordinate: {text!r}")
         n_columns = len(values)
         rows.append(values)
+        numbers.append(number)
     columns = ["x", "y", "z", "score"][: n_columns or 3]
     df = pd.DataFrame(np.asarray(rows, dtype=np.float64).reshape(-1, len(columns)), columns=columns)
+    df.attrs["lines"] = numbers
     return df
 
 
@@ -284,12 +303,16 @@ def read_coordinates(
     tomogram: str | None = None,
     voxel_size_a: float | None = None,
     shape_zyx: tuple[int, int, int] | None = None,
+    lines: bool = False,
 ) -> pd.DataFrame:
     """Read a point table (columns ``tomogram, x, y, z[, score], ...``; x,y,z in voxels).
 
     The format follows the suffix (see the module docstring). A file without a tomogram
     column gets ``tomogram`` (or, if None, the file stem) in every row. ``voxel_size_a``
-    (Å) and ``shape_zyx`` are needed only for RELION-5 centred coordinates in Å.
+    (Å) and ``shape_zyx`` are needed only for RELION-5 centred coordinates in Å. With
+    ``lines=True`` the column :data:`LINE_COLUMN` says where each row is in the file (``"line
+    7"`` for CSV/TSV/text, ``"data row 3"`` for STAR), for messages that name the user's
+    line; drop it before writing the table.
     """
     path = Path(path)
     suffix = _check_suffix(path)
@@ -301,7 +324,11 @@ def read_coordinates(
         df = _read_text(path)
     else:
         df = _read_star(path, voxel_size_a, shape_zyx)
+    numbers = df.attrs.pop("lines", None)
     df = _fill_tomogram(df, tomogram, path)
+    if lines:
+        df[LINE_COLUMN] = ([f"line {n}" for n in numbers] if numbers is not None
+                           else [f"data row {i}" for i in range(1, len(df) + 1)])
     return _standard_order(df)
 
 
@@ -369,10 +396,20 @@ def write_coordinates(
             starfile.write({"particles": out}, tmp)
 
 
+def where_in_file(df: pd.DataFrame, i: int) -> str:
+    """Where row ``i`` (0-based position in ``df``) is, for a message: its
+    :data:`LINE_COLUMN` entry (``line L`` of the file read), else ``row i+1``."""
+    if LINE_COLUMN in df.columns:
+        return str(df[LINE_COLUMN].iloc[i])
+    return f"row {i + 1}"
+
+
 def check_inside(df: pd.DataFrame, shape_zyx: tuple[int, int, int], source) -> None:
     """Raise naming ``source`` if any point lies outside a tomogram of shape ``(nz, ny, nx)``.
 
     A point is inside when it rounds to a voxel: ``-0.5 <= x < nx - 0.5`` (same for y, z).
+    The first such point is named by its file line when ``df`` has :data:`LINE_COLUMN`,
+    else by its 1-based row in ``df``.
     """
     xyz = xyz_array(df)
     nz, ny, nx = (int(n) for n in shape_zyx)
@@ -386,6 +423,6 @@ def check_inside(df: pd.DataFrame, shape_zyx: tuple[int, int, int], source) -> N
     raise MilopypError(
         f"{source}: {bad.size} of {len(xyz)} points lie outside the tomogram "
         f"(x 0..{nx - 1}, y 0..{ny - 1}, z 0..{nz - 1}; shape_zyx {(nz, ny, nx)}), first is "
-        f"row {bad[0]}: x={x:g}, y={y:g}, z={z:g}; coordinates must be voxels of this "
+        f"{where_in_file(df, int(bad[0]))}: x={x:g}, y={y:g}, z={z:g}; coordinates must be voxels of this "
         f"tomogram, 0-based, in x,y,z order; did you pass Å or z,y,x?"
     )

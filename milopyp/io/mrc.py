@@ -6,9 +6,10 @@ float32 ``[n_tilts, y, x]``. Voxel sizes are in Å (``voxel_size_a``), taken fro
 ``.rec``, ``.st``, ``.ali``, ``.mrcs``, ``.map``): mrcfile identifies an MRC file by its
 header, not its name, and opens gzip/bzip2-compressed files transparently.
 
-Every write goes through :func:`milopyp.io.atomic.atomic_path` and fills the file slab by
-slab (z-slabs of about ``_SLAB_BYTES``), so an interrupted write never leaves a file at the
-final path and no full float32 copy of the input is made.
+Every write goes through :func:`milopyp.io.atomic.atomic_path` and writes the file slab by
+slab (z-slabs of about ``_SLAB_BYTES``, plain file writes, no memory map), so an interrupted
+write never leaves a file at the final path, no full float32 copy of the input is made and a
+full disk is a one-line error naming the output (not a ``Bus error``).
 """
 
 from __future__ import annotations
@@ -261,18 +262,19 @@ def _write_stack(path: str | os.PathLike, data, voxel_size_a: float, kind: str) 
     n, ny, nx = src.shape
     total, total_sq, n_bad = 0.0, 0.0, 0
     dmin, dmax = math.inf, -math.inf
-    with (
-        atomic_path(path) as tmp,
-        mrcfile.new_mmap(tmp, shape=(n, ny, nx), mrc_mode=2, overwrite=True) as mrc,
-    ):
-        out = mrc.data
+    header = _new_header((n, ny, nx), voxel_size_a, kind)
+    # plain buffered writes, no memory map: a full disk is an OSError here (a one-line error
+    # from atomic_path), where a written-to map of a sparse file dies of SIGBUS
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(bytes(header.nbytes))  # the header, once its statistics are known
         for s in _slabs(n, ny * nx):
-            slab = np.asarray(src[s], dtype=np.float32)
+            slab = np.ascontiguousarray(src[s], dtype=np.float32)
             finite = np.isfinite(slab)
             if not finite.all():
                 n_bad += int(np.count_nonzero(~finite))
                 continue
-            out[s] = slab
+            if not n_bad:
+                fh.write(memoryview(slab).cast("B"))
             total += float(slab.sum(dtype=np.float64))
             total_sq += float(np.square(slab, dtype=np.float64).sum())
             dmin = min(dmin, float(slab.min()))
@@ -282,15 +284,33 @@ def _write_stack(path: str | os.PathLike, data, voxel_size_a: float, kind: str) 
                 f"{path}: refusing to write {n_bad} NaN/Inf voxels of {src.size}; "
                 f"the {kind} was computed wrongly"
             )
-        if kind == "tomogram":
-            mrc.set_volume()
-        else:
-            mrc.set_image_stack()
-        mrc.voxel_size = voxel_size_a
         mean = total / src.size
-        header = mrc.header
         header.dmin, header.dmax, header.dmean = dmin, dmax, mean
         header.rms = math.sqrt(max(0.0, total_sq / src.size - mean * mean))
+        fh.seek(0)
+        fh.write(header.tobytes())
+
+
+def _new_header(shape: tuple[int, int, int], voxel_size_a: float, kind: str):
+    """An MRC2014 header (mrcfile's defaults) for float32 data of ``shape`` ``(n, ny, nx)``:
+    a volume (``kind`` tomogram) or an image stack, voxel size in Å, no extended header."""
+    from mrcfile.mrcinterpreter import MrcInterpreter
+
+    mrc = MrcInterpreter()  # in memory, no file
+    mrc._create_default_attributes()  # as mrcfile's docs advise for a write-only stream
+    mrc.set_data(np.zeros((1, 1, 1), np.float32))  # mode 2, native byte order
+    if kind == "tomogram":
+        mrc.set_volume()
+    else:
+        mrc.set_image_stack()
+    header = mrc.header
+    n, ny, nx = (int(v) for v in shape)
+    header.nx = header.mx = nx
+    header.ny = header.my = ny
+    header.nz = n
+    header.mz = n if kind == "tomogram" else 1
+    mrc.voxel_size = voxel_size_a
+    return header
 
 
 # --------------------------------------------------------------------------- public API
