@@ -573,15 +573,6 @@ def provenance_records(wildcards):
     return records
 
 
-def scheduler_cores():
-    """Snakemake's --cores (what caps every job's threads), or "unset" (e.g. a cluster run
-    without --cores)."""
-    try:
-        return workflow.cores
-    except Exception:  # WorkflowError when --cores was not given
-        return "unset"
-
-
 def provenance_records_option(wildcards, input):
     options = []
     if input.geometry:

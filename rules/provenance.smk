@@ -16,9 +16,6 @@ rule provenance:
         config=provenance_config_json,
         repo=workflow.basedir,
         records=provenance_records_option,
-        # each job's threads are min(its rule's threads, --cores), and the thread count
-        # changes float sums: the answer is reproduced with the same --cores
-        cores=scheduler_cores(),
     localrule: True
     threads: 1
     resources:
@@ -26,6 +23,9 @@ rule provenance:
         runtime=5,
     conda:
         CONDA_ENV
+    # the thread counts that change float sums are recorded by the jobs themselves
+    # (explore/settings.json, model.pt); --cores is not a param here, or a rerun with
+    # other --cores would rewrite this file while nothing else is redone
     shell:
         "milopyp provenance --config-json {params.config:q} --repo {params.repo:q}"
-        " {params.records} --extra snakemake_cores={params.cores} -o {output} 2> {log}"
+        " {params.records} -o {output} 2> {log}"

@@ -177,16 +177,18 @@ def test_adding_tomograms_runs_only_their_jobs_and_reuses_the_model(tmp_path, da
     work = campaign(tmp_path, dataset, ["tomo_000", "tomo_001"])
     results = work / "results"
     snakemake(work)
-    kept = mtimes([results / "explore" / "model.pt", results / "provenance.json",
+    # provenance.json is rewritten: it records each tomogram's tilt-series geometry
+    kept = mtimes([results / "explore" / "model.pt",
                    *results.glob("candidates/*.csv"), *results.glob("patches/*.npz"),
-                   *results.glob("embeddings/*.npz")])
-    assert len(kept) == 2 + 3 * 2
+                   *results.glob("embeddings/*.npz"), *results.glob("geometry/*.json")])
+    assert len(kept) == 1 + 4 * 2
 
     link_tomograms(work, dataset, ["tomo_002", "tomo_003"])
     dry = snakemake(work, "--dry-run")
     stats = job_stats(dry.stdout + dry.stderr)
-    assert stats == {"preprocess": 2, "candidates": 2, "patches": 2, "embed": 2,
-                     "cluster": 1, "evaluate_candidates": 1, "all": 1}, stats
+    assert stats == {"preprocess": 2, "candidates": 2, "check_geometry": 2, "patches": 2,
+                     "embed": 2, "cluster": 1, "evaluate_candidates": 1, "provenance": 1,
+                     "all": 1}, stats
     planned = dry.stdout + dry.stderr
     assert "wildcards: tomogram=tomo_002" in planned
     assert "wildcards: tomogram=tomo_000" not in planned
