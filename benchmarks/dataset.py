@@ -51,6 +51,7 @@ from milopyp.candidates import find_candidates
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.io.mrc import read_tomogram
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
+from milopyp.localize.infer import DEFAULT_FLIPS
 from milopyp.localize.peaks import nms_kernel_vox
 
 log = logging.getLogger("dataset")
@@ -207,7 +208,9 @@ def dog_rows(ds: Dataset, species: str, diameter: float, radius: float,
 def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                    kwargs: dict, threads: int,
                    negatives: np.ndarray | None = None,
-                   save_picks: Path | None = None, device: str = "cpu") -> dict[str, dict]:
+                   save_picks: Path | None = None, device: str = "cpu",
+                   flips: int = DEFAULT_FLIPS,
+                   model_path: Path | None = None) -> dict[str, dict]:
     """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
@@ -216,18 +219,24 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
 
     first = ds.tomograms[0]
     t0 = time.perf_counter()
-    model = train_localizer([first.data], [labels], particle_radius_vox=radius,
-                            device=device, negatives=None if negatives is None else [negatives],
-                            **kwargs)
+    if model_path is not None:  # a model this benchmark trained and saved (--save-picks)
+        from milopyp.localize.train import load_localizer
+
+        model = load_localizer(model_path, device=device)
+        model.history = []
+    else:
+        model = train_localizer([first.data], [labels], particle_radius_vox=radius,
+                                device=device,
+                                negatives=None if negatives is None else [negatives], **kwargs)
     train_s = time.perf_counter() - t0
     picks = []
     t1 = time.perf_counter()
     for v in ds.tomograms:
-        heat = predict_heatmap(model, v.data, device=device)
+        heat = predict_heatmap(model, v.data, device=device, flips=flips)
         picks.append(find_peaks(heat, kernel_vox=nms_kernel_vox(radius), threshold=0.0,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
-    calibration = calibrate_threshold(model, [first.data], [labels], radius, device)
+    calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips)
     auto = calibration["threshold"]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
@@ -236,6 +245,11 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
         save_picks.parent.mkdir(parents=True, exist_ok=True)
         picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
+        # the model too, as `milopyp train-localize` writes it (load_localizer reads it)
+        torch.save({"format": "milopyp-localizer", "version": 1, "epoch": len(model.history),
+                    "network": model.config.to_dict(), "settings": {},
+                    "model": model.state_dict(), "calibration": calibration},
+                   save_picks.with_suffix(".pt"))
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = [], {}
     for v, p in zip(ds.tomograms, picks):
@@ -331,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--labels", type=int, default=55, help="labels of the first tomogram (55)")
     p.add_argument("--save-picks", type=Path, default=None,
                    help="folder: write every localiser row's peaks (all scores) as CSV, and "
-                        "the fibre row's heat maps (.npy)")
+                        "its model (.pt), and the fibre row's heat maps (.npy)")
     p.add_argument("--negatives", type=int, default=0,
                    help="explicit negatives: this many of --negatives-species from the first "
                         "tomogram (0)")
@@ -350,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fiber-labels", type=int, default=100,
                    help="centre-line points of the first tomogram for the fiber row (100)")
     p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="score this saved model (DIR/full_model.pt of an earlier --save-picks "
+                        "run on the same dataset and labels) instead of training the full row")
+    p.add_argument("--flips", type=int, choices=[1, 2, 4], default=DEFAULT_FLIPS,
+                   help=f"test-time flips of the heat maps ({DEFAULT_FLIPS}, as the workflow)")
     p.add_argument("--device", default="cpu",
                    help="torch device of the localiser rows: cpu, cuda or auto (cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -403,12 +422,16 @@ def main(argv: list[str] | None = None) -> None:
                                         seed=args.seed, shape_zyx=first.data.shape)
         r = localizer_rows(ds, args.target, labels, radius, kw, args.threads, row_negatives,
                            save_picks=args.save_picks / f"{name.replace(' ', '_')}.csv"
-                           if args.save_picks else None, device=args.device)
+                           if args.save_picks else None, device=args.device,
+                           flips=args.flips,
+                           model_path=args.model if name == "full model" else None)
         results[f"{name}, auto"] = r["auto"]
         results[f"{name}, tuned"] = r["tuned"]
         print(line(f"{name}, automatic threshold", r["auto"]))
         print(line(f"{name}, threshold tuned on truth", r["tuned"])
-              + f"  (train {r['auto']['train_s']:.0f} s, infer {r['auto']['infer_s']:.1f} s)",
+              + (f"  (model {args.model}" if args.model and name == "full model" else
+                 f"  (train {r['auto']['train_s']:.0f} s")
+              + f", infer {r['auto']['infer_s']:.1f} s, {args.flips} flips)",
               flush=True)
     if "fiber" in rows_wanted:
         fd_a = args.diameter if args.fiber_species == args.target and args.diameter else \

@@ -378,6 +378,7 @@ def train_localize_options(wildcards):
         f"--stride-xy {settings['stride_xy']}",
         f"--n-blocks {settings['n_blocks']}",
         f"--base-channels {settings['base_channels']}",
+        f"--flips {settings['test_time_flips']}",
         voxel_size_option(),
     ]
     if settings["class_prior"]:

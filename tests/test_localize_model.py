@@ -622,3 +622,70 @@ def test_train_localize_command_leaves_no_checkpoint_and_retrains_on_new_labels(
     weights_b = torch.load(model, weights_only=True)["model"]
     assert any(not torch.equal(v, weights_b[k]) for k, v in weights_a.items())
     assert not Path(f"{model}.ckpt").exists()
+
+
+def test_test_time_flips_average_the_mirrored_heat_maps():
+    """flips=4: the mean of the heat maps of the tomogram and its x, y and x–y mirror images,
+    each mirrored back (binned model, odd sizes: flipped on the working grid)."""
+    from milopyp.localize.infer import FLIPS_YX
+
+    cfg = LocalizerConfig(**TINY, z_dilations=(1,), bin_factor=1)
+    torch.manual_seed(7)
+    model = _randomise_bn(Localizer(cfg), 7)
+    vol = np.random.default_rng(7).normal(size=(9, 37, 46)).astype(np.float32)
+    mean = np.mean([np.flip(predict_heatmap(model, np.ascontiguousarray(np.flip(vol, axes)),
+                                            device="cpu"), axes)
+                    for axes in FLIPS_YX], axis=0)
+    four = predict_heatmap(model, vol, device="cpu", flips=4)
+    assert np.allclose(four, mean, atol=1e-6)
+    one = predict_heatmap(model, vol, device="cpu")
+    assert not np.allclose(four, one, atol=1e-3)  # the random network is not symmetric
+    two = predict_heatmap(model, vol, device="cpu", flips=2)
+    assert np.allclose(two, 0.5 * (one + np.flip(predict_heatmap(
+        model, np.ascontiguousarray(np.flip(vol, 2)), device="cpu"), 2)), atol=1e-6)
+    with pytest.raises(MilopypError, match="flips"):
+        predict_heatmap(model, vol, device="cpu", flips=3)
+
+
+def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path):
+    """The workflow, the command and the benchmark use DEFAULT_FLIPS; the model file keeps
+    the flips its threshold was calibrated with, and `localize` picks with those."""
+    import argparse
+
+    import pandas as pd
+    import yaml
+
+    from milopyp import cli
+    from milopyp.commands import train_localize
+    from milopyp.io.mrc import write_tomogram
+    from milopyp.localize.infer import DEFAULT_FLIPS
+
+    parser = argparse.ArgumentParser()
+    train_localize.add_arguments(parser)
+    assert parser.get_default("flips") == DEFAULT_FLIPS
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "config" / "schema.yaml").read_text())
+    assert schema["properties"]["localize"]["properties"]["test_time_flips"]["default"] == (
+        DEFAULT_FLIPS)
+    vol, xyz = _blobs((12, 48, 56), 12, seed=33)
+    mrc = tmp_path / "TS_01.mrc"
+    write_tomogram(mrc, vol, 10.0)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"tomogram": "TS_01", "x": xyz[:6, 0], "y": xyz[:6, 1],
+                  "z": xyz[:6, 2]}).to_csv(labels, index=False)
+    model = tmp_path / "model.pt"
+    assert cli.main(["train-localize", "--labels", str(labels), "--epochs", "1",
+                     "--iterations-per-epoch", "2", "--crop-xy", "32", "--crop-z", "4",
+                     "--bin", "1", "--base-channels", "4", "--particle-diameter", "60",
+                     "--flips", "2", "--device", "cpu", "--tomograms", str(mrc),
+                     "-o", str(model)]) == 0
+    assert load_localizer(model).calibration["flips"] == 2
+    heat = tmp_path / "heat.mrc"
+    assert cli.main(["localize", "--model", str(model), "--tomogram", str(mrc), "-o",
+                     str(tmp_path / "picks.csv"), "--heatmap", str(heat),
+                     "--device", "cpu"]) == 0
+    from milopyp.io.mrc import read_tomogram
+
+    written, _ = read_tomogram(heat)
+    expected = predict_heatmap(load_localizer(model), vol, device="cpu", flips=2)
+    assert np.allclose(written, expected, atol=1e-6)

@@ -57,7 +57,10 @@ def main(args: argparse.Namespace) -> None:
     name = args.tomogram_name or Path(args.tomogram).name.split(".")[0]
     model = load_localizer(args.model)
     volume, voxel_size_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
-    heatmap = predict_heatmap(model, volume, device=args.device, memory_mb=args.memory_mb)
+    # the flips the threshold was calibrated with (models before them: none)
+    flips = int(model.calibration.get("flips", 1))
+    heatmap = predict_heatmap(model, volume, device=args.device, memory_mb=args.memory_mb,
+                              flips=flips)
     kernel = args.nms_kernel or nms_kernel_from_model(model)
     threshold = args.threshold
     if threshold is None:

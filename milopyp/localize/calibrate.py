@@ -350,11 +350,14 @@ def guard_fiber_threshold(heatmap: np.ndarray, threshold: float,
 
 
 def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndarray],
-                        radius_vox: float, device, *, shape: str = "globular") -> dict:
+                        radius_vox: float, device, *, shape: str = "globular",
+                        flips: int = 1) -> dict:
     """The automatic pick threshold of a trained localiser: heat-map peaks at the labels of
     the :data:`CALIBRATION_TOMOGRAMS` most-labelled tomograms ([z, y, x]; labels (N, 3)
     x, y, z voxels) and the split of all their heat-map peaks (:func:`split_threshold`).
-    Returns ``threshold``, ``label_peak_median``, ``n_labels`` and ``rule`` (stored in the
+    ``flips``: test-time flips of the heat maps (:func:`milopyp.localize.infer.predict_heatmap`;
+    stored, so that picking uses the same). Returns ``threshold``, ``label_peak_median``,
+    ``n_labels``, ``flips`` and ``rule`` (stored in the
     model file as its calibration). For ``shape="fiber"`` the threshold is :func:`fiber_threshold` (at least
     the bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` added; a model whose label peaks do not stand out gets a warning."""
@@ -364,7 +367,7 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     rng = np.random.default_rng(0)
     scores, background, bulk, peaks = [], [], [], []
     for i in most_labelled(labels, CALIBRATION_TOMOGRAMS):
-        heat = predict_heatmap(model, tomograms[i], device=device)
+        heat = predict_heatmap(model, tomograms[i], device=device, flips=flips)
         scores.append(label_peak_scores(heat, labels[i], radius_vox / 2))
         if shape == "globular":  # as `milopyp localize` picks them (NMS box ~ the radius)
             found = find_peaks(heat, kernel_vox=nms_kernel_vox(radius_vox), threshold=0.0)
@@ -391,4 +394,4 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
              np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold,
              f" ({extra['rule']})" if "rule" in extra else "")
     return {"threshold": threshold, "label_peak_median": float(np.median(scores)),
-            "n_labels": int(scores.size), **extra}
+            "n_labels": int(scores.size), "flips": int(flips), **extra}
