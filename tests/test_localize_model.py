@@ -689,3 +689,11 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path):
     written, _ = read_tomogram(heat)
     expected = predict_heatmap(load_localizer(model), vol, device="cpu", flips=2)
     assert np.allclose(written, expected, atol=1e-6)
+
+
+def test_split_threshold_rejects_an_unknown_method():
+    from milopyp.localize.calibrate import split_threshold
+
+    peaks = np.random.default_rng(0).exponential(0.1, 300)
+    with pytest.raises(MilopypError, match="otsu"):
+        split_threshold(0.8, peaks, method="median")

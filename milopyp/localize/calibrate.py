@@ -22,6 +22,8 @@ import logging
 
 import numpy as np
 
+from milopyp.errors import MilopypError
+
 log = logging.getLogger(__name__)
 
 #: Upper bound of the automatic threshold: THRESHOLD_FRACTION x median heat-map peak at the
@@ -171,6 +173,8 @@ def _split_level(label_median: float, peak_scores: np.ndarray,
     """The split of the peaks (see :func:`split_threshold`), within the bounds, and a
     description; None when there is nothing to split. ``method``: "mixture"
     (:func:`mixture_level`, Otsu's split when it finds no particle mode) or "otsu"."""
+    if method not in ("mixture", "otsu"):
+        raise MilopypError(f"threshold method: expected 'mixture' or 'otsu', got {method!r}")
     peaks = np.asarray(peak_scores, dtype=np.float64)
     peaks = peaks[peaks > SPLIT_FLOOR_FRACTION * label_median]
     if peaks.size < MIN_SPLIT_PEAKS:
