@@ -378,9 +378,10 @@ def train_localize_options(wildcards):
         f"--stride-xy {settings['stride_xy']}",
         f"--n-blocks {settings['n_blocks']}",
         f"--base-channels {settings['base_channels']}",
-        f"--flips {settings['test_time_flips']}",
         voxel_size_option(),
     ]
+    if settings["test_time_flips"] != "auto":
+        options.append(f"--flips {settings['test_time_flips']}")
     if settings["class_prior"]:
         options.append(f"--class-prior {settings['class_prior']}")
     elif settings["expected_particles"]:

@@ -658,15 +658,17 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path):
     from milopyp import cli
     from milopyp.commands import train_localize
     from milopyp.io.mrc import write_tomogram
-    from milopyp.localize.infer import DEFAULT_FLIPS
+    from milopyp.localize.infer import DEFAULT_FLIPS, FIBER_FLIPS, default_flips
 
     parser = argparse.ArgumentParser()
     train_localize.add_arguments(parser)
-    assert parser.get_default("flips") == DEFAULT_FLIPS
+    assert parser.get_default("flips") is None  # by shape: default_flips
+    assert default_flips("globular") == DEFAULT_FLIPS == 4
+    assert default_flips("fiber") == FIBER_FLIPS == 1
     root = Path(__file__).resolve().parents[1]
     schema = yaml.safe_load((root / "config" / "schema.yaml").read_text())
     assert schema["properties"]["localize"]["properties"]["test_time_flips"]["default"] == (
-        DEFAULT_FLIPS)
+        "auto")
     vol, xyz = _blobs((12, 48, 56), 12, seed=33)
     mrc = tmp_path / "TS_01.mrc"
     write_tomogram(mrc, vol, 10.0)

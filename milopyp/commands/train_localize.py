@@ -64,10 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="expected particles per tomogram (sets the PU prior)")
     parser.add_argument("--no-contrastive", action="store_true", help="drop the contrastive terms")
     parser.add_argument("--no-pu", action="store_true", help="plain focal loss instead of PU")
-    # 4 = milopyp.localize.infer.DEFAULT_FLIPS (not imported here: it imports torch)
-    parser.add_argument("--flips", type=int, choices=[1, 2, 4], default=4,
-                        help="test-time flips of the heat map (4), stored in the model: "
-                             "`localize` uses the same")
+    parser.add_argument("--flips", type=int, choices=[1, 2, 4], default=None,
+                        help="test-time flips of the heat map (default: 4 for globular, 1 "
+                             "for fibre targets), stored in the model: `localize` uses the same")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
 
@@ -131,6 +130,7 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
     from milopyp.io.mrc import common_voxel_size, read_tomogram, voxel_size_for
     from milopyp.localize.calibrate import calibrate_threshold
+    from milopyp.localize.infer import default_flips
     from milopyp.localize.train import train_localizer
 
     checkpoint = Path(f"{args.output}.ckpt")
@@ -190,7 +190,8 @@ def main(args: argparse.Namespace) -> None:
         bin_factor=parse_bin(args.bin),
     )
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, args.device,
-                                      shape=args.shape, flips=args.flips)
+                                      shape=args.shape,
+                                      flips=args.flips or default_flips(args.shape))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["calibration"] = calibration
     # the thread count changes float sums, hence the model: recorded for a rerun to match
