@@ -246,7 +246,10 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
         picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
         # the model too, as `milopyp train-localize` writes it (load_localizer reads it)
-        torch.save({"format": "milopyp-localizer", "version": 1, "epoch": len(model.history),
+        from milopyp.localize.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                    "epoch": len(model.history),
                     "network": model.config.to_dict(), "settings": {},
                     "model": model.state_dict(), "calibration": calibration},
                    save_picks.with_suffix(".pt"))

@@ -57,12 +57,11 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.candidates import find_candidates
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
-    from milopyp.io.mrc import read_tomogram, voxel_size_for
+    from milopyp.io.mrc import read_tomogram
 
     prepare_outputs(args.output)
     t0 = time.perf_counter()
-    tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
-    voxel_size_a = voxel_size_for(args.tomogram, header_voxel_a, args.voxel_size)
+    tomogram, voxel_size_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     if not args.particle_diameter > 0:
         raise MilopypError(
             f"--particle-diameter must be > 0 Å, got {args.particle_diameter}"

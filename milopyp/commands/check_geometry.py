@@ -62,15 +62,14 @@ def main(args: argparse.Namespace) -> None:
     from milopyp.geometry import check_geometry, judge
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.geometry import write_geometry
-    from milopyp.io.mrc import read_tilt_series, read_tomogram, voxel_size_for
+    from milopyp.io.mrc import read_tilt_series, read_tomogram
 
     if not 0 <= args.min_margin < 1:
         raise MilopypError(f"--min-margin: expected a value in [0, 1), got {args.min_margin}")
     prepare_outputs(args.output)
     tomo_path = Path(args.tomogram)
     name = args.name or tomo_path.name.split(".")[0]
-    tomogram, header_voxel_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)
-    voxel_size_a = voxel_size_for(tomo_path, header_voxel_a, args.voxel_size)
+    tomogram, voxel_size_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)
     # memory-mapped where the mode allows: only a few tilt images are read
     stack, angles, tilt_px = read_tilt_series(args.tilt_series, args.angles, mmap=True,
                                               check_finite=False,

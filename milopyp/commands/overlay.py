@@ -33,12 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import prepare_outputs, write_bytes
     from milopyp.io.coords import read_coordinates, xyz_array
-    from milopyp.io.mrc import read_tomogram, voxel_size_for
+    from milopyp.io.mrc import read_tomogram
     from milopyp.visualize.overlay import fibre_overlay_png, picks_overlay_png
 
     prepare_outputs(args.output)
-    volume, header_voxel = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
-    voxel_size_a = voxel_size_for(args.tomogram, header_voxel, args.voxel_size)
+    volume, voxel_size_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     picks = read_coordinates(args.picks)
     title = f"{args.title} · " if args.title else ""
     title += f"{len(picks)} picks"

@@ -108,7 +108,7 @@ def _apply_geometry(stack: np.ndarray, path) -> tuple[np.ndarray, dict]:
 def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import atomic_path, prepare_outputs
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
-    from milopyp.io.mrc import read_tilt_series, read_tomogram, voxel_size_for
+    from milopyp.io.mrc import read_tilt_series, read_tomogram
     from milopyp.patches import make_patches
 
     if args.size < 8:
@@ -118,8 +118,7 @@ def main(args: argparse.Namespace) -> None:
     prepare_outputs(args.output)
     tomo_path = Path(args.tomogram)
     name = tomo_path.stem
-    tomogram, header_voxel_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)
-    voxel_size_a = voxel_size_for(tomo_path, header_voxel_a, args.voxel_size)
+    tomogram, voxel_size_a = read_tomogram(tomo_path, voxel_size_a=args.voxel_size)
     cand = read_coordinates(
         args.candidates, tomogram=name, voxel_size_a=voxel_size_a, shape_zyx=tomogram.shape
     )

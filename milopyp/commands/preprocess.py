@@ -42,13 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from milopyp.io.atomic import prepare_outputs
-    from milopyp.io.mrc import read_tomogram, voxel_size_for, write_tomogram
+    from milopyp.io.mrc import read_tomogram, write_tomogram
     from milopyp.preprocess import DEFAULT_SIGMA_VOX, preprocess
 
     prepare_outputs(args.output)
     t0 = time.perf_counter()
-    tomogram, header_voxel_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
-    voxel_size_a = voxel_size_for(args.tomogram, header_voxel_a, args.voxel_size)
+    tomogram, voxel_size_a = read_tomogram(args.tomogram, mmap=True, voxel_size_a=args.voxel_size)
     if args.sigma_a is not None:
         if args.sigma_a < 0:
             raise MilopypError(f"--sigma-a must be >= 0 Å, got {args.sigma_a}")

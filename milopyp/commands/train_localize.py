@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> None:
 
     from milopyp.io.atomic import atomic_path, prepare_outputs
     from milopyp.io.coords import check_inside, read_coordinates, xyz_array
-    from milopyp.io.mrc import common_voxel_size, read_tomogram, voxel_size_for
+    from milopyp.io.mrc import common_voxel_size, read_tomogram
     from milopyp.localize.calibrate import calibrate_threshold
     from milopyp.localize.infer import default_flips
     from milopyp.localize.train import train_localizer
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> None:
         tomograms.append(volume)
         names_in_order.append(names[0])
         labels.append(xyz_array(table))
-        voxel_sizes.append(voxel_size_for(by_name[names[0]], voxel_size_a, args.voxel_size))
+        voxel_sizes.append(voxel_size_a)
     if sum(len(xyz) for xyz in labels) == 0:
         raise MilopypError(
             f"{', '.join(args.labels)}: no labels to train on; check the selection"

@@ -386,18 +386,6 @@ def read_tomogram(
                        voxel_size_a=voxel_size_a)
 
 
-def voxel_size_for(path: str | os.PathLike, header_voxel_a: float,
-                   override_a: float | None) -> float:
-    """The voxel size (Å) to use for the tomogram at ``path``: ``override_a`` (a command's
-    ``--voxel-size``) when given, else the header's; must be a positive number."""
-    voxel_size_a = header_voxel_a if override_a is None else float(override_a)
-    if not (voxel_size_a > 0 and math.isfinite(voxel_size_a)):
-        raise MilopypError(
-            f"{path}: voxel size must be > 0 Å, got {voxel_size_a}; pass --voxel-size"
-        )
-    return voxel_size_a
-
-
 def write_tomogram(path: str | os.PathLike, data_zyx, voxel_size_a: float) -> None:
     """Write a ``[z, y, x]`` array atomically as MRC mode 2 (float32) with voxel size in Å."""
     _write_stack(path, data_zyx, voxel_size_a, "tomogram")
