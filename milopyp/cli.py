@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find proteins in cryo-electron tomograms; one sub-command per pipeline step.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads this command computes with (torch, FAISS, OpenMP, the "
+                             "filters); default: $OMP_NUM_THREADS, else the usable CPUs. The "
+                             "workflow passes its `threads_per_job`: results depend on it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -66,12 +70,33 @@ def openmp_defaults(environ=os.environ) -> dict[str, str]:
     return added
 
 
+#: environment variables that fix the thread count of the numerical libraries a command loads
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def fix_threads(threads: int, environ=os.environ) -> None:
+    """Make every library of this process compute with ``threads`` threads, whatever the
+    scheduler set (Snakemake sets ``OMP_NUM_THREADS`` to min(rule threads, --cores)): torch,
+    FAISS and OpenMP read these variables when they load, and the thread count decides the
+    order of floating-point sums, so it must not depend on ``--cores``. Must run before they
+    are imported."""
+    if threads < 1:
+        raise MilopypError(f"--threads: expected a positive number, got {threads}")
+    environ.update({name: str(threads) for name in THREAD_VARIABLES})
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     openmp_defaults()
     parser = build_parser()
     # Parse only the command name first, then hand the rest to that command's own parser.
     head, _rest = parser.parse_known_args(argv[: _command_index(argv) + 1] if argv else argv)
+    if head.threads is not None:
+        try:
+            fix_threads(head.threads)
+        except MilopypError as err:
+            print(f"milopyp: error: {err}", file=sys.stderr)
+            return 2
     module = importlib.import_module(f"milopyp.commands.{COMMANDS[head.command][0]}")
     sub_parser = argparse.ArgumentParser(
         prog=f"milopyp {head.command}", description=COMMANDS[head.command][1]

@@ -59,7 +59,31 @@ def validate_config(config: dict, source: str = "config") -> dict:
     errors = sorted(validator.iter_errors(full), key=lambda e: list(e.absolute_path))
     if errors:
         raise MilopypError(f"{source}: {_describe(errors[0], schema)}")
+    tomogram_source(full, source)
     return full
+
+
+#: the config keys that can give a campaign's tomograms (exactly one is set)
+TOMOGRAM_SOURCES = {
+    "tomograms": "MRC files",
+    "copick": "a copick project",
+    "relion_tomograms": "a RELION tomograms.star",
+}
+
+
+def tomogram_source(config: dict, source: str = "config") -> str:
+    """The one key of :data:`TOMOGRAM_SOURCES` that ``config`` sets; raises MilopypError when
+    it sets none or several."""
+    found = [key for key in TOMOGRAM_SOURCES if config.get(key)]
+    if len(found) != 1:
+        named = " and ".join(f"`{key}` ({TOMOGRAM_SOURCES[key]})" for key in found)
+        choices = ", ".join(f"`{key}`" for key in TOMOGRAM_SOURCES)
+        raise MilopypError(
+            f"{source}: {named} are {'both' if len(found) == 2 else 'all'} set; set only one "
+            f"of {choices}" if found else
+            f"{source}: no tomograms; set one of {choices}"
+        )
+    return found[0]
 
 
 def load_config(path: str | Path) -> dict:
@@ -88,10 +112,11 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         return f"unknown config key `{full_key}`; {hint}known keys here: {', '.join(known)}"
     if error.validator == "required":
         return f"{error.message}; set it, e.g. tomograms: \"data/*.mrc\""
-    if error.validator == "anyOf" and not error.absolute_path:  # tomograms or copick
+    if error.validator == "anyOf" and not error.absolute_path:  # tomograms, copick or RELION
         return (
-            "'tomograms' is a required property (or 'copick'); set tomograms: \"data/*.mrc\" "
-            "or copick: path/to/config.json"
+            "'tomograms' is a required property (or 'copick', or 'relion_tomograms'); set "
+            "tomograms: \"data/*.mrc\", copick: path/to/config.json or relion_tomograms: "
+            "path/to/tomograms.star"
         )
     sub = _subschema(schema, list(error.absolute_path))
     description = " ".join(sub.get("description", "").split())

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from milopyp.config import validate_config
+from milopyp.config import tomogram_source, validate_config
 from milopyp.errors import MilopypError
 from milopyp.io.mrc import common_voxel_size, read_header
 
@@ -25,6 +25,9 @@ config.update(_validated)
 
 RESULTS = config["results"].rstrip("/")
 CONDA_ENV = "../envs/milopyp.yaml"
+# Threads of every computing job, passed as `milopyp --threads` (not Snakemake's {threads},
+# which --cores scales down): the same config gives the same coordinates with any --cores.
+THREADS = config["threads_per_job"]
 
 
 def discover_tomograms(pattern):
@@ -73,25 +76,51 @@ def copick_campaign():
     return geometry, float(spacing)
 
 
+def relion_campaign():
+    """rlnTomoName -> (shape_zyx, voxel_size_a) and -> MRC path of the `relion_tomograms`
+    star's tomograms, and the voxel size in Å the commands must be given (RELION's, where a
+    header has none) or None."""
+    from milopyp.io import relion
+
+    try:
+        tomograms = relion.read_relion_tomograms(
+            config["relion_tomograms"], column=config["relion_tomogram_column"],
+            project_dir=config["relion_project_dir"], voxel_size_a=config["voxel_size"] or None)
+        override_a = relion.voxel_size_override_a(tomograms, TOMOGRAM_SOURCE)
+    except MilopypError as err:
+        fail(err)
+    return ({name: (t.shape_zyx, t.voxel_size_a) for name, t in tomograms.items()},
+            {name: str(t.path) for name, t in tomograms.items()}, override_a)
+
+
+_SOURCE_KEY = tomogram_source(config)  # tomograms, copick or relion_tomograms (validated: one)
+TOMOGRAM_SOURCE = f"{_SOURCE_KEY}: {config[_SOURCE_KEY]}"
+# name -> (shape_zyx, voxel_size_a) from a copick project's or a tomograms.star's metadata
+SOURCE_GEOMETRY, COPICK_SPACING, RELION_PATHS, RELION_VOXEL_SIZE_A = {}, None, {}, None
 if config["copick"]:
-    if "tomograms" in config:
-        fail("set either `tomograms` (MRC files) or `copick` (a copick project), not both")
-    COPICK_GEOMETRY, COPICK_SPACING = copick_campaign()
-    # the runs' tomograms, copied once to MRC by the copick_tomogram rule
-    TOMOGRAMS = {name: f"{RESULTS}/tomograms/{name}.mrc" for name in sorted(COPICK_GEOMETRY)}
-else:
-    COPICK_GEOMETRY, COPICK_SPACING = {}, None
-    TOMOGRAMS = discover_tomograms(config["tomograms"])
+    SOURCE_GEOMETRY, COPICK_SPACING = copick_campaign()
+elif config["relion_tomograms"]:
+    SOURCE_GEOMETRY, RELION_PATHS, RELION_VOXEL_SIZE_A = relion_campaign()
+# copick's tomograms are copied (rule copick_tomogram), RELION's linked (relion_tomogram) to
+# results/tomograms/{name}.mrc: the commands name a tomogram after its file's stem
+TOMOGRAMS = (discover_tomograms(config["tomograms"]) if _SOURCE_KEY == "tomograms" else
+             {name: f"{RESULTS}/tomograms/{name}.mrc" for name in sorted(SOURCE_GEOMETRY)})
+
+
+def voxel_size_override_a():
+    """Voxel size in Å that replaces the headers': config, else RELION's where a RELION
+    campaign's headers have none; None = each header's own."""
+    return config["voxel_size"] or RELION_VOXEL_SIZE_A
 
 
 def tomogram_geometry(name):
-    """``(shape_zyx, voxel_size_a)`` of tomogram ``name``: its MRC header (config voxel_size
-    first) or, for a copick campaign, the project's metadata (no data is read)."""
-    if name in COPICK_GEOMETRY:
-        shape_zyx, voxel_size_a = COPICK_GEOMETRY[name]
-        return shape_zyx, float(config["voxel_size"] or voxel_size_a)
+    """``(shape_zyx, voxel_size_a)`` of tomogram ``name``: its MRC header (voxel_size_override_a
+    first) or, for a copick or RELION campaign, its metadata (no data is read)."""
+    if name in SOURCE_GEOMETRY:
+        shape_zyx, voxel_size_a = SOURCE_GEOMETRY[name]
+        return shape_zyx, float(voxel_size_override_a() or voxel_size_a)
     try:
-        return read_header(TOMOGRAMS[name], voxel_size_a=config["voxel_size"] or None)
+        return read_header(TOMOGRAMS[name], voxel_size_a=voxel_size_override_a())
     except MilopypError as err:
         fail(err)
 
@@ -110,19 +139,27 @@ def tomogram_path(wildcards):
     return TOMOGRAMS[wildcards.tomogram]
 
 
+def relion_tomogram_path(wildcards):
+    """The RELION reconstruction that results/tomograms/{tomogram}.mrc links to."""
+    return RELION_PATHS[wildcards.tomogram]
+
+
+def link_target(wildcards, input):
+    return str(Path(input[0]).resolve())
+
+
 _CAMPAIGN_VOXEL_SIZE = []
 
 
 def campaign_voxel_size_a():
     """Voxel size in Å of the whole campaign: config, else the tomograms' headers, which must
     all agree (mixed voxel sizes stop the workflow with the list; nothing is rescaled)."""
-    if config["voxel_size"]:
-        return float(config["voxel_size"])
+    if voxel_size_override_a():
+        return float(voxel_size_override_a())
     if not _CAMPAIGN_VOXEL_SIZE:
         sizes = {name: tomogram_geometry(name)[1] for name in TOMOGRAMS}
-        source = f"copick: {config['copick']}" if config["copick"] else f"tomograms: {config['tomograms']}"
         try:
-            _CAMPAIGN_VOXEL_SIZE.append(common_voxel_size(sizes, source))
+            _CAMPAIGN_VOXEL_SIZE.append(common_voxel_size(sizes, TOMOGRAM_SOURCE))
         except MilopypError as err:
             fail(err)
     return _CAMPAIGN_VOXEL_SIZE[0]
@@ -140,7 +177,7 @@ def patch_size_vox():
 
 
 def voxel_size_option():
-    return f"--voxel-size {config['voxel_size']}" if config["voxel_size"] else ""
+    return f"--voxel-size {voxel_size_override_a()}" if voxel_size_override_a() else ""
 
 
 def tiltseries_path(name):
@@ -315,7 +352,7 @@ def target_selection_option(wildcards):
 def selection_options(wildcards):
     settings = TARGETS[wildcards.target]["localize"]
     options = [f"--seed-radius {settings['seed_radius']}", f"--seed {config['seed']}"]
-    if config["voxel_size"]:
+    if voxel_size_override_a():
         options.append(voxel_size_option())
     if settings["label_tomograms"]:
         options.append("--label-tomograms " + " ".join(settings["label_tomograms"]))

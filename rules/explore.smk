@@ -12,12 +12,13 @@ rule train_explore:
     benchmark:
         f"{RESULTS}/benchmarks/train_explore.tsv"
     params:
+        threads=THREADS,
         device_dependent=explore_device_options(),
         batch_size=config["explore"]["batch_size"],
         cap=explore_patch_cap_option(),
         seed=config["seed"],
         device=config["device"],
-    threads: 4
+    threads: THREADS
     resources:
         gpu=gpus_per_job(),
         mem_mb=train_explore_mem_mb,
@@ -25,7 +26,8 @@ rule train_explore:
     conda:
         CONDA_ENV
     shell:
-        "milopyp train-explore --patches {input} -o {output.model}"
+        "milopyp --threads {params.threads} train-explore"
+        " --patches {input} -o {output.model}"
         " --settings-output {output.settings} {params.device_dependent}"
         " --batch-size {params.batch_size} {params.cap} --seed {params.seed}"
         " --device {params.device} 2> {log}"
@@ -42,8 +44,9 @@ rule embed:
     benchmark:
         f"{RESULTS}/benchmarks/embed/{{tomogram}}.tsv"
     params:
+        threads=THREADS,
         device=config["device"],
-    threads: 2
+    threads: THREADS
     resources:
         gpu=gpus_per_job(),
         mem_mb=embed_mem_mb,
@@ -51,7 +54,8 @@ rule embed:
     conda:
         CONDA_ENV
     shell:
-        "milopyp embed --model {input.model} --patches {input.patches} -o {output}"
+        "milopyp --threads {params.threads} embed"
+        " --model {input.model} --patches {input.patches} -o {output}"
         " --device {params.device} 2> {log}"
 
 
@@ -67,6 +71,7 @@ rule cluster:
     benchmark:
         f"{RESULTS}/benchmarks/cluster.tsv"
     params:
+        threads=THREADS,
         outdir=output_folder,
         k=config["explore"]["k"],
         classes=config["explore"]["classes"],
@@ -74,14 +79,15 @@ rule cluster:
         min_dist=config["explore"]["umap_min_dist"],
         seed=config["seed"],
         diameter=config["particle_diameter"],
-    threads: 4
+    threads: THREADS
     resources:
         mem_mb=cluster_mem_mb,
         runtime=cluster_runtime,
     conda:
         CONDA_ENV
     shell:
-        "milopyp cluster --embeddings {input.embeddings} --patches {input.patches}"
+        "milopyp --threads {params.threads} cluster"
+        " --embeddings {input.embeddings} --patches {input.patches}"
         " --tomograms {input.tomograms} -o {params.outdir} --k {params.k}"
         " --classes {params.classes} --umap-neighbors {params.neighbors}"
         " --min-dist {params.min_dist} --seed {params.seed}"

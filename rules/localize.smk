@@ -15,10 +15,11 @@ rule train_localize:
     benchmark:
         f"{RESULTS}/benchmarks/{{target}}/train_localize.tsv"
     params:
+        threads=THREADS,
         options=train_localize_options,
         seed=config["seed"],
         device=config["device"],
-    threads: 4
+    threads: THREADS
     resources:
         gpu=gpus_per_job(),
         mem_mb=train_localize_mem_mb,
@@ -26,7 +27,8 @@ rule train_localize:
     conda:
         CONDA_ENV
     shell:
-        "milopyp train-localize --tomograms {input.tomograms} --labels {input.labels}"
+        "milopyp --threads {params.threads} train-localize"
+        " --tomograms {input.tomograms} --labels {input.labels}"
         " --negatives {input.negatives} -o {output} {params.options} --seed {params.seed}"
         " --device {params.device} 2> {log}"
 
@@ -42,9 +44,10 @@ rule localize:
     benchmark:
         f"{RESULTS}/benchmarks/{{target}}/localize/{{tomogram}}.tsv"
     params:
+        threads=THREADS,
         options=localize_options,
         device=config["device"],
-    threads: 2
+    threads: THREADS
     resources:
         gpu=gpus_per_job(),
         mem_mb=tomogram_mem_mb(volumes=3, base_mb=2500),
@@ -52,7 +55,8 @@ rule localize:
     conda:
         CONDA_ENV
     shell:
-        "milopyp localize --model {input.model} --tomogram {input.tomogram}"
+        "milopyp --threads {params.threads} localize"
+        " --model {input.model} --tomogram {input.tomogram}"
         " --tomogram-name {wildcards.tomogram} -o {output.picks}"
         " {params.options} --device {params.device} 2> {log}"
 

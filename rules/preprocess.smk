@@ -1,5 +1,6 @@
 # Per tomogram: denoise + equalise, then DoG candidates, then 2D patches. A copick campaign
-# first copies each run's tomogram to MRC (copick_tomogram). With tilt series, the geometry
+# first copies each run's tomogram to MRC (copick_tomogram), a RELION campaign links each
+# tomogram under its rlnTomoName (relion_tomogram). With tilt series, the geometry
 # of each against its tomogram is checked first (check_geometry) and used by `patches`.
 
 
@@ -22,6 +23,30 @@ if config["copick"]:
             CONDA_ENV
         shell:
             "milopyp copick-tomogram {params.options} -o {output} 2> {log}"
+
+
+if config["relion_tomograms"]:
+
+    # results/tomograms/{rlnTomoName}.mrc -> RELION's rec_{rlnTomoName}.mrc: the commands name
+    # a tomogram after its file's stem. A symbolic link, not a milopyp command: nothing to compute.
+    rule relion_tomogram:
+        input:
+            relion_tomogram_path,
+        output:
+            f"{RESULTS}/tomograms/{{tomogram}}.mrc",
+        log:
+            f"{RESULTS}/logs/relion_tomogram/{{tomogram}}.log",
+        params:
+            target=link_target,
+        localrule: True
+        threads: 1
+        resources:
+            mem_mb=100,
+            runtime=1,
+        conda:
+            CONDA_ENV
+        shell:
+            "ln -sf {params.target:q} {output:q} 2> {log}"
 
 
 
@@ -60,23 +85,24 @@ rule candidates:
     benchmark:
         f"{RESULTS}/benchmarks/candidates/{{tomogram}}.tsv"
     params:
+        threads=THREADS,
         diameter=config["particle_diameter"],
         threshold=config["candidates"]["threshold_std"],
         levels=config["candidates"]["levels"],
         nms=nms_radius_option(),
         cap=max_candidates_option(),
         voxel_size=voxel_size_option(),
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=tomogram_mem_mb(volumes=5),
         runtime=tomogram_runtime(minutes_per_gib=5),
     conda:
         CONDA_ENV
     shell:
-        "milopyp candidates --tomogram {input} -o {output} --tomogram-name {wildcards.tomogram}"
+        "milopyp --threads {params.threads} candidates"
+        " --tomogram {input} -o {output} --tomogram-name {wildcards.tomogram}"
         " --particle-diameter {params.diameter} --threshold-std {params.threshold}"
-        " --levels {params.levels} {params.nms} {params.cap} {params.voxel_size}"
-        " --threads {threads} 2> {log}"
+        " --levels {params.levels} {params.nms} {params.cap} {params.voxel_size} 2> {log}"
 
 
 if config["tiltseries"]:

@@ -23,9 +23,9 @@ def run(args, cwd, check=True):
     return result
 
 
-def snakemake(workdir, *extra, check=True):
+def snakemake(workdir, *extra, check=True, cores=2):
     return run(
-        [BIN / "snakemake", "--snakefile", REPO / "Snakefile", "--cores", "2",
+        [BIN / "snakemake", "--snakefile", REPO / "Snakefile", "--cores", str(cores),
          "--configfile", workdir / "config.yaml", "--directory", workdir, *extra],
         cwd=workdir,
         check=check,
@@ -299,3 +299,34 @@ def test_empty_selection_fails_with_a_clear_message(tmp_path, dataset):
     log = (work / "results" / "logs" / "particles" / "import_selection.log").read_text()
     assert "selects nothing" in log
     assert not (work / "results" / "targets" / "particles" / "labels").exists()
+
+
+@pytest.mark.slow
+def test_same_coordinates_for_any_core_count(tmp_path, dataset):
+    """--cores only decides how many jobs run side by side: every computing job uses
+    `threads_per_job` threads (Snakemake would give it min(its threads, --cores)), so the
+    candidates, clusters and picks are identical with --cores 1 and 8."""
+    first = "tomo_000"
+    runs = {}
+    for cores in (1, 8):
+        work = tmp_path / f"cores{cores}"
+        work.mkdir()
+        campaign(work, dataset)
+        seeds_file(work, dataset, first)
+        write_config(work, targets={"ribosome": {
+            "selection": "seeds.yaml", "truth_species": "ribosome",
+            "localize": {"epochs": 1, "iterations_per_epoch": 6, "crop_xy": 32,
+                         "test_time_flips": 1}}})
+        snakemake(work, "results/targets/ribosome/picks.csv", cores=cores)
+        runs[cores] = work / "results"
+    for name in ("tomo_000", "tomo_001"):
+        for part in (f"candidates/{name}.csv", f"targets/ribosome/picks/{name}.csv"):
+            assert (runs[1] / part).read_text() == (runs[8] / part).read_text(), part
+        np.testing.assert_array_equal(
+            np.load(runs[1] / "embeddings" / f"{name}.npz")["embeddings"],
+            np.load(runs[8] / "embeddings" / f"{name}.npz")["embeddings"])
+    points = [pd.read_csv(r / "explore" / "points.csv") for r in runs.values()]
+    pd.testing.assert_frame_equal(points[0], points[1])
+    assert len(pd.read_csv(runs[1] / "targets" / "ribosome" / "picks.csv")) > 0
+    log = (runs[1] / "logs" / "ribosome" / "train_localize.log").read_text()
+    assert "2 torch thread(s)" in log, log[-2000:]  # --cores 1, still threads_per_job

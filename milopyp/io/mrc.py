@@ -340,6 +340,22 @@ def read_header(
     return shape_zyx, voxel_size_a
 
 
+def read_header_voxel_size(path: str | os.PathLike) -> float | None:
+    """The voxel size in Å an MRC header records (``cella.x / mx``), or None when it records
+    none (0, negative, NaN). Reads only the header; a file that is not MRC raises. Unlike
+    :func:`read_header` it neither raises nor warns on a missing or 1 Å size: for callers
+    that hold the size from elsewhere (a RELION tomograms.star) and check the two."""
+    path = Path(path)
+    _require_file(path, "tomogram", "check the tomogram's path")
+    try:
+        with mrcfile.open(path, mode="r", permissive=False, header_only=True) as mrc:
+            mx, cella_x = int(mrc.header.mx), float(mrc.header.cella.x)
+    except (ValueError, OSError, EOFError) as err:
+        raise _not_mrc(path, err) from err
+    size = cella_x / mx if mx > 0 else 0.0
+    return size if math.isfinite(size) and size > 0 else None
+
+
 def common_voxel_size(voxel_sizes_a: Mapping[str, float], source: str,
                       rtol: float = 0.01) -> float:
     """The one voxel size (Å) of a campaign's tomograms (``name -> voxel size in Å``).
