@@ -210,13 +210,18 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                    negatives: np.ndarray | None = None,
                    save_picks: Path | None = None, device: str = "cpu",
                    flips: int = DEFAULT_FLIPS,
-                   model_path: Path | None = None) -> dict[str, dict]:
+                   model_path: Path | None = None,
+                   self_train: float = 0.0) -> dict[str, dict]:
     """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
-    training time."""
-    from milopyp.localize.calibrate import calibrate_threshold, tomogram_threshold
+    training time.
 
+    ``self_train`` > 0 (an experiment, not the workflow's method): a second model is trained
+    on every tomogram, with the first tomogram's labels plus, in each other tomogram, the
+    top ``self_train`` fraction (by score) of the first model's picks above that tomogram's
+    automatic threshold as labels; rows ``auto``/``tuned`` are then the second model's,
+    ``round1 auto``/``round1 tuned`` the first's, ``pseudo`` the pseudo-labels' precision."""
     first = ds.tomograms[0]
     t0 = time.perf_counter()
     if model_path is not None:  # a model this benchmark trained and saved (--save-picks)
@@ -229,6 +234,46 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                                 device=device,
                                 negatives=None if negatives is None else [negatives], **kwargs)
     train_s = time.perf_counter() - t0
+    out, picks, thresholds = _score_model(ds, species, model, labels, radius, device, flips,
+                                          save_picks, train_s)
+    if self_train <= 0:
+        return out
+    truth = target_truth(ds.tomograms, species)
+    pseudo, pseudo_tables = [labels], []
+    for v, p in zip(ds.tomograms[1:], picks[1:]):
+        kept = p[p["score"] > thresholds[v.name]].sort_values("score", ascending=False)
+        kept = kept.head(round(self_train * len(kept)))
+        pseudo.append(kept[["x", "y", "z"]].to_numpy(np.float64))
+        pseudo_tables.append(kept)
+    table = pd.concat(pseudo_tables, ignore_index=True)
+    names = [v.name for v in ds.tomograms[1:]]
+    m = evaluate(table, truth[truth["tomogram"].isin(names)], radius_vox=radius,
+                 tomograms=names).iloc[-1]
+    log.info("self-training: %d pseudo-labels in %s, precision %.3f", len(table), names,
+             m["precision"])
+    t0 = time.perf_counter()
+    model2 = train_localizer([v.data for v in ds.tomograms], pseudo,
+                             particle_radius_vox=radius, device=device,
+                             negatives=None if negatives is None else
+                             [negatives] + [np.zeros((0, 3))] * (len(ds.tomograms) - 1),
+                             **kwargs)
+    train2_s = time.perf_counter() - t0
+    out2, _, _ = _score_model(ds, species, model2, labels, radius, device, flips,
+                              None if save_picks is None else
+                              save_picks.with_name(save_picks.stem + "_self_trained.csv"),
+                              train_s + train2_s)
+    return {**out2, "round1 auto": out["auto"], "round1 tuned": out["tuned"],
+            "pseudo": {"n": len(table), "precision": float(m["precision"]),
+                       "fraction": self_train}}
+
+
+def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: float,
+                 device: str, flips: int, save_picks: Path | None, train_s: float):
+    """Picks of ``model`` in every tomogram, scored at the automatic and the tuned threshold;
+    also returns the picks (all peaks, per tomogram) and the automatic thresholds."""
+    from milopyp.localize.calibrate import calibrate_threshold, tomogram_threshold
+
+    first = ds.tomograms[0]
     picks = []
     t1 = time.perf_counter()
     for v in ds.tomograms:
@@ -267,7 +312,7 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
     out["auto"]["thresholds"] = thresholds
     for m in out.values():
         m["train_s"], m["infer_s"] = train_s, infer_s
-    return out
+    return out, picks, thresholds
 
 
 # ---------------------------------------------------------------------------- fibres
@@ -372,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
                         "run on the same dataset and labels) instead of training the full row")
     p.add_argument("--flips", type=int, choices=[1, 2, 4], default=DEFAULT_FLIPS,
                    help=f"test-time flips of the heat maps ({DEFAULT_FLIPS}, as the workflow)")
+    p.add_argument("--self-train", type=float, default=0.0, metavar="FRACTION",
+                   help="experiment: retrain the full row on every tomogram with the top "
+                        "FRACTION of its picks above the automatic threshold as labels (0: off)")
     p.add_argument("--device", default="cpu",
                    help="torch device of the localiser rows: cpu, cuda or auto (cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -427,7 +475,16 @@ def main(argv: list[str] | None = None) -> None:
                            save_picks=args.save_picks / f"{name.replace(' ', '_')}.csv"
                            if args.save_picks else None, device=args.device,
                            flips=args.flips,
-                           model_path=args.model if name == "full model" else None)
+                           model_path=args.model if name == "full model" else None,
+                           self_train=args.self_train if name == "full model" else 0.0)
+        if "pseudo" in r:
+            print(f"  self-training: {r['pseudo']['n']} pseudo-labels (top "
+                  f"{r['pseudo']['fraction']:g} above the automatic threshold), precision "
+                  f"{r['pseudo']['precision']:.3f}")
+            print(line(f"{name} before self-training, automatic", r["round1 auto"]))
+            print(line(f"{name} before self-training, tuned", r["round1 tuned"]))
+            results[f"{name} round 1, auto"] = r["round1 auto"]
+            results[f"{name} round 1, tuned"] = r["round1 tuned"]
         results[f"{name}, auto"] = r["auto"]
         results[f"{name}, tuned"] = r["tuned"]
         print(line(f"{name}, automatic threshold", r["auto"]))
