@@ -42,6 +42,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from milopyp.cli import openmp_defaults
+
+openmp_defaults()  # as every milopyp command (OMP_WAIT_POLICY=PASSIVE), before torch loads
+
 import numpy as np
 import pandas as pd
 import torch
