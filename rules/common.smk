@@ -419,6 +419,10 @@ def train_localize_options(wildcards):
     ]
     if settings["test_time_flips"] != "auto":
         options.append(f"--flips {settings['test_time_flips']}")
+    recentre = settings["recentre_labels"]
+    if recentre is True or (recentre == "auto" and not is_coordinate_selection(
+            target["selection"])):  # labels at candidate positions
+        options.append("--recentre-labels")
     if settings["class_prior"]:
         options.append(f"--class-prior {settings['class_prior']}")
     elif settings["expected_particles"]:

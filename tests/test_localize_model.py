@@ -699,3 +699,41 @@ def test_split_threshold_rejects_an_unknown_method():
     peaks = np.random.default_rng(0).exponential(0.1, 300)
     with pytest.raises(MilopypError, match="otsu"):
         split_threshold(0.8, peaks, method="median")
+
+
+def test_recentre_moves_labels_to_the_nearest_heat_map_maximum(monkeypatch):
+    """Labels a few voxels off a bump move onto it; a label with no higher voxel within half
+    a radius stays; a bump farther than half a radius does not pull."""
+    from milopyp.localize import infer, train
+
+    heat = _heat_bumps((20, 40, 40), np.array([[20.0, 20.0, 10.0], [8.0, 30.0, 5.0]]),
+                       [0.9, 0.8])
+    monkeypatch.setattr(infer, "predict_heatmap", lambda model, volume, **kw: heat)
+    labels = [np.array([[22.0, 19.0, 11.0], [8.0, 30.0, 5.0], [30.0, 8.0, 15.0],
+                        [20.0, 27.0, 10.0]])]
+    moved = train.move_labels_to_maxima(None, [heat], labels, [(0.0, 1.0)], radius_vox=8.0,
+                                  device=torch.device("cpu"))[0]
+    np.testing.assert_array_equal(moved[0], [20, 20, 10])  # 2.4 voxels off: moved
+    np.testing.assert_array_equal(moved[1], [8, 30, 5])  # on its maximum: stays
+    assert np.linalg.norm(moved[2] - labels[0][2]) <= 4.0  # nowhere to go beyond r/2
+    assert np.linalg.norm(moved[3] - [20, 20, 10]) > 0  # 7 voxels away (> r/2): not pulled
+    assert np.linalg.norm(moved[3] - labels[0][3]) <= 4.0
+
+
+def test_recentred_training_logs_the_move_and_resumes_exactly(tmp_path, caplog):
+    vol, xyz = _blobs((12, 48, 56), 24, seed=22)
+    noisy = np.clip(xyz[:6] + np.array([2.0, -2.0, 1.0]), 0, [55, 47, 11])
+    kw = {"epochs": 5, "iterations_per_epoch": 4, "lr": 1e-2, "lr_step_epochs": 10,
+          "recentre_labels": True}
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        straight = _train(vol, noisy, **kw)
+    assert "labels moved to the model's maxima" in caplog.text
+    plain = _train(vol, noisy, **{**kw, "recentre_labels": False})
+    assert not all(torch.equal(v, plain.state_dict()[k])
+                   for k, v in straight.state_dict().items())
+    ckpt = tmp_path / "model.pt"  # interrupted after the move, resumed: bit-identical
+    _train(vol, noisy, **{**kw, "epochs": 5}, checkpoint_path=ckpt)
+    straight = _train(vol, noisy, **{**kw, "epochs": 6})
+    resumed = _train(vol, noisy, **{**kw, "epochs": 6}, checkpoint_path=ckpt)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

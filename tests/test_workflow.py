@@ -172,14 +172,24 @@ def test_coordinate_table_selection_needs_no_exploration(tmp_path, dataset):
     work = campaign(tmp_path, dataset)
     labels = filament_labels(work, dataset, "tomo_000")
     write_config(work, selection=labels.name)
-    jobs = job_counts(snakemake(work, "--dry-run").stdout)
+    dry = snakemake(work, "--dry-run", "--printshellcmds").stdout
+    jobs = job_counts(dry)
     assert jobs["import_selection"] == 1 and jobs["candidates"] == 2
     assert not {"train_explore", "embed", "cluster", "patches", "check_geometry"} & set(jobs)
-    # a selection by seeds (or clusters) still explores
+    assert "milopyp --threads 2 train-localize" in dry
+    write_config(work, selection=labels.name, localize={"recentre_labels": "auto"})
+    dry = snakemake(work, "--dry-run", "--printshellcmds").stdout
+    assert "--recentre-labels" not in dry  # labels placed by a person stay where they are
+    # a selection by seeds (or clusters) still explores; with recentre_labels: auto its labels
+    # (candidate positions) move to the model's maxima during training (default: off)
     seeds_file(work, dataset, "tomo_000")
     write_config(work, selection="seeds.yaml")
-    jobs = job_counts(snakemake(work, "--dry-run").stdout)
+    dry = snakemake(work, "--dry-run", "--printshellcmds").stdout
+    jobs = job_counts(dry)
     assert jobs["train_explore"] == 1 and jobs["check_geometry"] == 2
+    assert "--recentre-labels" not in dry
+    write_config(work, selection="seeds.yaml", localize={"recentre_labels": "auto"})
+    assert "--recentre-labels" in snakemake(work, "--dry-run", "--printshellcmds").stdout
 
 
 def seeds_file(workdir: Path, dataset: Path, name: str, n: int = 3,

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flips", type=int, choices=[1, 2, 4], default=None,
                         help="test-time flips of the heat map (default: 4 for globular, 1 "
                              "for fibre targets), stored in the model: `localize` uses the same")
+    parser.add_argument("--recentre-labels", action="store_true",
+                        help="after 4 epochs move each label to the model's heat-map maximum "
+                             "within half a particle radius (labels at candidate positions)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
 
@@ -188,6 +191,7 @@ def main(args: argparse.Namespace) -> None:
         stride_xy=args.stride_xy,
         z_dilations=parse_z_dilations(args.z_dilations),
         bin_factor=parse_bin(args.bin),
+        recentre_labels=args.recentre_labels,
     )
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, args.device,
                                       shape=args.shape,
