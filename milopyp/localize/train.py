@@ -220,9 +220,9 @@ def _check_inputs(tomograms: list[np.ndarray], labels: list[np.ndarray],
     return out
 
 
-def move_labels_to_maxima(model: Localizer, tomograms: list[np.ndarray], labels: list[np.ndarray],
-                    stats: list[tuple[float, float]], radius_vox: float,
-                    device: torch.device) -> list[np.ndarray]:
+def move_labels_to_maxima(model: Localizer, tomograms: list[np.ndarray],
+                          labels: list[np.ndarray], stats: list[tuple[float, float]],
+                          radius_vox: float, device: torch.device) -> list[np.ndarray]:
     """Each label moved to the heat map's maximum within :data:`RECENTRE_FRACTION` ×
     ``radius_vox`` of it (voxels of the tomogram; the first maximum in z, y, x order on ties).
     """
@@ -503,8 +503,8 @@ def train_localizer(
         if settings.recentre_labels and epoch + 1 == RECENTRE_EPOCH < settings.epochs:
             t1 = time.perf_counter()
             moved = move_labels_to_maxima(model, originals, original_labels,
-                                    [intensity_stats(t) for t in originals], original_radius,
-                                    dev)
+                                          [intensity_stats(t) for t in originals],
+                                          original_radius, dev)
             shift = np.concatenate([np.linalg.norm(m - o, axis=1)
                                     for m, o in zip(moved, original_labels)])
             log.info("labels moved to the model's maxima within %.1f voxels: median %.1f, "
@@ -584,8 +584,9 @@ def inputs_fingerprint(tomograms: list[np.ndarray], stats: list[tuple[float, flo
 
 def _resume(path, model, opt, sched, rng, gen, net_config, settings, inputs, device):
     """Restore the training state from the checkpoint ``path`` and return (epoch, history,
-    the labels in training on the working grid); (0, [], None) and a warning when the checkpoint belongs to other inputs, another network or
-    other settings, or cannot be read: training starts afresh (and overwrites it)."""
+    the labels in training on the working grid, or None); (0, [], None) and a warning when
+    the checkpoint belongs to other inputs, another network or other settings, or cannot be
+    read: training starts afresh (and overwrites it)."""
     try:
         state = _read(path, device)
     except MilopypError as exc:
@@ -626,7 +627,8 @@ def load_localizer(path: str | Path, *, device: str | torch.device = "cpu") -> L
     The checkpoint (``torch.save`` dict, read with ``weights_only=True``) holds: format
     "milopyp-localizer", version, epoch, network (LocalizerConfig fields), settings
     (TrainSettings incl. loss settings), model / optimizer / scheduler state dicts, rng
-    (numpy bit-generator state, torch generator state) and history (per-epoch losses); the
+    (numpy bit-generator state, torch generator state), history (per-epoch losses) and
+    working_labels (the labels in training, moved by ``recentre_labels``); the
     finished model file adds calibration (label peak scores and the automatic threshold,
     see :mod:`milopyp.localize.calibrate`), exposed as ``model.calibration``.
     """
