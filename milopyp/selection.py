@@ -311,15 +311,19 @@ def check_points_table(points: pd.DataFrame, points_source) -> pd.DataFrame:
     return points
 
 
-def check_known_tomograms(names: Iterable[str], known: Iterable[str], source, what: str) -> None:
-    """Raise when ``names`` holds tomograms outside the campaign ``known``."""
-    known = sorted(set(known))
+def check_known_tomograms(names: Iterable[str], known: Iterable[str], source, what: str,
+                          first_at: str | None = None) -> None:
+    """Raise when ``names`` holds tomograms outside the campaign ``known``; ``first_at`` (e.g.
+    ``"line 7 ('TS_9')"``) says where the first of them is, for the message."""
+    known = sorted(set(map(str, known)))
     unknown = sorted(set(map(str, names)) - set(known))
     if unknown:
         shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+        where = f", first at {first_at}" if first_at else ""
         raise MilopypError(
-            f"{source}: {what} name tomogram(s) {unknown[:8]} that are not in the campaign; "
-            f"known tomograms: {shown}; use those names (file stems) in the `tomogram` column"
+            f"{source}: {what} name tomogram(s) {unknown[:8]} that are not in the "
+            f"campaign{where}; known tomograms: {shown}; use those names (file stems) in the "
+            f"`tomogram` column"
         )
 
 
@@ -335,15 +339,11 @@ def check_table_rows(
 
     names = table["tomogram"].astype(str).to_numpy()
     known = sorted(set(map(str, known)))
-    unknown = ~np.isin(names, known)
-    if unknown.any():
-        i = int(np.flatnonzero(unknown)[0])
-        shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
-        raise MilopypError(
-            f"{source}: {what} name tomogram(s) {sorted(set(names[unknown]))[:8]} that are "
-            f"not in the campaign, first at {where_in_file(table, i)} ({names[i]!r}); known "
-            f"tomograms: {shown}; use those names (file stems) in the `tomogram` column"
-        )
+    unknown = np.flatnonzero(~np.isin(names, known))
+    if unknown.size:
+        i = int(unknown[0])
+        check_known_tomograms(names, known, source, what,
+                              first_at=f"{where_in_file(table, i)} ({names[i]!r})")
     for name, shape_zyx in shapes_zyx.items():
         rows = table[names == name]
         if len(rows):

@@ -86,26 +86,12 @@ def _geometry(paths: list[str], voxel_size_a: float | None):
     return geometry
 
 
-def _read_picks(path: str) -> pd.DataFrame:
-    from milopyp.io.coords import read_coordinates
-
-    p = Path(path)
-    if p.is_file() and p.stat().st_size == 0:
-        # `milopyp localize` writes a header line even for a tomogram without picks: an empty
-        # file is a cut-off or foreign write, not "no picks"
-        raise MilopypError(
-            f"{p}: empty file (0 bytes), not a pick table; a tomogram without picks has a "
-            f"header line (tomogram,x,y,z,score); rerun its localize job (delete the file)"
-        )
-    return read_coordinates(p)
-
-
 def main(args: argparse.Namespace) -> None:
     import starfile
 
     from milopyp.export import combine_picks, relion_particles
     from milopyp.io.atomic import atomic_path, prepare_outputs
-    from milopyp.io.coords import check_inside
+    from milopyp.io.coords import check_inside, read_picks
 
     if not args.output and not args.csv and not args.copick_config:
         raise MilopypError(
@@ -119,7 +105,7 @@ def main(args: argparse.Namespace) -> None:
     geometry = _geometry(list(args.tomograms), args.voxel_size)
     frames = []
     for path in args.picks:
-        df = _read_picks(path)
+        df = read_picks(path)
         unknown = sorted(set(df["tomogram"].astype(str)) - set(geometry))
         if unknown:
             raise MilopypError(

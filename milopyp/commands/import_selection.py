@@ -49,7 +49,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -339,13 +338,11 @@ def _build_prefix(out: Path) -> str:
 def remove_stale_builds(out: Path, before: float) -> None:
     """Remove the hidden build folders of ``out`` (:func:`_build_folder`) that a killed run
     left beside it, those last modified before ``before`` (seconds since the epoch)."""
-    pattern = re.compile(re.escape(_build_prefix(out)) + r"[a-z0-9_]{8}")
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(out.parent):
-            if (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_mtime < before):
-                shutil.rmtree(entry.path, ignore_errors=True)
-                log.info("removed %s, left by an interrupted run", entry.path)
+    from milopyp.io.atomic import stale_entries
+
+    for stale in stale_entries(out.parent, _build_prefix(out), "", before, directories=True):
+        shutil.rmtree(stale, ignore_errors=True)
+        log.info("removed %s, left by an interrupted run", stale)
 
 
 def _build_folder(out: Path, tables: dict[str, pd.DataFrame]) -> Path:

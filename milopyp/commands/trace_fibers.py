@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -110,20 +109,6 @@ def _check_args(args: argparse.Namespace) -> None:
         )
 
 
-def _read_picks(path: str, voxel_size_a, shape_zyx) -> pd.DataFrame:
-    from milopyp.io.coords import read_coordinates
-
-    p = Path(path)
-    if p.is_file() and p.stat().st_size == 0:
-        # `milopyp localize` writes a header line even for a tomogram without picks: an empty
-        # file is a cut-off or foreign write, not "no picks"
-        raise MilopypError(
-            f"{p}: empty file (0 bytes), not a pick table; a tomogram without picks has a "
-            f"header line (tomogram,x,y,z,score); rerun its localize job (delete the file)"
-        )
-    return read_coordinates(p, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx)
-
-
 def _vox(value_vox, value_a, default_vox: float, voxel_size_a, flag: str) -> float:
     """A length in voxels from the option in voxels, else the one in Å, else the default."""
     if value_vox is not None:
@@ -155,7 +140,7 @@ def main(args: argparse.Namespace) -> None:
 
     from milopyp.fibers import FIBER_COLUMNS, fibers_frame, segment_points, trace
     from milopyp.io.atomic import atomic_path, prepare_outputs
-    from milopyp.io.coords import check_inside
+    from milopyp.io.coords import check_inside, read_picks
 
     _check_args(args)
     prepare_outputs(args.output, args.star, args.segments)
@@ -171,7 +156,7 @@ def main(args: argparse.Namespace) -> None:
         flag = "--link-distance-a"
     link = _vox(args.link_distance, link_a, DEFAULT_LINK_VOX, voxel, flag)
 
-    picks = _read_picks(args.picks, voxel, shape_zyx)
+    picks = read_picks(args.picks, voxel_size_a=voxel, shape_zyx=shape_zyx)
     if shape_zyx is not None:
         check_inside(picks, shape_zyx, args.picks)
     names = list(dict.fromkeys(picks["tomogram"].astype(str)))

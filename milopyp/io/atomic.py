@@ -125,20 +125,28 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         ) from err
 
 
-def stale_temp_files(path: str | os.PathLike, before: float) -> list[Path]:
-    """The temporary files :func:`atomic_path` made for ``path`` (``.{stem}.XXXXXXXX.tmp
-    {suffixes}`` in its folder) last modified before ``before`` (seconds since the epoch)."""
-    final = Path(path)
-    prefix, suffix = _temp_affixes(final)
+def stale_entries(folder: str | os.PathLike, prefix: str, suffix: str, before: float, *,
+                  directories: bool = False) -> list[Path]:
+    """The files (or, with ``directories``, folders) in ``folder`` named as ``tempfile``
+    names them, ``{prefix}XXXXXXXX{suffix}``, last modified before ``before`` (seconds
+    since the epoch): what a killed run left there."""
     pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix))
     found = []
     with contextlib.suppress(OSError):
-        for entry in os.scandir(final.parent):
-            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        for entry in os.scandir(folder):
+            kind = entry.is_dir if directories else entry.is_file
+            if pattern.fullmatch(entry.name) and kind(follow_symlinks=False):
                 with contextlib.suppress(OSError):
                     if entry.stat(follow_symlinks=False).st_mtime < before:
                         found.append(Path(entry.path))
     return sorted(found)
+
+
+def stale_temp_files(path: str | os.PathLike, before: float) -> list[Path]:
+    """The temporary files :func:`atomic_path` made for ``path`` (``.{stem}.XXXXXXXX.tmp
+    {suffixes}`` in its folder) last modified before ``before`` (seconds since the epoch)."""
+    final = Path(path)
+    return stale_entries(final.parent, *_temp_affixes(final), before)
 
 
 def prepare_outputs(*paths: str | os.PathLike | None, started: float | None = None) -> None:

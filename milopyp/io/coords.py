@@ -396,6 +396,20 @@ def write_coordinates(
             starfile.write({"particles": out}, tmp)
 
 
+def read_picks(path: str | os.PathLike, *, voxel_size_a: float | None = None,
+               shape_zyx: tuple[int, int, int] | None = None) -> pd.DataFrame:
+    """A pick table as `milopyp localize` writes it (:func:`read_coordinates`). A 0-byte file
+    is an error, not "no picks": localize writes a header line even for a tomogram without
+    picks, so an empty file is a cut-off or foreign write."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise MilopypError(
+            f"{path}: empty file (0 bytes), not a pick table; a tomogram without picks has a "
+            f"header line (tomogram,x,y,z,score); rerun its localize job (delete the file)"
+        )
+    return read_coordinates(path, voxel_size_a=voxel_size_a, shape_zyx=shape_zyx)
+
+
 def where_in_file(df: pd.DataFrame, i: int) -> str:
     """Where row ``i`` (0-based position in ``df``) is, for a message: its
     :data:`LINE_COLUMN` entry (``line L`` of the file read), else ``row i+1``."""
