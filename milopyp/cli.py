@@ -38,6 +38,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: option names kept for old command lines: accepted, but not shown by --help (see renamed)
+HIDDEN_ALIASES: set[str] = set()
+
+
+def renamed(*old_flags: str) -> tuple[str, ...]:
+    """Old names of an option, accepted but hidden from --help::
+
+        parser.add_argument("--voxel-size-a", *renamed("--voxel-size"), type=float, ...)
+
+    Put the new name first: it sets the destination (``args.voxel_size_a``)."""
+    HIDDEN_ALIASES.update(old_flags)
+    return old_flags
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter without the hidden aliases of :func:`renamed`."""
+
+    def _format_action_invocation(self, action):
+        shown = [flag for flag in action.option_strings if flag not in HIDDEN_ALIASES]
+        if not action.option_strings or not shown:
+            return super()._format_action_invocation(action)
+        saved, action.option_strings = action.option_strings, shown
+        try:
+            return super()._format_action_invocation(action)
+        finally:
+            action.option_strings = saved
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="milopyp",
@@ -99,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     module = importlib.import_module(f"milopyp.commands.{COMMANDS[head.command][0]}")
     sub_parser = argparse.ArgumentParser(
-        prog=f"milopyp {head.command}", description=COMMANDS[head.command][1]
+        prog=f"milopyp {head.command}", description=COMMANDS[head.command][1],
+        formatter_class=HelpFormatter,
     )
     sub_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     module.add_arguments(sub_parser)
