@@ -10,12 +10,13 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-fast install browser slurm slurm-stop lint benchmark clean
 
-# torch is pinned and installed first, from the local CPU wheel; constraints.txt keeps any
-# later resolution from pulling another torch (a multi-GB CUDA download).
+# torch is installed first, at the version pinned in constraints.txt (pyproject.toml only asks
+# for torch>=2.1); the same constraints keep the later resolution from pulling another torch
+# (a multi-GB CUDA download). Every pip install here passes -c constraints.txt.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt torch
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,slurm,copick]'
 	touch $@
 

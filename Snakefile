@@ -27,9 +27,9 @@ include: "rules/provenance.smk"
 
 rule all:
     input:
-        all_outputs(),
+        CAMPAIGN.all_outputs(),
     default_target: True
 
 
 onsuccess:
-    print(exploration_instructions())
+    print(CAMPAIGN.exploration_instructions())

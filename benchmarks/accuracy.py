@@ -61,10 +61,10 @@ import torch
 
 from benchmarks._common import REPO, format_table, machine_line
 from milopyp.candidates import find_candidates
+from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
 from milopyp.localize.calibrate import THRESHOLD_FRACTION, auto_threshold, label_peak_scores
-from milopyp.localize.peaks import nms_kernel_vox
 from milopyp.simulate import preset_parameters, simulate_tomogram, tomogram_seed
 
 log = logging.getLogger("accuracy")

@@ -67,7 +67,6 @@ from benchmarks._common import REPO, format_table, machine_line
 from benchmarks.accuracy import Volume, best_threshold, draw_labels, metrics_at
 from benchmarks.accuracy import simulated as _simulated
 from milopyp.candidates import find_candidates
-from milopyp.commands.localize import nms_kernel_from_model
 from milopyp.evaluate import evaluate, evaluate_fibers
 from milopyp.fibers import trace_table
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
@@ -76,6 +75,7 @@ from milopyp.localize.calibrate import (
     calibrate_threshold,
     label_peak_scores,
 )
+from milopyp.localize.stage import nms_kernel_from_model
 from milopyp.localize.train import load_localizer
 from milopyp.simulate import preset_parameters
 from milopyp.simulation.templates import mean_width_a, spike_template

@@ -4,8 +4,9 @@ For each size (z x y x x) a tomogram is made once and saved under ``--workdir`` 
 later runs): simulated with ``milopyp.simulate`` (``demo`` preset) up to 48 M voxels, a
 phantom above that (bright balls of the particle diameter, half-size distractor balls and
 unit Gaussian noise; the simulator needs ~25x the volume in memory and minutes at
-256 x 1024 x 1024). Then each stage runs the real command in a fresh Python process, so its
-peak RSS is its own, and the table gives seconds (the command only, imports excluded), peak
+256 x 1024 x 1024). Then each stage runs its command's stage function
+(``milopyp.preprocess.run``, ``milopyp.candidates.run``) in a fresh Python process, so its
+peak RSS is its own, and the table gives seconds (the stage only, imports excluded), peak
 RSS, candidates and the recall of the true particles (ribosomes / large balls) within half a
 diameter.
 
@@ -29,9 +30,6 @@ import pandas as pd
 
 # Imported here so that the child processes import them before the timed call.
 import milopyp.candidates
-import milopyp.cli
-import milopyp.commands.candidates
-import milopyp.commands.preprocess
 import milopyp.io.coords
 import milopyp.io.mrc
 import milopyp.preprocess
@@ -125,22 +123,14 @@ def make_input(shape, source: str, workdir: Path, voxel_size_a: float, diameter_
 
 
 def stage_preprocess(tomogram: str, output: str, threads: int | None) -> dict:
-    argv = ["preprocess", "--tomogram", tomogram, "-o", output, "--sigma", "1"]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if milopyp.cli.main(argv) != 0:
-        raise SystemExit("preprocess failed")
+    milopyp.preprocess.run(tomogram, output, sigma_vox=1.0, threads=threads or None)
     return {}
 
 
 def stage_candidates(tomogram: str, output: str, diameter_a: float,
                      threads: int | None) -> dict:
-    argv = ["candidates", "--tomogram", tomogram, "-o", output,
-            "--particle-diameter", str(diameter_a)]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if milopyp.cli.main(argv) != 0:
-        raise SystemExit("candidates failed")
+    milopyp.candidates.run(tomogram, output, particle_diameter_a=diameter_a,
+                           threads=threads or None)
     return {}
 
 

@@ -52,11 +52,11 @@ import torch
 
 from benchmarks._common import machine_line
 from milopyp.candidates import find_candidates
+from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.io.mrc import read_tomogram
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
 from milopyp.localize.infer import DEFAULT_FLIPS
-from milopyp.localize.peaks import nms_kernel_vox
 
 log = logging.getLogger("dataset")
 
@@ -295,13 +295,12 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
         picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
         # the model too, as `milopyp train-localize` writes it (load_localizer reads it)
-        from milopyp.localize.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+        from milopyp.io.localizer import write_localizer
 
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                    "epoch": len(model.history),
-                    "network": model.config.to_dict(), "settings": {},
-                    "model": model.state_dict(), "calibration": calibration},
-                   save_picks.with_suffix(".pt"))
+        write_localizer(save_picks.with_suffix(".pt"),
+                        {"epoch": len(model.history), "network": model.config.to_dict(),
+                         "settings": {}, "model": model.state_dict(),
+                         "calibration": calibration})
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = [], {}
     for v, p in zip(ds.tomograms, picks):

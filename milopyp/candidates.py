@@ -30,26 +30,38 @@ Choices made here (the paper does not give them):
   :func:`greedy_nms`); the radius defaults to the particle radius.
 * the threshold statistics (mean, std) are over the response inside the border margin;
   peaks closer than the margin (default a quarter of the diameter) to a face are dropped.
+
+The pyramid itself (sigma schedule, binning, response) is in :mod:`milopyp.dog`; this module
+finds, refines and thins its peaks. :func:`run` is the stage of ``milopyp candidates``: it
+reads the tomogram and writes the table through :mod:`milopyp.io`; the rest is arrays in,
+arrays out.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import os
+import time
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from milopyp.dog import (
+    DEFAULT_N_LEVELS,
+    _interior_stats,
+    auto_bin_factor,
+    bin_volume,
+    dog_response,
+    dog_sigmas,
+)
 from milopyp.errors import MilopypError
-from milopyp.preprocess import _run, available_threads, gaussian_filter3d
+from milopyp.io.mrc import tomogram_name as io_tomogram_name
 
 log = logging.getLogger(__name__)
 
-#: Default number of Gaussian levels (n); there are n - 1 DoG levels.
-DEFAULT_N_LEVELS = 5
 #: Default threshold: mean + this many standard deviations of the tomogram's own DoG response
 #: (paper: 0.5). At 0.5 nearly every local maximum passes (~2,500 per 96x320x320 devset
 #: tomogram for ~80 ribosomes) and buries the target in the exploration; at 3 the devset
@@ -57,133 +69,6 @@ DEFAULT_N_LEVELS = 5
 #: the project's simulator all of them with 4-12x fewer, and insitu's exploration gets a
 #: ribosome cluster (purity 0.81; at 0.5 the best was 0.25). 3.5 loses crowded ribosomes.
 DEFAULT_THRESHOLD_STD = 3.0
-#: Sigma range of the pyramid as multiples of the optimal sigma r / sqrt(3).
-SIGMA_RANGE = (0.5, 1.5)
-#: Largest automatic bin factor.
-MAX_AUTO_BIN = 4
-
-
-def dog_sigmas(
-    particle_diameter_vox: float, n_levels: int = DEFAULT_N_LEVELS,
-    sigma_range: tuple[float, float] = SIGMA_RANGE,
-) -> np.ndarray:
-    """Standard deviations (voxels) of the n Gaussian levels for particles of this diameter.
-
-    Geometric from ``sigma_range[0]`` to ``sigma_range[1]`` times ``(diameter / 2) / sqrt(3)``.
-    Returns float64 (n_levels,), increasing.
-    """
-    if not np.isfinite(particle_diameter_vox) or particle_diameter_vox <= 0:
-        raise MilopypError(
-            f"particle diameter must be > 0 voxels, got {particle_diameter_vox}; "
-            "give --particle-diameter in Å and check the voxel size"
-        )
-    if n_levels < 2:
-        raise MilopypError(f"the DoG pyramid needs at least 2 levels, got {n_levels}")
-    lo, hi = sigma_range
-    if not 0 < lo < hi:
-        raise MilopypError(f"sigma_range must satisfy 0 < low < high, got {sigma_range}")
-    sigma_opt = (particle_diameter_vox / 2.0) / math.sqrt(3.0)
-    return sigma_opt * np.geomspace(lo, hi, n_levels)
-
-
-def auto_bin_factor(sigmas_vox: Sequence[float]) -> int:
-    """Bin factor for the pyramid: ``floor(min sigma)`` clipped to [1, MAX_AUTO_BIN].
-
-    After binning by b the smallest level still has a standard deviation of about one binned
-    voxel or more, enough to sample the response without aliasing the peaks.
-    """
-    return int(min(MAX_AUTO_BIN, max(1, math.floor(float(min(sigmas_vox))))))
-
-
-def bin_volume(volume: np.ndarray, factor: int, *, threads: int | None = None) -> np.ndarray:
-    """Block-average [z, y, x] by ``factor`` along every axis (trailing remainders dropped).
-
-    Returns float32 (nz // f, ny // f, nx // f). Works slab by slab (fine on a memmap). Binned
-    voxel i covers voxels ``f*i .. f*i + f - 1``; its centre is at ``f*i + (f - 1) / 2``.
-    """
-    f = int(factor)
-    if f < 1:
-        raise MilopypError(f"bin factor must be >= 1, got {factor}")
-    if f == 1:
-        return np.asarray(volume, dtype=np.float32)
-    nz, ny, nx = (s // f for s in volume.shape)
-    if min(nz, ny, nx) < 1:
-        raise MilopypError(f"cannot bin shape {tuple(volume.shape)} by {f}: too small")
-    out = np.empty((nz, ny, nx), dtype=np.float32)
-    inv = np.float32(1.0 / f**3)
-
-    def work(zb: int) -> None:
-        # Plain adds of strided views: several times faster than a multi-axis reduction.
-        slab = volume[zb * f:(zb + 1) * f, : ny * f, : nx * f]
-        acc = np.array(slab[0], dtype=np.float32)  # (ny f, nx f)
-        for k in range(1, f):
-            acc += slab[k]
-        acc_x = acc.reshape(ny * f, nx, f)
-        row = np.array(acc_x[:, :, 0])  # (ny f, nx)
-        for k in range(1, f):
-            row += acc_x[:, :, k]
-        row_y = row.reshape(ny, f, nx)
-        o = out[zb]
-        np.copyto(o, row_y[:, 0, :])
-        for k in range(1, f):
-            o += row_y[:, k, :]
-        o *= inv
-
-    _run(work, range(nz), available_threads(threads))
-    return out
-
-
-def dog_response(
-    tomogram: np.ndarray,
-    sigmas_vox: Sequence[float],
-    *,
-    polarity: str = "bright",
-    prior_variance_vox2: float = 0.0,
-    threads: int | None = None,
-) -> np.ndarray:
-    """Maximum over the DoG levels of a Gaussian pyramid.
-
-    Args:
-        tomogram: float [z, y, x] (not modified).
-        sigmas_vox: increasing standard deviations (voxels) of the n >= 2 Gaussian levels.
-        polarity: "bright" (``G_i - G_{i+1}``, the paper's formula: particles brighter than
-            the background) or "dark" (``G_{i+1} - G_i``).
-        prior_variance_vox2: blur already in the volume (voxels^2, e.g. from binning); it is
-            subtracted from each level's variance.
-        threads: worker threads.
-
-    Returns:
-        float32 [z, y, x]: ``max_i DoG_i``. Memory: three volumes (two Gaussian levels and the
-        running maximum) besides the input; levels are built incrementally, each from the last.
-    """
-    if tomogram.ndim != 3:
-        raise MilopypError(
-            f"expected a 3-D tomogram [z, y, x], got shape {tuple(tomogram.shape)}"
-        )
-    sig = np.asarray(sigmas_vox, dtype=np.float64)
-    if sig.ndim != 1 or sig.size < 2 or np.any(np.diff(sig) <= 0) or sig[0] < 0:
-        raise MilopypError(f"sigmas must be >= 2 increasing values >= 0, got {list(sig)}")
-    if polarity not in ("dark", "bright"):
-        raise MilopypError(f"polarity must be 'dark' or 'bright', got {polarity!r}")
-    var = np.maximum(sig**2 - prior_variance_vox2, 0.0)
-    current = gaussian_filter3d(tomogram, math.sqrt(var[0]), threads=threads)
-    following = np.empty_like(current)
-    response: np.ndarray | None = None
-    for i in range(1, sig.size):
-        # G_i from G_{i-1}: Gaussians compose, variances add.
-        gaussian_filter3d(current, math.sqrt(var[i] - var[i - 1]), out=following,
-                          threads=threads)
-        if polarity == "dark":
-            np.subtract(following, current, out=current)  # current := G_{i} - G_{i-1}
-        else:
-            np.subtract(current, following, out=current)
-        if response is None:
-            response = current.copy()
-        else:
-            np.maximum(response, current, out=response)
-        current, following = following, current
-    assert response is not None
-    return response
 
 
 def local_maxima(
@@ -296,27 +181,6 @@ def _refine_subvoxel(score_zyx: np.ndarray, zyx: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _interior_stats(response: np.ndarray, margin: tuple[int, int, int]) -> tuple[float, float]:
-    """Mean and std (float64 accumulation, no full-size temporary) inside the margin."""
-    mz, my, mx = margin
-    nz, ny, nx = response.shape
-    inner = response[mz:nz - mz or None, my:ny - my or None, mx:nx - mx or None]
-    if inner.size == 0:
-        inner = response
-    total = 0.0
-    total_sq = 0.0
-    step = max(1, (1 << 20) // max(1, inner.shape[1] * inner.shape[2]))
-    for z0 in range(0, inner.shape[0], step):
-        sl = inner[z0:z0 + step].astype(np.float64)  # a slab of ~1 M voxels
-        total += float(sl.sum())
-        np.square(sl, out=sl)
-        total_sq += float(sl.sum())
-    n = inner.size
-    mean = total / n
-    var = max(total_sq / n - mean * mean, 0.0)
-    return mean, math.sqrt(var)
-
-
 def find_candidates(
     tomogram: np.ndarray,
     *,
@@ -405,3 +269,77 @@ def find_candidates(
             "score": scores.astype(np.float64),
         }
     )
+
+
+def run(
+    tomogram_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    particle_diameter_a: float,
+    voxel_size_a: float | None = None,
+    nms_radius_a: float | None = None,
+    threshold_std: float = DEFAULT_THRESHOLD_STD,
+    n_levels: int = DEFAULT_N_LEVELS,
+    max_candidates: int | None = None,
+    border_a: float | None = None,
+    polarity: str = "bright",
+    bin_factor: int | None = None,
+    tomogram_name: str | None = None,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """The ``candidates`` stage: :func:`find_candidates` of one MRC tomogram, written as a point
+    table ``tomogram, x, y, z, score`` (voxels of the tomogram; format by the suffix of
+    ``output``), strongest first; returns that table.
+
+    Lengths in Å (``particle_diameter_a``, ``nms_radius_a``, ``border_a``; None: the defaults
+    of :func:`find_candidates`) are converted with ``voxel_size_a`` (Å; default: the MRC
+    header's). ``tomogram_name`` fills the ``tomogram`` column (default: the file name up to
+    its first dot). Raises MilopypError when the diameter is not 2 voxels to the tomogram's
+    size, or when no candidate passes.
+    """
+    from milopyp.io.atomic import prepare_outputs
+    from milopyp.io.coords import write_coordinates
+    from milopyp.io.mrc import read_tomogram
+
+    prepare_outputs(output)
+    t0 = time.perf_counter()
+    tomogram, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
+    if not particle_diameter_a > 0:
+        raise MilopypError(f"--particle-diameter-a must be > 0 Å, got {particle_diameter_a}")
+    diameter_vox = particle_diameter_a / voxel_size_a
+    where = f"{tomogram_path}: particle diameter {particle_diameter_a} Å is"
+    if diameter_vox < 2:
+        raise MilopypError(
+            f"{where} {diameter_vox:.2f} voxels at {voxel_size_a} Å/voxel; expected >= 2 voxels; "
+            "check --particle-diameter-a (Å) and the voxel size"
+        )
+    if diameter_vox > min(tomogram.shape):
+        raise MilopypError(
+            f"{where} {diameter_vox:.1f} voxels at {voxel_size_a} Å/voxel, larger than the "
+            f"tomogram (shape z,y,x {tuple(tomogram.shape)}); check --particle-diameter-a (Å) "
+            "and the voxel size"
+        )
+    table = find_candidates(
+        tomogram,
+        particle_diameter_vox=diameter_vox,
+        nms_radius_vox=None if nms_radius_a is None else nms_radius_a / voxel_size_a,
+        threshold_std=threshold_std,
+        n_levels=n_levels,
+        exclude_border_vox=None if border_a is None else border_a / voxel_size_a,
+        max_candidates=max_candidates,
+        polarity=polarity,
+        bin_factor=bin_factor,
+        threads=threads,
+    )
+    if table.empty:
+        raise MilopypError(
+            f"{tomogram_path}: no candidate passed the threshold (mean + {threshold_std} std of "
+            f"the DoG response) and the border margin; lower --threshold-std, check "
+            f"--particle-diameter-a ({particle_diameter_a} Å = {diameter_vox:.1f} voxels at "
+            f"{voxel_size_a} Å/voxel), the voxel size and --polarity"
+        )
+    table.insert(0, "tomogram", tomogram_name or io_tomogram_name(tomogram_path))
+    write_coordinates(output, table, voxel_size_a=voxel_size_a, shape_zyx=tuple(tomogram.shape))
+    log.info("%s -> %s: %d candidates (diameter %.1f vox), %.2f s", tomogram_path, output,
+             len(table), diameter_vox, time.perf_counter() - t0)
+    return table

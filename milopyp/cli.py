@@ -1,8 +1,11 @@
 """The ``milopyp`` command: one entry point, a sub-command per pipeline step.
 
-Each sub-command lives in ``milopyp/commands/<name>.py`` and exposes ``HELP`` (one line),
-``add_arguments(parser)`` and ``main(args)``. Modules are imported only when their
-command runs, so ``milopyp --help`` stays fast (torch and UMAP are slow to import).
+Each sub-command lives in ``milopyp/commands/<name>.py`` and exposes ``add_arguments(parser)``
+and ``main(args)``; its one-line help is in :data:`COMMANDS`. A command only translates: it
+declares the options (each length with its unit in the name: ``-a`` Å, ``-vox`` voxels,
+``-px`` tilt-series pixels; old names kept hidden with :func:`renamed`) and hands them to one
+stage function of the package. Modules are imported only when their command runs, so
+``milopyp --help`` stays fast (torch and UMAP are slow to import).
 """
 
 from __future__ import annotations
@@ -165,4 +168,8 @@ def _command_index(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m milopyp.cli`: run the imported module's main, whose HIDDEN_ALIASES are the
+    # ones the commands fill (they import milopyp.cli, not __main__)
+    from milopyp.cli import main as _main
+
+    sys.exit(_main())

@@ -22,8 +22,8 @@ PATCH_MIN_VOX = 32
 LINK_DIAMETER_FRACTION = 0.6
 #: link distance when no filament diameter is known: 0.6 x a 250 Å microtubule at 12 Å/voxel
 FALLBACK_LINK_DISTANCE_VOX = 12.0
-#: spacing of the extraction points along a fibre, as a fraction of its diameter
-SEGMENT_SPACING_DIAMETER_FRACTION = 1.0 / 3.0
+#: extraction points along a fibre: this many per filament diameter
+SEGMENT_SPACING_DIAMETERS = 3.0
 #: segment spacing when no filament diameter is known: one tubulin dimer (8 nm)
 FALLBACK_SEGMENT_SPACING_A = 80.0
 
@@ -51,7 +51,7 @@ def link_distance_a(particle_diameter_a: float) -> float:
 
 def segment_spacing_a(particle_diameter_a: float) -> float:
     """Spacing in Å of the extraction points along a fibre."""
-    return float(particle_diameter_a) * SEGMENT_SPACING_DIAMETER_FRACTION
+    return float(particle_diameter_a) / SEGMENT_SPACING_DIAMETERS
 
 
 def nms_kernel_vox(particle_radius_vox: float) -> int:

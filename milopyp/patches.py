@@ -16,6 +16,10 @@ Patches are ``(N, size, size)`` arrays indexed ``[y, x]``; the candidate sits at
 ``(x_θ, y_θ)``; slice patches use the nearest voxel. Outside the image/volume the patch is
 padded with the mean of the image/volume. Each patch is then normalised to zero mean and unit
 standard deviation (a constant patch becomes zeros).
+
+:func:`run` is the ``milopyp patches`` stage: it reads a tomogram, its candidates and
+optionally its tilt series and geometry record, and writes the patch file
+(:mod:`milopyp.io.exploration`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import numpy as np
 
 from milopyp.errors import MilopypError
+from milopyp.io.mrc import tomogram_name
 
 log = logging.getLogger(__name__)
 
@@ -241,3 +246,128 @@ def make_patches(
         sign=sign, offset_xy=offset_xy,
     )
     return np.stack([tilts, slices], axis=1), ["tilt", "slice"]
+
+
+# --------------------------------------------------------------------------- the stage
+
+#: patch side (voxels) when neither a size nor a particle diameter is given
+DEFAULT_SIZE_VOX = 64
+
+
+def _match_pixel_size(stack: np.ndarray, tilt_px_a: float, tomo_px_a: float, path) -> np.ndarray:
+    """Bin the tilt series to the tomogram's voxel size (integer factors only)."""
+    ratio = tomo_px_a / tilt_px_a
+    if abs(ratio - 1) <= 0.01:
+        return stack
+    factor = round(ratio)
+    if factor >= 2 and abs(ratio - factor) <= 0.02 * factor:
+        log.info("binning %s by %d (%.3g Å -> %.3g Å per pixel)", path, factor, tilt_px_a,
+                 tomo_px_a)
+        return bin_tilt_series(stack, factor)
+    raise MilopypError(
+        f"{path}: tilt-series pixel size {tilt_px_a:g} Å does not match the tomogram voxel size "
+        f"{tomo_px_a:g} Å (ratio {ratio:.3g}, not a whole number); bin the tilt series to the "
+        f"tomogram's pixel size, or pass --tilt-pixel-size-a / --voxel-size-a if a header is "
+        "wrong"
+    )
+
+
+def _apply_geometry(stack: np.ndarray, path) -> tuple[np.ndarray, dict]:
+    """Bin (and, for inverted contrast, negate) the tilt series as the geometry record says;
+    return it with the projection settings for :func:`make_patches`."""
+    from milopyp.io.geometry import read_geometry
+
+    record = read_geometry(path)
+    if record["contrast"] == "inverted":
+        stack = -stack
+    stack = bin_tilt_series(stack, int(record["bin"]))
+    log.info(
+        "%s: sign %+d, bin %d, offset %.2f, %.2f voxels, contrast %s", path, record["sign"],
+        record["bin"], record["offset_x_vox"], record["offset_y_vox"], record["contrast"],
+    )
+    offset = (float(record["offset_x_vox"]), float(record["offset_y_vox"]))
+    return stack, {"sign": int(record["sign"]), "offset_xy": offset}
+
+
+def run(
+    tomogram_path,
+    candidates_path,
+    output,
+    *,
+    tilt_series_path=None,
+    angles_path=None,
+    size_vox: int | None = None,
+    particle_diameter_a: float | None = None,
+    n_slices: int = 3,
+    max_angle_deg: float = 15.0,
+    voxel_size_a: float | None = None,
+    tilt_pixel_size_a: float | None = None,
+    geometry_path=None,
+    invert_tilt_series: bool = False,
+) -> None:
+    """The ``patches`` stage: cut the inputs of every candidate of one tomogram and write
+    the patch file ``output`` (:func:`milopyp.io.exploration.write_patches`).
+
+    size_vox: patch side in voxels; None: :func:`milopyp.defaults.patch_size_vox` of
+    ``particle_diameter_a`` (Å) when given, else :data:`DEFAULT_SIZE_VOX`. voxel_size_a,
+    tilt_pixel_size_a: Å, None = from the headers. geometry_path: the record of ``milopyp
+    check-geometry`` (else sign +1, no offset, binned by the pixel sizes).
+    """
+    from milopyp.defaults import patch_size_vox
+    from milopyp.io.atomic import prepare_outputs
+    from milopyp.io.coords import check_inside, read_coordinates, xyz_array
+    from milopyp.io.exploration import write_patches
+    from milopyp.io.mrc import read_tilt_series, read_tomogram
+
+    if size_vox is not None and size_vox < 8:
+        raise MilopypError(f"--size-vox must be >= 8 pixels, got {size_vox}")
+    if n_slices < 1:
+        raise MilopypError(f"--slices must be >= 1, got {n_slices}")
+    if particle_diameter_a is not None and particle_diameter_a <= 0:
+        raise MilopypError(f"--particle-diameter-a must be > 0 Å, got {particle_diameter_a}")
+    prepare_outputs(output)
+    name = tomogram_name(tomogram_path)
+    tomogram, voxel_size_a = read_tomogram(tomogram_path, voxel_size_a=voxel_size_a)
+    if size_vox is None:
+        size_vox = (DEFAULT_SIZE_VOX if particle_diameter_a is None
+                    else patch_size_vox(particle_diameter_a, voxel_size_a))
+    cand = read_coordinates(
+        candidates_path, tomogram=name, voxel_size_a=voxel_size_a, shape_zyx=tomogram.shape
+    )
+    if len(cand) == 0:
+        raise MilopypError(
+            f"{candidates_path}: no candidates in {candidates_path}; lower "
+            f"candidates.threshold_std or check particle_diameter"
+        )
+    names = cand["tomogram"].unique()
+    if len(names) == 1 and names[0] != name:  # e.g. a preprocessed copy with another stem
+        log.info("%s: using the candidates' tomogram name %r", tomogram_path, names[0])
+        name = str(names[0])
+    check_inside(cand, tomogram.shape, candidates_path)
+    xyz = xyz_array(cand)
+    score = cand["score"].to_numpy(dtype=np.float64) if "score" in cand.columns else None
+
+    stack = angles = None
+    geometry = {"sign": 1, "offset_xy": (0.0, 0.0)}
+    if tilt_series_path is not None:
+        stack, angles, tilt_px_a = read_tilt_series(
+            tilt_series_path, angles_path, pixel_size_a=tilt_pixel_size_a
+        )
+        if invert_tilt_series:
+            stack = -stack
+        if geometry_path is not None:
+            stack, geometry = _apply_geometry(stack, geometry_path)
+        else:
+            stack = _match_pixel_size(stack, tilt_px_a, voxel_size_a, tilt_series_path)
+    elif angles_path is not None or geometry_path is not None:
+        raise MilopypError(
+            "--angles/--geometry given without --tilt-series; give the tilt series too"
+        )
+
+    patches, channels = make_patches(
+        tomogram, xyz, size=size_vox, n_slices=n_slices, tilt_series=stack, angles_deg=angles,
+        max_angle_deg=max_angle_deg, **geometry,
+    )
+    write_patches(output, patches, channels, xyz, score, name, voxel_size_a)
+    log.info("%s: %d patches %s (%s) -> %s", name, len(xyz), patches.shape[1:],
+             ", ".join(channels), output)

@@ -5,12 +5,15 @@ large volumes (e.g. 256 x 1024 x 1024 voxels, 1 GiB): no float64 copy of a volum
 made, work is done in slabs, and slabs run on a few threads (scipy.ndimage and numpy release
 the GIL), so a 160 x 512 x 512 tomogram is denoised and equalised in about a second on two cores.
 An input may be a read-only ``np.memmap``; it is read slab by slab and never modified.
+:func:`run`, the stage of ``milopyp preprocess``, reads and writes the MRC files through
+:mod:`milopyp.io.mrc`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -272,3 +275,51 @@ def preprocess(
         equalize_histogram(result, n_bins, max_samples=max_samples, out=result,
                            threads=threads)
     return result
+
+
+def sigma_vox_from(sigma_vox: float | None, sigma_a: float | None, voxel_size_a: float) -> float:
+    """The denoising sigma in voxels: ``sigma_a`` (Å) converted with ``voxel_size_a`` (Å) when
+    given, else ``sigma_vox``, else :data:`DEFAULT_SIGMA_VOX`. Negative values raise."""
+    if sigma_a is not None:
+        if sigma_a < 0:
+            raise MilopypError(f"--sigma-a must be >= 0 Å, got {sigma_a}")
+        return sigma_a / voxel_size_a
+    if sigma_vox is not None:
+        if sigma_vox < 0:
+            raise MilopypError(f"--sigma-vox must be >= 0 voxels, got {sigma_vox}")
+        return sigma_vox
+    return DEFAULT_SIGMA_VOX
+
+
+def run(
+    tomogram_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    sigma_vox: float | None = None,
+    sigma_a: float | None = None,
+    equalize: bool = True,
+    invert: bool = False,
+    n_bins: int = DEFAULT_N_BINS,
+    voxel_size_a: float | None = None,
+    threads: int | None = None,
+) -> None:
+    """The ``preprocess`` stage: :func:`preprocess` of one MRC tomogram, written as float32 MRC.
+
+    The input is memory-mapped (read whole only when it is not float32); the output keeps its
+    voxel size (Å; ``voxel_size_a`` replaces the header's). Sigma: see :func:`sigma_vox_from`
+    (``sigma_vox`` voxels or ``sigma_a`` Å, not both).
+    """
+    from milopyp.io.atomic import prepare_outputs
+    from milopyp.io.mrc import read_tomogram, write_tomogram
+
+    prepare_outputs(output)
+    t0 = time.perf_counter()
+    tomogram, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
+    sigma = sigma_vox_from(sigma_vox, sigma_a, voxel_size_a)
+    result = preprocess(tomogram, sigma_vox=sigma, equalize=equalize, invert=invert,
+                        n_bins=n_bins, threads=threads)
+    del tomogram
+    write_tomogram(output, result, voxel_size_a)
+    log.info("%s -> %s: shape %s, sigma %.3g vox, inverted %s, equalised %s, %.2f s",
+             tomogram_path, output, tuple(result.shape), sigma, invert, equalize,
+             time.perf_counter() - t0)

@@ -2,7 +2,9 @@
 
 ``collect_provenance`` returns a plain dict (JSON-ready) so that a results folder can say how
 it was made. It reads installed package metadata (no heavy imports: torch is not imported)
-and asks ``git`` for the commit of the milopyp checkout when there is one.
+and asks ``git`` for the commit of the milopyp checkout when there is one. :func:`run` is the
+stage of ``milopyp provenance``: it reads the config and the records of other steps and
+writes ``provenance.json``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import getpass
 import importlib.metadata
+import json
+import logging
 import os
 import platform
 import socket
@@ -18,6 +22,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from milopyp.errors import MilopypError
+
+log = logging.getLogger(__name__)
 
 #: Distributions whose versions are recorded; alternatives (e.g. faiss-gpu) are tried in order.
 PACKAGES: tuple[tuple[str, ...], ...] = (
@@ -33,7 +41,6 @@ PACKAGES: tuple[tuple[str, ...], ...] = (
     ("mrcfile",),
     ("starfile",),
     ("matplotlib",),
-    ("bokeh",),
     ("jsonschema",),
     ("pyyaml",),
     ("snakemake",),
@@ -150,3 +157,92 @@ def _user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):  # no USER/LOGNAME and no passwd entry (some containers)
         return None
+
+
+# --------------------------------------------------------------------------- the stage
+
+#: the parts of a geometry record that provenance.json keeps (the rest is in geometry/*.json)
+GEOMETRY_KEYS = ("sign", "verdict", "margin", "scores", "bin", "offset_x_vox", "offset_y_vox",
+                 "contrast", "warnings")
+
+
+def parse_config_json(text: str) -> dict:
+    """The config given on the command line as JSON -> dict (MilopypError if not an object)."""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MilopypError(
+            f"--config-json: not valid JSON ({err.msg} at character {err.pos}); "
+            "quote the whole object, e.g. --config-json '{\"seed\": 0}'"
+        ) from err
+    if not isinstance(config, dict):
+        raise MilopypError(
+            f"--config-json: expected a JSON object of settings, got {type(config).__name__}; "
+            "give e.g. '{\"seed\": 0}'"
+        )
+    return config
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict:
+    """A JSON object from ``path`` (MilopypError naming the file otherwise)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MilopypError(f"{path}: cannot read the {what} ({err}); rerun the step that "
+                           "writes it") from err
+    if not isinstance(data, dict):
+        raise MilopypError(f"{path}: expected a JSON object of {what}")
+    return data
+
+
+def parse_extra(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings -> dict (MilopypError on an item without ``=`` or key)."""
+    extra = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MilopypError(f"--extra: expected KEY=VALUE, got {item!r}")
+        extra[key] = value
+    return extra
+
+
+def run(
+    output: str | os.PathLike,
+    *,
+    config_json: str | None = None,
+    configfile: str | os.PathLike | None = None,
+    repo_dir: str | os.PathLike | None = None,
+    geometry_paths: Iterable[str | os.PathLike] = (),
+    explore_settings: str | os.PathLike | None = None,
+    extra: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The ``provenance`` stage: write :func:`collect_provenance` as JSON to ``output``.
+
+    The config comes from ``config_json`` (a JSON object, as the workflow passes it) or from
+    ``configfile`` (a campaign's YAML, validated and completed with defaults). Also recorded:
+    the :data:`GEOMETRY_KEYS` of each geometry record (``geometry/{tomogram}.json``), the
+    exploration settings (``explore/settings.json``) and ``extra`` (``KEY=VALUE`` strings).
+    Returns the record.
+    """
+    from milopyp.config import load_config
+    from milopyp.io.atomic import prepare_outputs, write_text
+    from milopyp.io.geometry import read_geometry
+
+    prepare_outputs(output)
+    config = parse_config_json(config_json) if config_json is not None else load_config(configfile)
+    geometry = None
+    if geometry_paths:
+        geometry = {}
+        for path in geometry_paths:
+            full = read_geometry(path)
+            geometry[full.get("tomogram", Path(path).stem)] = {k: full.get(k) for k in GEOMETRY_KEYS}
+    explore = None
+    if explore_settings:
+        explore = read_json_object(explore_settings, "exploration settings")
+    record = collect_provenance(config, repo_dir=repo_dir, extra=parse_extra(extra),
+                                geometry=geometry, explore=explore)
+    write_text(output, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    commit = record["git"]["commit"][:12] if record["git"] else "no git checkout"
+    log.info("wrote %s (seed %s, milopyp %s, %s)", output, record["seed"],
+             record["packages"].get("milopyp"), commit)
+    return record

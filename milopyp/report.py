@@ -1,8 +1,9 @@
 """A small self-contained HTML report: pick counts, score histograms, accuracy, figures.
 
-Pure functions: tables in, PNG bytes / HTML text out (``milopyp report`` reads and writes the
-files). The page needs no network: images are embedded as ``data:`` URIs and the style sheet
-is inline.
+Pure functions: tables in, PNG bytes / HTML text out; :func:`run`, the ``report`` stage
+(``milopyp report`` translates its options into it), reads and writes the files. The page
+needs no network: images are embedded as ``data:`` URIs and the style sheet is inline, so it
+can be mailed or copied off a cluster and opened offline.
 """
 
 from __future__ import annotations
@@ -10,11 +11,18 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from milopyp.errors import MilopypError
+
+log = logging.getLogger(__name__)
 
 #: at most this many tomograms get their own histogram curve; beyond, one overall histogram
 MAX_CURVES = 12
@@ -193,3 +201,89 @@ def render_report(
         parts.append(f'<h2>Inputs</h2><ul class="note">{items}</ul>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+}
+
+
+def read_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Point tables as one (a 0-byte file counts as a table without rows)."""
+    from milopyp.export import combine_picks
+    from milopyp.io.coords import empty_points, read_coordinates
+
+    frames = []
+    for p in paths:
+        if Path(p).is_file() and Path(p).stat().st_size == 0:
+            frames.append(empty_points(["score"]))
+        else:
+            frames.append(read_coordinates(p))
+    return combine_picks(frames)
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """A metrics table of ``milopyp evaluate``."""
+    if not Path(path).is_file():
+        raise MilopypError(f"{path}: metrics table not found; run `milopyp evaluate` first")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise MilopypError(
+            f"{path}: not a readable metrics table ({err}); give the CSV of `milopyp evaluate`"
+        ) from None
+    if "tomogram" not in df.columns:
+        raise MilopypError(
+            f"{path}: no `tomogram` column (found {list(df.columns)}); give the CSV written by "
+            f"`milopyp evaluate`"
+        )
+    return df
+
+
+def read_figure(path: str | os.PathLike) -> tuple[str, bytes, str]:
+    """``(name, bytes, MIME type)`` of an image to embed."""
+    p = Path(path)
+    mime = MIME.get(p.suffix.lower())
+    if mime is None:
+        raise MilopypError(
+            f"{p}: cannot embed a {p.suffix or 'suffix-less'} file; give images "
+            f"({', '.join(MIME)})"
+        )
+    if not p.is_file():
+        raise MilopypError(f"{p}: figure not found; check the path")
+    return p.name, p.read_bytes(), mime
+
+
+def run(picks: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+        candidates: Sequence[str | os.PathLike] | None = None,
+        metrics: str | os.PathLike | None = None,
+        fibers: Sequence[str | os.PathLike] | None = None,
+        fiber_metrics: str | os.PathLike | None = None,
+        figures: Sequence[str | os.PathLike] = (), title: str = "milopyp report") -> None:
+    """Write the HTML report ``output`` of the pick tables ``picks`` (and ``candidates``),
+    the metrics tables of ``milopyp evaluate`` (``metrics``; ``fiber_metrics`` with
+    ``--fibers``), the traced ``fibers`` and the images ``figures``."""
+    from milopyp.io.atomic import prepare_outputs, write_text
+
+    prepare_outputs(output)
+    pick_table = read_tables(picks)
+    candidate_table = read_tables(candidates) if candidates else None
+    metrics_table = read_metrics(metrics) if metrics else None
+    fiber_metrics_table = read_metrics(fiber_metrics) if fiber_metrics else None
+    fiber_rows = fiber_table(read_tables(fibers)) if fibers else None
+    images = [read_figure(f) for f in figures]
+    counts = count_table(pick_table, candidate_table)
+    sources = [*picks, *(candidates or []), *([metrics] if metrics else []), *(fibers or [])]
+    page = render_report(
+        title=title, counts=counts, histogram_png=score_histogram_png(pick_table),
+        metrics=metrics_table, figures=images, sources=[str(p) for p in sources],
+        fibers=fiber_rows, fiber_metrics=fiber_metrics_table,
+    )
+    write_text(output, page)
+    log.info("wrote %s (%d picks in %d tomogram(s), %d figure(s))", output, len(pick_table),
+             len(counts) - 1, len(images))

@@ -3,7 +3,7 @@
 
 rule train_explore:
     input:
-        expand(f"{RESULTS}/patches/{{tomogram}}.npz", tomogram=train_explore_tomograms()),
+        [f"{RESULTS}/patches/{name}.npz" for name in checked(CAMPAIGN.train_explore_tomograms)],
     output:
         model=f"{RESULTS}/explore/model.pt",
         settings=f"{RESULTS}/explore/settings.json",
@@ -13,11 +13,7 @@ rule train_explore:
         f"{RESULTS}/benchmarks/train_explore.tsv"
     params:
         threads=THREADS,
-        device_dependent=explore_device_options(),
-        batch_size=config["explore"]["batch_size"],
-        cap=explore_patch_cap_option(),
-        seed=config["seed"],
-        device=config["device"],
+        options=opts.train_explore(CAMPAIGN),
     threads: THREADS
     resources:
         gpu=gpus_per_job(),
@@ -28,9 +24,7 @@ rule train_explore:
     shell:
         "milopyp --threads {params.threads} train-explore"
         " --patches {input} -o {output.model}"
-        " --settings-output {output.settings} {params.device_dependent}"
-        " --batch-size {params.batch_size} {params.cap} --seed {params.seed}"
-        " --device {params.device} 2> {log}"
+        " --settings-output {output.settings} {params.options} 2> {log}"
 
 
 rule embed:
@@ -45,7 +39,7 @@ rule embed:
         f"{RESULTS}/benchmarks/embed/{{tomogram}}.tsv"
     params:
         threads=THREADS,
-        device=config["device"],
+        options=opts.embed(CAMPAIGN),
     threads: THREADS
     resources:
         gpu=gpus_per_job(),
@@ -56,16 +50,16 @@ rule embed:
     shell:
         "milopyp --threads {params.threads} embed"
         " --model {input.model} --patches {input.patches} -o {output}"
-        " --device {params.device} 2> {log}"
+        " {params.options} 2> {log}"
 
 
 rule cluster:
     input:
-        embeddings=expand(f"{RESULTS}/embeddings/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
-        patches=expand(f"{RESULTS}/patches/{{tomogram}}.npz", tomogram=sorted(TOMOGRAMS)),
-        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+        embeddings=CAMPAIGN.per_tomogram(f"{RESULTS}/embeddings", ".npz"),
+        patches=CAMPAIGN.per_tomogram(f"{RESULTS}/patches", ".npz"),
+        tomograms=TOMOGRAM_PATHS,
     output:
-        exploration_outputs(),
+        CAMPAIGN.exploration_outputs(),
     log:
         f"{RESULTS}/logs/cluster.log",
     benchmark:
@@ -73,12 +67,7 @@ rule cluster:
     params:
         threads=THREADS,
         outdir=output_folder,
-        k=config["explore"]["k"],
-        classes=config["explore"]["classes"],
-        neighbors=config["explore"]["umap_neighbors"],
-        min_dist=config["explore"]["umap_min_dist"],
-        seed=config["seed"],
-        diameter=config["particle_diameter"],
+        options=opts.cluster(CAMPAIGN),
     threads: THREADS
     resources:
         mem_mb=cluster_mem_mb,
@@ -88,7 +77,4 @@ rule cluster:
     shell:
         "milopyp --threads {params.threads} cluster"
         " --embeddings {input.embeddings} --patches {input.patches}"
-        " --tomograms {input.tomograms} -o {params.outdir} --k {params.k}"
-        " --classes {params.classes} --umap-neighbors {params.neighbors}"
-        " --min-dist {params.min_dist} --seed {params.seed}"
-        " --particle-diameter {params.diameter} 2> {log}"
+        " --tomograms {input.tomograms} -o {params.outdir} {params.options} 2> {log}"

@@ -5,8 +5,8 @@
 
 rule train_localize:
     input:
-        labels=training_labels,
-        negatives=training_negatives,
+        labels=selection_tables("labels"),
+        negatives=selection_tables("negatives"),
         tomograms=training_tomograms,
     output:
         f"{RESULTS}/targets/{{target}}/model.pt",
@@ -16,9 +16,7 @@ rule train_localize:
         f"{RESULTS}/benchmarks/{{target}}/train_localize.tsv"
     params:
         threads=THREADS,
-        options=train_localize_options,
-        seed=config["seed"],
-        device=config["device"],
+        options=for_target(opts.train_localize),
     threads: THREADS
     resources:
         gpu=gpus_per_job(),
@@ -29,8 +27,7 @@ rule train_localize:
     shell:
         "milopyp --threads {params.threads} train-localize"
         " --tomograms {input.tomograms} --labels {input.labels}"
-        " --negatives {input.negatives} -o {output} {params.options} --seed {params.seed}"
-        " --device {params.device} 2> {log}"
+        " --negatives {input.negatives} -o {output} {params.options} 2> {log}"
 
 
 rule localize:
@@ -46,7 +43,6 @@ rule localize:
     params:
         threads=THREADS,
         options=localize_options,
-        device=config["device"],
     threads: THREADS
     resources:
         gpu=gpus_per_job(),
@@ -58,7 +54,7 @@ rule localize:
         "milopyp --threads {params.threads} localize"
         " --model {input.model} --tomogram {input.tomogram}"
         " --tomogram-name {wildcards.tomogram} -o {output.picks}"
-        " {params.options} --device {params.device} 2> {log}"
+        " {params.options} 2> {log}"
 
 
 rule trace_fibers:
@@ -71,7 +67,7 @@ rule trace_fibers:
     log:
         f"{RESULTS}/logs/{{target}}/trace_fibers/{{tomogram}}.log",
     params:
-        options=trace_fibers_options,
+        options=for_target(opts.trace_fibers),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -85,15 +81,15 @@ rule trace_fibers:
 
 rule export:
     input:
-        picks=target_picks,
-        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+        picks=target_tables("picks"),
+        tomograms=TOMOGRAM_PATHS,
     output:
         star=f"{RESULTS}/targets/{{target}}/picks.star",
         csv=f"{RESULTS}/targets/{{target}}/picks.csv",
     log:
         f"{RESULTS}/logs/{{target}}/export.log",
     params:
-        voxel_size=voxel_size_option(),
+        voxel_size=opts.export(CAMPAIGN),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -109,15 +105,15 @@ rule export:
 # copick_session, object = the target's name); copick.json lists the picks per run.
 rule export_copick:
     input:
-        picks=target_picks,
-        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+        picks=target_tables("picks"),
+        tomograms=TOMOGRAM_PATHS,
     output:
         f"{RESULTS}/targets/{{target}}/copick.json",
     log:
         f"{RESULTS}/logs/{{target}}/export_copick.log",
     params:
-        options=copick_export_options,
-        voxel_size=voxel_size_option(),
+        options=for_target(opts.export_copick),
+        voxel_size=opts.export(CAMPAIGN),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -133,16 +129,16 @@ rule export_copick:
 # tilt/psi priors along each fibre (fibers.star); the resampled centre lines (fibers.csv).
 rule export_fibers:
     input:
-        segments=target_segments,
-        fibers=target_fibers,
-        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+        segments=target_tables("fibers", ".segments.csv"),
+        fibers=target_tables("fibers"),
+        tomograms=TOMOGRAM_PATHS,
     output:
         star=f"{RESULTS}/targets/{{target}}/fibers.star",
         csv=f"{RESULTS}/targets/{{target}}/fibers.csv",
     log:
         f"{RESULTS}/logs/{{target}}/export_fibers.log",
     params:
-        voxel_size=voxel_size_option(),
+        voxel_size=opts.export(CAMPAIGN),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -158,15 +154,15 @@ rule export_fibers:
 
 rule evaluate_picks:
     input:
-        picks=target_picks,
-        truth=truth_paths(),
+        picks=target_tables("picks"),
+        truth=CAMPAIGN.truth_paths(),
     output:
         table=f"{RESULTS}/targets/{{target}}/evaluation/picks.csv",
         json=f"{RESULTS}/targets/{{target}}/evaluation/picks.json",
     log:
         f"{RESULTS}/logs/{{target}}/evaluate_picks.log",
     params:
-        options=target_evaluation_options,
+        options=for_target(opts.evaluate_target),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -180,15 +176,15 @@ rule evaluate_picks:
 
 rule evaluate_fibers:
     input:
-        fibers=target_fibers,
-        truth=truth_paths(),
+        fibers=target_tables("fibers"),
+        truth=CAMPAIGN.truth_paths(),
     output:
         table=f"{RESULTS}/targets/{{target}}/evaluation/fibers.csv",
         json=f"{RESULTS}/targets/{{target}}/evaluation/fibers.json",
     log:
         f"{RESULTS}/logs/{{target}}/evaluate_fibers.log",
     params:
-        options=target_evaluation_options,
+        options=for_target(opts.evaluate_target),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -202,9 +198,7 @@ rule evaluate_fibers:
 
 rule overlay:
     input:
-        tomogram=TOMOGRAMS[overlay_name()],
-        picks=overlay_picks,
-        fibers=overlay_fibers,
+        unpack(for_target(Campaign.overlay_inputs)),
     output:
         f"{RESULTS}/targets/{{target}}/overlay.png",
     log:
@@ -224,13 +218,13 @@ rule overlay:
 
 rule report:
     input:
-        unpack(report_inputs),
+        unpack(for_target(Campaign.report_inputs)),
     output:
         f"{RESULTS}/targets/{{target}}/report.html",
     log:
         f"{RESULTS}/logs/{{target}}/report.log",
     params:
-        metrics=report_metrics_option,
+        options=report_options,
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -239,5 +233,5 @@ rule report:
         CONDA_ENV
     shell:
         "milopyp report --picks {input.picks} --candidates {input.candidates}"
-        " {params.metrics} --figure {input.figures} --title 'milopyp: {wildcards.target}'"
+        " {params.options} --figure {input.figures} --title 'milopyp: {wildcards.target}'"
         " -o {output} 2> {log}"

@@ -14,7 +14,7 @@ if config["copick"]:
         log:
             f"{RESULTS}/logs/copick_tomogram/{{tomogram}}.log",
         params:
-            options=copick_tomogram_options,
+            options=for_tomogram(opts.copick_tomogram),
         threads: 1
         resources:
             mem_mb=tomogram_mem_mb(volumes=2),
@@ -60,10 +60,7 @@ rule preprocess:
     benchmark:
         f"{RESULTS}/benchmarks/preprocess/{{tomogram}}.tsv"
     params:
-        sigma=config["preprocess"]["denoise_sigma"],
-        equalize="" if config["preprocess"]["equalize"] else "--no-equalize",
-        invert="--invert" if config["preprocess"]["invert"] else "",
-        voxel_size=voxel_size_option(),
+        options=opts.preprocess(CAMPAIGN),
     threads: 1
     resources:
         mem_mb=tomogram_mem_mb(volumes=4),
@@ -71,8 +68,7 @@ rule preprocess:
     conda:
         CONDA_ENV
     shell:
-        "milopyp preprocess --tomogram {input} -o {output} --sigma {params.sigma}"
-        " {params.equalize} {params.invert} {params.voxel_size} 2> {log}"
+        "milopyp preprocess --tomogram {input} -o {output} {params.options} 2> {log}"
 
 
 rule candidates:
@@ -86,12 +82,7 @@ rule candidates:
         f"{RESULTS}/benchmarks/candidates/{{tomogram}}.tsv"
     params:
         threads=THREADS,
-        diameter=config["particle_diameter"],
-        threshold=config["candidates"]["threshold_std"],
-        levels=config["candidates"]["levels"],
-        nms=nms_radius_option(),
-        cap=max_candidates_option(),
-        voxel_size=voxel_size_option(),
+        options=opts.candidates(CAMPAIGN),
     threads: THREADS
     resources:
         mem_mb=tomogram_mem_mb(volumes=5),
@@ -101,8 +92,7 @@ rule candidates:
     shell:
         "milopyp --threads {params.threads} candidates"
         " --tomogram {input} -o {output} --tomogram-name {wildcards.tomogram}"
-        " --particle-diameter {params.diameter} --threshold-std {params.threshold}"
-        " --levels {params.levels} {params.nms} {params.cap} {params.voxel_size} 2> {log}"
+        " {params.options} 2> {log}"
 
 
 if config["tiltseries"]:
@@ -116,7 +106,7 @@ if config["tiltseries"]:
         log:
             f"{RESULTS}/logs/check_geometry/{{tomogram}}.log",
         params:
-            options=check_geometry_options,
+            options=for_tomogram(opts.check_geometry),
         threads: 1
         resources:
             mem_mb=tomogram_mem_mb(volumes=3),
@@ -141,11 +131,7 @@ rule patches:
     benchmark:
         f"{RESULTS}/benchmarks/patches/{{tomogram}}.tsv"
     params:
-        size=patch_size_vox(),
-        slices=config["patches"]["slices"],
-        max_angle=config["patches"]["max_tilt_angle"],
-        tiltseries=tiltseries_option,
-        invert="--invert-tilt-series" if config["preprocess"]["invert"] else "",
+        options=patches_options,
     threads: 1
     resources:
         mem_mb=tomogram_mem_mb(volumes=3),
@@ -154,14 +140,13 @@ rule patches:
         CONDA_ENV
     shell:
         "milopyp patches --tomogram {input.tomogram} --candidates {input.candidates}"
-        " {params.tiltseries} {params.invert} --size {params.size} --slices {params.slices}"
-        " --max-angle {params.max_angle} -o {output} 2> {log}"
+        " {params.options} -o {output} 2> {log}"
 
 
 rule evaluate_candidates:
     input:
-        picks=expand(f"{RESULTS}/candidates/{{tomogram}}.csv", tomogram=sorted(TOMOGRAMS)),
-        truth=truth_paths(),
+        picks=CAMPAIGN.per_tomogram(f"{RESULTS}/candidates"),
+        truth=CAMPAIGN.truth_paths(),
     output:
         table=f"{RESULTS}/evaluation/candidates.csv",
         json=f"{RESULTS}/evaluation/candidates.json",
@@ -170,8 +155,7 @@ rule evaluate_candidates:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_candidates.tsv"
     params:
-        radius=evaluation_radius_option(),
-        species=species_option(),
+        options=opts.evaluate_candidates(CAMPAIGN),
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -179,5 +163,5 @@ rule evaluate_candidates:
     conda:
         CONDA_ENV
     shell:
-        "milopyp evaluate --picks {input.picks} --truth {input.truth} {params.radius}"
-        " {params.species} -o {output.table} --json {output.json} > {log} 2>&1"
+        "milopyp evaluate --picks {input.picks} --truth {input.truth} {params.options}"
+        " -o {output.table} --json {output.json} > {log} 2>&1"

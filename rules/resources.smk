@@ -11,7 +11,7 @@ from milopyp.explore.defaults import EXPLORE_DEFAULTS
 @functools.lru_cache(maxsize=None)
 def tomogram_mib(name):
     """Tomogram ``name`` as float32 in MiB (z * y * x * 4 bytes), from its MRC header."""
-    shape_zyx, _ = tomogram_geometry(name)
+    shape_zyx, _ = checked(CAMPAIGN.tomogram_geometry, name)
     return shape_zyx[0] * shape_zyx[1] * shape_zyx[2] * 4 / 2**20
 
 
@@ -106,7 +106,7 @@ def train_localize_mem_mb(wildcards, input, attempt):
 def train_localize_runtime(wildcards, input, attempt):
     """Minutes: epochs x iterations x batch of 3D crops; about 10x more without a GPU. Training
     resumes from its checkpoint on the next attempt."""
-    settings = TARGETS[wildcards.target]["localize"]
+    settings = TARGETS[wildcards.target].localize
     crops = settings["epochs"] * settings["iterations_per_epoch"] * settings["batch_size"]
     minutes = crops / 500  # ~500 crops per minute on a GPU, data loading included
     if config["device"] == "cpu":

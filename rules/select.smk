@@ -9,10 +9,10 @@
 
 checkpoint import_selection:
     input:
-        unpack(selection_exploration_inputs),
+        unpack(for_target(Campaign.selection_exploration_inputs)),
         selection=target_selection,
         # the tomograms themselves: their shape and voxel size convert RELION-5 Å selections
-        tomograms=[TOMOGRAMS[name] for name in sorted(TOMOGRAMS)],
+        tomograms=TOMOGRAM_PATHS,
     output:
         labels=directory(f"{RESULTS}/targets/{{target}}/labels"),
         negatives=directory(f"{RESULTS}/targets/{{target}}/negatives"),
@@ -21,8 +21,8 @@ checkpoint import_selection:
     benchmark:
         f"{RESULTS}/benchmarks/{{target}}/import_selection.tsv"
     params:
-        selection=target_selection_option,
-        options=selection_options,
+        selection=for_target(opts.selection),
+        options=for_target(opts.import_selection),
         exploration=selection_exploration_option,
     threads: 1
     resources:

@@ -16,7 +16,8 @@ from milopyp.explore import train as train_mod
 from milopyp.explore.embed import embed_patches
 from milopyp.explore.resnet import ResNet18
 from milopyp.explore.simsiam import SimSiam, build_simsiam, negative_cosine, simsiam_loss
-from milopyp.explore.train import model_from_state, model_state, train_simsiam
+from milopyp.explore.train import train_simsiam
+from milopyp.io.exploration import model_from_state, model_state
 
 
 @pytest.fixture

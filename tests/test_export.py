@@ -193,3 +193,22 @@ def test_csv_only_and_relion_prior_columns_pass_through(tmp_path, tomograms):
     assert raw.rlnAnglePsi.tolist() == [0, 10, 20, 30] and set(raw.rlnAngleTilt) == {90.0}
     with pytest.raises(MilopypError, match="nothing to write"):
         run(["--picks", p, "--tomograms", *tomograms])
+
+
+def test_star_writer_blocks_version_line_and_reader(tmp_path):
+    from milopyp.io import star
+
+    particles = pd.DataFrame({"rlnTomoName": ["t"], "rlnCoordinateX": [1.5],
+                              "rlnCoordinateY": [2.0], "rlnCoordinateZ": [3.0]})
+    one = tmp_path / "one.star"
+    star.write(one, particles)  # one table: the particles block only
+    text = one.read_text()
+    assert text.startswith(star.VERSION_LINE + "\n") and star.VERSION_LINE == "# version 50001"
+    assert "data_particles" in text and "data_optics" not in text
+    two = tmp_path / "two.star"
+    optics = pd.DataFrame({"rlnOpticsGroup": [1]})
+    star.write(two, {"optics": optics, "particles": particles})
+    blocks = star.read(two)
+    assert list(blocks) == ["optics", "particles"]
+    pd.testing.assert_frame_equal(star.particle_block(two), particles)
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("one.star", "two.star")]

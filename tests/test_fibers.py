@@ -380,6 +380,32 @@ def test_cli_writes_fibres_segments_and_star(tmp_path, crossing_picks):
     pd.testing.assert_frame_equal(pd.read_csv(out3), fibers)
 
 
+def test_cli_segment_spacing_defaults_to_a_third_of_the_diameter(tmp_path, crossing_picks,
+                                                                  capsys):
+    """The derived defaults come from milopyp.defaults; old option names still work, hidden."""
+    from milopyp import defaults
+
+    picks, mrc = crossing_picks
+    seg = tmp_path / "s.csv"
+    assert cli.main(["trace-fibers", "--picks", str(picks), "--tomogram", str(mrc), "-o",
+                     str(tmp_path / "f.csv"), "--segments", str(seg), "--particle-diameter-a",
+                     "120"]) == 0  # link 72 Å, spacing 40 Å = 4 voxels at 10 Å/voxel
+    spacing_vox = defaults.segment_spacing_a(120) / 10.0
+    for _, rows in pd.read_csv(seg).groupby("fiber_id"):
+        steps = np.linalg.norm(np.diff(rows[["x", "y", "z"]].to_numpy(), axis=0), axis=1)
+        np.testing.assert_allclose(steps, spacing_vox, atol=0.05)
+    old = tmp_path / "old.csv"
+    assert cli.main(["trace-fibers", "--picks", str(picks), "--voxel-size", "10", "-o", str(old),
+                     "--segments", str(old.with_suffix(".seg.csv")), "--particle-diameter",
+                     "120", "--step", "2", "--max-residual", "3.5"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(old.with_suffix(".seg.csv")), pd.read_csv(seg))
+    with pytest.raises(SystemExit):
+        cli.main(["trace-fibers", "--help"])
+    shown = capsys.readouterr().out
+    assert "--segment-spacing-vox" in shown and "--segment-spacing " not in shown
+    assert "--link-distance-vox" in shown and "--link-distance " not in shown
+
+
 def test_cli_empty_picks_write_empty_outputs(tmp_path, caplog):
     picks = tmp_path / "TS_02.csv"
     picks.write_text("tomogram,x,y,z,score\n")
@@ -463,7 +489,7 @@ def test_chunked_neighbourhoods_match_a_dense_reference(monkeypatch):
     a direct computation (all pairwise distances) and the tracing does not change."""
     from scipy.sparse.csgraph import connected_components
 
-    from milopyp import fibers
+    from milopyp.fibers import graph as fibers
 
     rng = np.random.default_rng(21)
     truths = [segment((10, 20, 8), (110, 70, 20)), arc((60, 60), 35.0, 0, 120, 12.0)]
@@ -501,7 +527,7 @@ def test_dense_random_picks_trace_in_bounded_memory(monkeypatch):
     fibre."""
     import tracemalloc
 
-    from milopyp import fibers
+    from milopyp.fibers import graph as fibers
 
     rng = np.random.default_rng(5)
     pts = rng.uniform((0, 0, 0), (96, 96, 32), (25_000, 3))

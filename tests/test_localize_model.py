@@ -378,7 +378,8 @@ def _heat_bumps(shape_zyx, xyz, heights, sigma=1.2):
 
 
 def test_count_particles_counts_bumps_above_threshold_once_and_skips_labels():
-    from milopyp.localize.calibrate import auto_threshold, count_particles, label_peak_scores
+    from milopyp.localize.calibrate import auto_threshold, label_peak_scores
+    from milopyp.localize.prior import count_particles
 
     xyz = np.array([[10, 10, 8], [30, 12, 8], [12, 34, 8], [34, 34, 8], [22, 22, 4]], float)
     heights = [0.5, 0.4, 0.3, 0.05, 0.45]  # the fourth is below any sensible threshold

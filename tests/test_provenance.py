@@ -128,7 +128,7 @@ def test_bad_config_json_is_a_one_line_error(tmp_path, capsys, text, fragment):
 
 
 def test_parse_extra_rejects_missing_equals():
-    from milopyp.commands.provenance import parse_extra
+    from milopyp.provenance import parse_extra
 
     with pytest.raises(MilopypError, match="KEY=VALUE"):
         parse_extra(["novalue"])

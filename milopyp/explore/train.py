@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from milopyp.explore.augment import AugmentConfig, augment
-from milopyp.explore.simsiam import SimSiam, architecture, build_simsiam, simsiam_loss
+from milopyp.explore.simsiam import SimSiam, build_simsiam, simsiam_loss
 
 log = logging.getLogger(__name__)
 
@@ -249,28 +249,3 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def model_state(model: SimSiam, **meta: Any) -> dict[str, Any]:
-    """The content of a model file: architecture, weights (CPU) and the given metadata."""
-    return {
-        "format": "milopyp-explore-model/1",
-        **architecture(model),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **meta,
-    }
-
-
-def model_from_state(state: dict[str, Any]) -> SimSiam:
-    """Rebuild the :class:`SimSiam` saved by :func:`model_state` (CPU, eval mode)."""
-    if not str(state.get("format", "")).startswith("milopyp-explore-model/"):
-        raise ValueError(f"not a milopyp exploration model (format {state.get('format')!r})")
-    model = build_simsiam(
-        state["in_channels"],
-        state["width"],
-        state["dim"],
-        state["pred_dim"],
-        state.get("stem", "imagenet"),
-    )
-    model.load_state_dict(state["model"])
-    return model.eval()

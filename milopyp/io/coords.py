@@ -15,23 +15,9 @@ Formats, chosen by suffix:
   ``rlnCenteredCoordinateX/Y/ZAngst``. ``rlnTomoName`` <-> ``tomogram`` and
   ``rlnAutopickFigureOfMerit`` <-> ``score``.
 
-RELION-5 centred coordinates follow RELION 5's own definition. RELION converts them back
-to pixels in ``ParticleSet::getParticleCoordDecenteredPixel``
-(``src/jaz/tomography/particle_set.cpp``: ``out /= tiltSeriesPixelSize; out += tomo_centre``)
-with the centre set in ``TomogramSet::loadTomogram`` (``src/jaz/tomography/tomogram_set.cpp``:
-``centre = d3Vector(w0/2.0, h0/2.0, d0/2.0)``, a *float* division of the tomogram size). For a
-tomogram of shape ``(nz, ny, nx)`` and voxel size ``s`` Å, with 0-based voxel coordinates ::
-
-    x_A = (x - nx / 2) * s        x = x_A / s + nx / 2      (same for y with ny, z with nz)
-
-so 0 Å is the point ``nx / 2`` in voxel coordinates: the centre of voxel 5 for ``nx = 10``,
-the boundary between voxels 5 and 6 for ``nx = 11`` (voxel centres are at integers). copick
-uses the same centre (``copick.util.relion.copick_tomogram_center``: shape / 2 * voxel
-size), so these tables agree with ``CopickPicks.df("relion")`` / ``from_df``.
-:func:`read_coordinates` / :func:`write_coordinates` are exact inverses. RELION measures the
-centre in unbinned tilt-series pixels (``rlnTomoSizeX`` x ``rlnTomoTiltSeriesPixelSize``);
-for a tomogram binned b times that equals ``nx * s / 2`` whenever ``nx = rlnTomoSizeX / b``.
-(Earlier milopyp versions used ``nx // 2``, half a voxel off for odd sizes.)
+RELION-5 centred coordinates (Å from the tomogram's centre ``n / 2``) are defined in
+:mod:`milopyp.io.star`, which reads and writes the STAR files;
+:func:`read_coordinates` / :func:`write_coordinates` are exact inverses.
 """
 
 from __future__ import annotations
@@ -42,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import starfile
 
 from milopyp.errors import MilopypError
+from milopyp.io import star
 from milopyp.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -52,17 +38,12 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".csv", ".tsv", ".txt", ".coords", ".star")
 
 _XYZ = ("x", "y", "z")
-_RLN_VOX = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
-_RLN_CENTRED = (
-    "rlnCenteredCoordinateXAngst",
-    "rlnCenteredCoordinateYAngst",
-    "rlnCenteredCoordinateZAngst",
-)
-_RLN_TOMO = "rlnTomoName"
+# RELION's columns (:mod:`milopyp.io.star` defines them)
+_RLN_VOX, _RLN_CENTRED, _RLN_TOMO, _RLN_SCORE = (star.RLN_VOX, star.RLN_CENTRED, star.RLN_TOMO,
+                                                 star.RLN_SCORE)
 #: column :func:`read_coordinates` adds with ``lines=True``: where each row is in the file
 #: (``"line 7"``; ``"data row 3"`` where lines are unknown, e.g. STAR)
 LINE_COLUMN = "__line__"
-_RLN_SCORE = "rlnAutopickFigureOfMerit"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,30 +115,6 @@ def _check_suffix(path: Path) -> str:
             f"{path}: unknown coordinate format {path.suffix!r}; use one of {', '.join(SUFFIXES)}"
         )
     return suffix
-
-
-def _centre_vox(shape_zyx) -> np.ndarray:
-    """RELION 5's tomogram centre in voxels, x,y,z order: ``(nx / 2, ny / 2, nz / 2)``.
-
-    A float division, as RELION 5's ``TomogramSet::loadTomogram`` sets ``centre =
-    (w0/2.0, h0/2.0, d0/2.0)``, used by ``ParticleSet::getParticleCoordDecenteredPixel``
-    (3dem/relion ``src/jaz/tomography/{tomogram_set,particle_set}.cpp``).
-    """
-    nz, ny, nx = (int(n) for n in shape_zyx)
-    return np.array([nx, ny, nz], dtype=np.float64) / 2.0
-
-
-def _require_geometry(path: Path, voxel_size_a, shape_zyx, action: str) -> None:
-    if voxel_size_a is None or shape_zyx is None:
-        raise MilopypError(
-            f"{path}: {action} RELION-5 centred coordinates (Å) needs the voxel size and the "
-            f"tomogram shape; pass --voxel-size and the tomogram (voxel_size_a, shape_zyx)"
-        )
-    if not float(voxel_size_a) > 0 or len(tuple(shape_zyx)) != 3:
-        raise MilopypError(
-            f"{path}: expected a positive voxel size (Å) and shape (nz, ny, nx), got "
-            f"{voxel_size_a} and {tuple(shape_zyx)}"
-        )
 
 
 # --------------------------------------------------------------------------- readers
@@ -250,40 +207,17 @@ def _read_text(path: Path) -> pd.DataFrame:
     return df
 
 
-def _star_block(path: Path) -> pd.DataFrame:
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as err:  # noqa: BLE001 -- starfile raises many kinds on bad input
-        raise MilopypError(f"{path}: not a readable STAR file ({err}); fix the file") from None
-    tables = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
-
-    def has_coords(df: pd.DataFrame) -> bool:
-        cols = set(df.columns)
-        return set(_RLN_VOX) <= cols or set(_RLN_CENTRED) <= cols
-
-    if "particles" in tables and has_coords(tables["particles"]):
-        return tables["particles"].copy()
-    for df in tables.values():
-        if has_coords(df):
-            return df.copy()
-    found = {k or "(unnamed)": list(v.columns)[:8] for k, v in tables.items()}
-    raise MilopypError(
-        f"{path}: no data block with rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst; "
-        f"found blocks {found}"
-    )
-
-
 def _read_star(path: Path, voxel_size_a, shape_zyx) -> pd.DataFrame:
-    df = _star_block(path)
+    df = star.particle_block(path)
     if set(_RLN_VOX) <= set(df.columns):
         _numeric_xyz(df, _RLN_VOX, path)
         xyz = df.loc[:, list(_RLN_VOX)].to_numpy(dtype=np.float64)
         drop = list(_RLN_VOX) + [c for c in _RLN_CENTRED if c in df.columns]
     else:
-        _require_geometry(path, voxel_size_a, shape_zyx, "reading")
+        star.require_geometry(path, voxel_size_a, shape_zyx, "reading")
         _numeric_xyz(df, _RLN_CENTRED, path)
         xyz_a = df.loc[:, list(_RLN_CENTRED)].to_numpy(dtype=np.float64)
-        xyz = xyz_a / float(voxel_size_a) + _centre_vox(shape_zyx)
+        xyz = xyz_a / float(voxel_size_a) + star.centre_vox(shape_zyx)
         drop = list(_RLN_CENTRED)
     df = df.drop(columns=drop)
     rename = {}
@@ -336,6 +270,8 @@ def read_coordinates(
 
 
 def star_frame(df: pd.DataFrame, path: Path, voxel_size_a, shape_zyx) -> pd.DataFrame:
+    """The RELION particle table of a point table (see :func:`write_coordinates`); ``path``
+    names the output in messages."""
     xyz = xyz_array(df)
     out = pd.DataFrame(index=range(len(df)))
     if "tomogram" in df.columns:
@@ -343,8 +279,8 @@ def star_frame(df: pd.DataFrame, path: Path, voxel_size_a, shape_zyx) -> pd.Data
     for i, c in enumerate(_RLN_VOX):
         out[c] = xyz[:, i]
     if voxel_size_a is not None or shape_zyx is not None:
-        _require_geometry(path, voxel_size_a, shape_zyx, "writing")
-        xyz_a = (xyz - _centre_vox(shape_zyx)) * float(voxel_size_a)
+        star.require_geometry(path, voxel_size_a, shape_zyx, "writing")
+        xyz_a = (xyz - star.centre_vox(shape_zyx)) * float(voxel_size_a)
         for i, c in enumerate(_RLN_CENTRED):
             out[c] = xyz_a[:, i]
     if "score" in df.columns:
@@ -392,8 +328,7 @@ def write_coordinates(
             np.savetxt(tmp, df[cols].to_numpy(dtype=np.float64), fmt="%.10g", delimiter="\t")
     else:
         out = star_frame(df, path, voxel_size_a, shape_zyx)
-        with atomic_path(path) as tmp:
-            starfile.write({"particles": out}, tmp)
+        star.write(path, out)
 
 
 def read_picks(path: str | os.PathLike, *, voxel_size_a: float | None = None,
@@ -437,6 +372,6 @@ def check_inside(df: pd.DataFrame, shape_zyx: tuple[int, int, int], source) -> N
     raise MilopypError(
         f"{source}: {bad.size} of {len(xyz)} points lie outside the tomogram "
         f"(x 0..{nx - 1}, y 0..{ny - 1}, z 0..{nz - 1}; shape_zyx {(nz, ny, nx)}), first is "
-        f"{where_in_file(df, int(bad[0]))}: x={x:g}, y={y:g}, z={z:g}; coordinates must be voxels of this "
-        f"tomogram, 0-based, in x,y,z order; did you pass Å or z,y,x?"
+        f"{where_in_file(df, int(bad[0]))}: x={x:g}, y={y:g}, z={z:g}; coordinates must be "
+        f"voxels of this tomogram, 0-based, in x,y,z order; did you pass Å or z,y,x?"
     )

@@ -4,7 +4,7 @@ A copick project (its ``config.json``) holds runs (one tilt series each); a run 
 tomograms per voxel spacing (OME-Zarr, ``[z, y, x]``, voxel spacing in Å) and picks per
 ``(object_name, user_id, session_id)``. copick's points are in Å: a pick at ``x_a`` lies at
 voxel ``x_a / voxel_size_a`` of the run's tomogram (0-based, voxel centres; copick's RELION
-conversion uses the same origin, see :mod:`milopyp.io.coords`). milopyp names a tomogram after
+conversion uses the same origin, see :mod:`milopyp.io.star`). milopyp names a tomogram after
 its run.
 
 Functions here open the project and convert; point tables are the usual
@@ -50,7 +50,8 @@ def open_project(config_path: str | os.PathLike):
         return copick.from_file(str(path))
     except Exception as err:  # noqa: BLE001 -- pydantic, JSON and fsspec errors alike
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MilopypError(f"{path}: not a readable copick config ({first}); fix the file") from None
+        raise MilopypError(
+            f"{path}: not a readable copick config ({first}); fix the file") from None
 
 
 def _tomogram(root, run_name: str, voxel_spacing_a: float, tomo_type: str, source):

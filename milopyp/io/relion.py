@@ -52,7 +52,7 @@ import pandas as pd
 import starfile
 
 from milopyp.errors import MilopypError
-from milopyp.io.mrc import common_voxel_size, read_header, read_header_voxel_size
+from milopyp.io.mrc import common_voxel_size, read_header_sizes
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def candidate_paths(value: str, star_path: Path, project_dir: str | os.PathLike 
 
 
 def voxel_size_override_a(tomograms: Mapping[str, RelionTomogram], source: str) -> float | None:
-    """Voxel size (Å) the commands must be given instead of the headers' (``--voxel-size``),
+    """Voxel size (Å) the commands must be given instead of the headers' (``--voxel-size-a``),
     or None when every header has one. When a header has none, the campaign's one voxel size
     from RELION (the headers that have one agree with it to 1 %; mixed voxel sizes raise, as
     for MRC files)."""
@@ -246,12 +246,12 @@ def read_relion_tomograms(
             )
         binning = _positive(row[BINNING], BINNING, where) if BINNING in table.columns else 1.0
         relion_a = relion_voxel_size_a(_positive(row[PIXEL_SIZE], PIXEL_SIZE, where), binning)
-        shape_zyx, _ = read_header(path, voxel_size_a=relion_a)  # checks the file: 3-D MRC
+        shape_zyx, recorded_a = read_header_sizes(path)  # one read; checks it is a 3-D MRC
         where = f"{where} ({path})"
         if voxel_size_a:
-            chosen_a, header_a = float(voxel_size_a), read_header_voxel_size(path)
+            chosen_a, header_a = float(voxel_size_a), recorded_a
         else:
-            chosen_a, header_a = choose_voxel_size_a(relion_a, read_header_voxel_size(path), where)
+            chosen_a, header_a = choose_voxel_size_a(relion_a, recorded_a, where)
             if header_a is None:
                 log.info("%s: the MRC header has no voxel size; using RELION's %g Å", where, relion_a)
         if all(c in table.columns for c in SIZE_XYZ):

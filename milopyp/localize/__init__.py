@@ -4,9 +4,14 @@
 - :mod:`~milopyp.localize.targets`: Gaussian (or filament) heat-map targets from labels
 - :mod:`~milopyp.localize.focal`, :mod:`~milopyp.localize.pu`,
   :mod:`~milopyp.localize.contrastive`, :mod:`~milopyp.localize.losses`: the losses
-- :mod:`~milopyp.localize.train`: :func:`train_localizer`, :func:`load_localizer`
+- :mod:`~milopyp.localize.train`: :func:`train_localizer` (the epoch loop),
+  :func:`load_localizer`; :mod:`~milopyp.localize.data` (crops and targets),
+  :mod:`~milopyp.localize.prior` (the PU class prior), :mod:`~milopyp.localize.checkpoint`
+  (settings, checkpoint, resume; the file: :mod:`milopyp.io.localizer`)
+- :mod:`~milopyp.localize.calibrate`: the automatic pick threshold
 - :mod:`~milopyp.localize.infer`: :func:`predict_heatmap` (tiled, bounded memory)
 - :mod:`~milopyp.localize.peaks`: :func:`find_peaks` (max-pool NMS -> x, y, z, score)
+- :mod:`~milopyp.localize.stage`: what ``milopyp train-localize`` and ``milopyp localize`` run
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ label median kept a third of the held-out ribosomes of the independent crowded b
 The unlabelled particles of the labelled tomograms are unseen ones, too; the automatic
 threshold of a globular target therefore splits all the heat map's peaks there into a
 falling background and a particle mode (:func:`split_threshold`), within bounds set by the
-label median, and
-``milopyp localize`` applies the same split to each tomogram's own peaks
-(:func:`tomogram_threshold`). Filament
-targets keep a label fraction with a guard against flat heat maps (:func:`fiber_threshold`).
+label median, and ``milopyp localize`` applies the same split to each tomogram's own peaks
+(:func:`tomogram_threshold`). Filament targets keep a label fraction with a guard against
+flat heat maps (:func:`fiber_threshold`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ import logging
 
 import numpy as np
 
+from milopyp.defaults import FIBER_TUBE_RADIUS_VOX, nms_kernel_vox
 from milopyp.errors import MilopypError
+from milopyp.shapes import shape as shape_named
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,12 @@ MIN_MODE_EVIDENCE = 16.0
 #: them (too few, not line-like); gaps along a filament are what it cannot recover.
 FIBER_THRESHOLD_FRACTION = 0.6
 #: A fibre threshold must also sit above the bulk of the heat map: the training targets are
-#: tubes of radius :data:`FIBER_TUBE_RADIUS_VOX` along the filaments, which cover a few % of
-#: a tomogram at most (30 microtubules of 400 voxels in 160x512x512: 0.3 %). So the
+#: tubes of radius :data:`~milopyp.defaults.FIBER_TUBE_RADIUS_VOX` along the filaments,
+#: which cover a few % of a tomogram at most (30 microtubules of 400 voxels in 160x512x512: 0.3 %). So the
 #: threshold is at least the (1 - this) quantile of the heat map's voxels; a saturated, flat
 #: heat map (issue 11: threshold 0.052 = 0.6 x label median 0.087, ~440,000 picks) would
 #: otherwise let most of the tomogram through.
 FIBER_MAX_VOXEL_FRACTION = 0.03
-#: Radius (voxels) of the fibre training tube (milopyp.localize.targets, ``fiber_radius_vox``).
-FIBER_TUBE_RADIUS_VOX = 3.0
 #: Heat-map voxels sampled (evenly strided) for its quantiles (16 MB of float32).
 QUANTILE_SAMPLES = 1 << 22
 #: Tomograms (those with the most labels) whose heat maps calibrate the pick threshold.
@@ -239,43 +238,6 @@ def tomogram_threshold(calibration: dict, peak_scores: np.ndarray,
     return level, f"this tomogram's {rule}"
 
 
-def count_particles(
-    heatmap: np.ndarray,
-    threshold: float,
-    radius_vox: float,
-    *,
-    exclude_xyz: np.ndarray | None = None,
-) -> int:
-    """Particles a heat map shows: its local maxima above ``threshold``, thinned greedily
-    (strongest first) so that no two lie within ``radius_vox`` of each other (one particle
-    can have several maxima), not counting those within ``radius_vox / 2`` of a point of
-    ``exclude_xyz`` ((N, 3) x, y, z, e.g. the labels).
-
-    heatmap: [z, y, x]; radius_vox: particle radius in voxels. Used to estimate how many
-    unlabelled particles a labelled tomogram holds (the PU class prior).
-    """
-    from scipy.spatial import cKDTree
-
-    from milopyp.localize.peaks import find_peaks, nms_kernel_vox
-
-    kernel = nms_kernel_vox(radius_vox)
-    peaks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold)
-    xyz = peaks[["x", "y", "z"]].to_numpy(dtype=np.float64)  # strongest first
-    if len(xyz) == 0:
-        return 0
-    keep = np.ones(len(xyz), dtype=bool)
-    tree = cKDTree(xyz)
-    for i, near in enumerate(tree.query_ball_point(xyz, radius_vox)):
-        if keep[i]:
-            near = np.asarray(near, dtype=np.intp)
-            keep[near[near > i]] = False
-    xyz = xyz[keep]
-    if exclude_xyz is not None and len(exclude_xyz):
-        d, _ = cKDTree(np.asarray(exclude_xyz, dtype=np.float64).reshape(-1, 3)).query(xyz)
-        xyz = xyz[d > radius_vox / 2]
-    return len(xyz)
-
-
 def most_labelled(labels: list[np.ndarray], n: int) -> list[int]:
     """Indices of the (up to) ``n`` tomograms with the most labels, none without labels;
     ``labels``: per tomogram an (N, 3) array."""
@@ -297,8 +259,8 @@ def _sample(heatmap: np.ndarray) -> np.ndarray:
 
 def max_fiber_picks(shape_zyx) -> int:
     """Most picks a fibre heat map of a tomogram ``shape_zyx`` can plausibly give: filament
-    tubes (radius :data:`FIBER_TUBE_RADIUS_VOX`) over :data:`FIBER_MAX_VOXEL_FRACTION` of
-    its voxels, picked once per voxel of length (NMS box 3 keeps one every 2-7 voxels, so
+    tubes (radius :data:`~milopyp.defaults.FIBER_TUBE_RADIUS_VOX`) over
+    :data:`FIBER_MAX_VOXEL_FRACTION` of its voxels, picked once per voxel of length (NMS box 3 keeps one every 2-7 voxels, so
     this is twice the densest real case); 44,500 for 160x512x512."""
     tube_area = np.pi * FIBER_TUBE_RADIUS_VOX**2
     return max(1, int(FIBER_MAX_VOXEL_FRACTION * float(np.prod(shape_zyx)) / tube_area))
@@ -361,29 +323,30 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     x, y, z voxels) and the split of all their heat-map peaks (:func:`split_threshold`).
     ``flips``: test-time flips of the heat maps (:func:`milopyp.localize.infer.predict_heatmap`;
     stored, so that picking uses the same). Returns ``threshold``, ``label_peak_median``,
-    ``n_labels``, ``flips`` and ``rule`` (stored in the
-    model file as its calibration). For ``shape="fiber"`` the threshold is :func:`fiber_threshold` (at least
-    the bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
-    ``separated`` added; a model whose label peaks do not stand out gets a warning."""
+    ``n_labels``, ``flips`` and ``rule`` (stored in the model file as its calibration). For
+    filaments (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the
+    bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
+    ``separated`` instead of ``rule``; a model whose label peaks do not stand out gets a
+    warning."""
     from milopyp.localize.infer import predict_heatmap
-    from milopyp.localize.peaks import find_peaks, nms_kernel_vox
+    from milopyp.localize.peaks import find_peaks
 
+    filament = shape_named(shape).filament
     rng = np.random.default_rng(0)
     scores, background, bulk, peaks = [], [], [], []
     for i in most_labelled(labels, CALIBRATION_TOMOGRAMS):
         heat = predict_heatmap(model, tomograms[i], device=device, flips=flips)
         scores.append(label_peak_scores(heat, labels[i], radius_vox / 2))
-        if shape == "globular":  # as `milopyp localize` picks them (NMS box ~ the radius)
+        if not filament:  # as `milopyp localize` picks them (NMS box ~ the radius)
             found = find_peaks(heat, kernel_vox=nms_kernel_vox(radius_vox), threshold=0.0)
             peaks.append(found["score"].to_numpy(dtype=np.float64))
-        if shape == "fiber":
+        else:
             places = rng.uniform(0, 1, (max(200, len(labels[i])), 3)) * (
                 np.array(heat.shape[::-1]) - 1)
             background.append(label_peak_scores(heat, places, radius_vox / 2))
             bulk.append(heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION))
     scores = np.concatenate(scores)
-    extra = {}
-    if shape == "fiber":
+    if filament:
         background = np.concatenate(background)
         threshold, separated, note = fiber_threshold(scores, max(bulk), background)
         if note:

@@ -34,6 +34,7 @@ from milopyp.errors import MilopypError
 from milopyp.localize.normalize import intensity_stats, normalize
 from milopyp.localize.scale import bin_volume, upsample
 from milopyp.localize.unet import Localizer, receptive_radius
+from milopyp.shapes import shape as shape_named
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ FIBER_FLIPS = 1
 
 def default_flips(shape: str) -> int:
     """Test-time flips of a target of ``shape`` ("globular" or "fiber") when none are given."""
-    return FIBER_FLIPS if shape == "fiber" else DEFAULT_FLIPS
+    return FIBER_FLIPS if shape_named(shape).filament else DEFAULT_FLIPS
 
 
 def _axis_tiles(n: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:

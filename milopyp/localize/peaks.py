@@ -1,7 +1,8 @@
 """Particle picks from a heat map: non-maximum suppression by 3D max pooling.
 
 Methods: "NMS is applied to the predicted heat map using 3D maximum pooling with a
-user-defined kernel size" (3 for filaments). A voxel is a pick when it equals the maximum of
+user-defined kernel size" (3 for filaments; the defaults:
+:meth:`milopyp.shapes.Shape.nms_kernel_vox`). A voxel is a pick when it equals the maximum of
 the ``kernel`` box around it (``F.max_pool3d``, stride 1, −inf beyond the volume) and its
 score exceeds ``threshold``. Voxels tied on a plateau are all kept, as in CenterNet. The
 box maximum is computed separably (the same numbers as one ``F.max_pool3d`` pass, which the
@@ -21,12 +22,6 @@ from milopyp.errors import MilopypError
 
 #: voxels per chunk when ``chunk_z`` is not given (≈ 64 MB per float32 copy)
 CHUNK_VOXELS = 1 << 24
-
-
-def nms_kernel_vox(radius_vox: float) -> int:
-    """The NMS box side for particles of ``radius_vox``: the odd integer nearest the radius,
-    at least 3 (what ``milopyp localize`` uses by default)."""
-    return max(3, round(radius_vox) | 1)
 
 
 def _kernel(kernel_vox: int | tuple[int, int, int]) -> tuple[int, int, int]:

@@ -6,8 +6,8 @@ exactly 1 (true positive) and its neighbours are soft positives (0 < y < 1); eve
 voxel is unlabelled, y = −1. Overlapping Gaussians take the maximum. Known negatives
 (points the user marked as not the target) make the voxels within the particle radius of
 them y = −2 (:data:`NEGATIVE`) wherever no positive reaches. For filaments
-(``shape="fiber"``) every voxel within ``fiber_radius_vox`` (paper: 3) of a label is 1, with
-no Gaussian.
+(``shape="fiber"``) every voxel within ``fiber_radius_vox`` (paper: 3,
+:data:`milopyp.defaults.FIBER_TUBE_RADIUS_VOX`) of a label is 1, with no Gaussian.
 
 σ follows the particle size: ``sigma_vox = radius_vox / 3`` (at least 1 voxel), and the
 Gaussian is cut at 3σ, i.e. at the particle radius, so the soft positives are exactly the
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from milopyp.defaults import FIBER_TUBE_RADIUS_VOX
 from milopyp.errors import MilopypError
+from milopyp.shapes import shape as shape_named
 
-SHAPES = ("globular", "fiber")
 #: target value of voxels known not to be the target (explicit negatives)
 NEGATIVE = -2.0
 
@@ -47,7 +48,7 @@ def heatmap_target(
     radius_vox: float,
     shape: str = "globular",
     origin_zyx: tuple[int, int, int] = (0, 0, 0),
-    fiber_radius_vox: float = 3.0,
+    fiber_radius_vox: float = FIBER_TUBE_RADIUS_VOX,
     negatives_xyz: np.ndarray | None = None,
 ) -> np.ndarray:
     """Target heat map for the box ``[origin, origin + shape_zyx)`` of a tomogram.
@@ -63,8 +64,7 @@ def heatmap_target(
     Returns float32 [z, y, x]: 1 at centres, 0 < y < 1 soft positives, −1 unlabelled,
     −2 known negatives.
     """
-    if shape not in SHAPES:
-        raise MilopypError(f"shape: expected one of {SHAPES}, got {shape!r}")
+    filament = shape_named(shape).filament  # an unknown shape fails here
     xyz = _check_xyz(xyz)
     shape_zyx = tuple(int(s) for s in shape_zyx)
     out = np.full(shape_zyx, -1.0, dtype=np.float32)
@@ -79,19 +79,19 @@ def heatmap_target(
     if len(xyz) == 0:
         return out
     centres_zyx = np.rint(xyz[:, ::-1]).astype(np.int64) - np.asarray(origin_zyx, dtype=np.int64)
-    if shape == "globular":
+    if filament:
+        reach = int(np.floor(fiber_radius_vox))
+    else:
         sigma = sigma_from_radius(radius_vox)
         reach = int(np.floor(3.0 * sigma))
-    else:
-        reach = int(np.floor(fiber_radius_vox))
     off = np.arange(-reach, reach + 1)
     dz, dy, dx = np.meshgrid(off, off, off, indexing="ij")
     d2 = (dz**2 + dy**2 + dx**2).astype(np.float64)
-    if shape == "globular":
+    if filament:
+        kernel = np.where(d2 <= fiber_radius_vox**2, 1.0, -1.0)
+    else:
         kernel = np.exp(-d2 / (2.0 * sigma**2))
         kernel[d2 > (3.0 * sigma) ** 2] = -1.0
-    else:
-        kernel = np.where(d2 <= fiber_radius_vox**2, 1.0, -1.0)
     _splat(out, centres_zyx, kernel.astype(np.float32), reach, np.maximum)
     return out
 

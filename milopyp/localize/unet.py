@@ -256,11 +256,20 @@ def _linear_source(
 
 
 class Localizer(nn.Module):
-    """Per-slice 2D UNet + 3×3×3 fusion + heat-map and projection heads (see module doc)."""
+    """Per-slice 2D UNet + 3×3×3 fusion + heat-map and projection heads (see module doc).
+
+    Besides the weights, a trained model carries what its file records
+    (:func:`milopyp.localize.train.load_localizer`): ``settings`` (the training settings,
+    :class:`milopyp.localize.checkpoint.TrainSettings` as a dict), ``calibration`` (the
+    automatic pick threshold) and ``history`` (per-epoch losses); empty until trained or
+    loaded."""
 
     def __init__(self, config: LocalizerConfig | None = None, **kwargs) -> None:
         super().__init__()
         self.config = config if config is not None else LocalizerConfig(**kwargs)
+        self.settings: dict = {}
+        self.calibration: dict = {}
+        self.history: list[dict[str, float]] = []
         cfg = self.config
         c = cfg.base_channels
         if cfg.stride_xy == 2:

@@ -141,6 +141,21 @@ def preset_parameters(preset: str = "demo", **overrides) -> dict:
     return params
 
 
+def parse_counts(items) -> dict[str, int]:
+    """``SPECIES=N`` strings (``--count ribosome=40``) -> ``{species: N}``; MilopypError on an
+    unknown species or an N that is not a whole number."""
+    counts = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in SPECIES or not value.strip().isdigit():
+            raise MilopypError(
+                f"--count {item!r}: expected SPECIES=N with SPECIES one of {', '.join(SPECIES)} "
+                f"and N a whole number, e.g. --count ribosome=40"
+            )
+        counts[name] = int(value)
+    return counts
+
+
 def species_counts(params: dict, shape_zyx, voxel_size_a: float) -> dict[str, int]:
     """Number of objects per species for a volume: ``counts`` else ``per_um3`` x volume.
 

@@ -3,8 +3,8 @@
 (``explorer``).
 
 Functions here return images (``(H, W, 3)`` uint8 RGB arrays) or PNG bytes; they never open
-files, the ``cluster`` command writes them. Shared helpers: cluster colours, patch display
-scaling, a small PNG encoder.
+files (:mod:`milopyp.explore.mapping` writes them); the explorer's page template is read from
+the package. Shared helpers: cluster colours, patch display scaling, a small PNG encoder.
 """
 
 from __future__ import annotations

@@ -156,9 +156,33 @@ def draw_spheres(
 
 
 def cluster_volume(
-    shape_zyx: tuple[int, int, int], xyz: np.ndarray, labels: np.ndarray, radius_vox: float
+    shape_zyx: tuple[int, int, int], xyz: np.ndarray, labels: np.ndarray, radius_vox: float,
+    *, out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float32 volume ``shape_zyx``: each candidate's sphere holds ``label + 1``, 0 elsewhere.
-    (For tomograms too large for memory, call :func:`draw_spheres` on a memmap instead.)"""
-    out = np.zeros(tuple(int(s) for s in shape_zyx), np.float32)
+
+    ``out``: a zeroed float32 array of that shape to draw into instead of a new one (e.g. a
+    writable memmap, for tomograms too large for memory)."""
+    if out is None:
+        out = np.zeros(tuple(int(s) for s in shape_zyx), np.float32)
     return draw_spheres(out, xyz, np.asarray(labels, dtype=np.float32) + 1.0, radius_vox)
+
+
+def marker_radius_vox(
+    patch_size_vox: int, particle_diameter_a: float | None = None,
+    voxel_size_a: float | None = None,
+) -> float:
+    """Radius in voxels of a candidate's disc and sphere: half the particle diameter (Å)
+    when it is given, else a quarter of the patch side (voxels)."""
+    if particle_diameter_a:
+        return 0.5 * float(particle_diameter_a) / float(voxel_size_a)
+    return patch_size_vox / 4.0
+
+
+def slab_centers(xyz: np.ndarray, n_slabs: int) -> list[int] | None:
+    """z of ``n_slabs`` panels at evenly spaced quantiles of the candidates' z; None (the
+    default single panel of :func:`colormap_image`) for one slab."""
+    if n_slabs <= 1:
+        return None
+    qs = np.linspace(0, 1, n_slabs + 2)[1:-1]
+    return [round(v) for v in np.quantile(np.asarray(xyz)[:, 2], qs)]

@@ -172,3 +172,32 @@ def _figure(tomogram_zyx, z_range, title: str | None):
         fig.text(0.01, 1.0 - 0.5 * band / (height + band), f"{title} (z {z_range[0]}-{z_range[1]})",
                  ha="left", va="center", fontsize=10)
     return fig, ax, z_range
+
+
+def run(tomogram, picks, output, *, particle_diameter_a: float, fibers=None,
+        voxel_size_a: float | None = None, title: str | None = None) -> None:
+    """The ``overlay`` stage: draw the pick table ``picks`` (voxels) over the tomogram MRC
+    ``tomogram`` into the PNG ``output``, as circles of ``particle_diameter_a`` Å or, given
+    the fibre table ``fibers`` (``milopyp trace-fibers``), as markers with the fibres as
+    lines. ``voxel_size_a`` (Å) overrides the MRC header's."""
+    from milopyp.errors import MilopypError
+    from milopyp.io.atomic import prepare_outputs, write_bytes
+    from milopyp.io.coords import read_coordinates, read_picks, xyz_array
+    from milopyp.io.mrc import read_tomogram
+
+    prepare_outputs(output)
+    volume, voxel = read_tomogram(tomogram, mmap=True, voxel_size_a=voxel_size_a)
+    table = read_picks(picks)
+    heading = (f"{title} · " if title else "") + f"{len(table)} picks"
+    if fibers:
+        traced = read_coordinates(fibers)
+        if len(traced) and "fiber_id" not in traced.columns:
+            raise MilopypError(f"{fibers}: no fiber_id column; give the CSV of "
+                               "`milopyp trace-fibers`")
+        n_fibres = int(traced["fiber_id"].nunique()) if len(traced) else 0
+        png = fibre_overlay_png(volume, picks_xyz=xyz_array(table), fibers=traced,
+                                title=f"{heading}, {n_fibres} fibres")
+    else:
+        radius_vox = particle_diameter_a / 2 / voxel
+        png = picks_overlay_png(volume, xyz_array(table), radius_vox=radius_vox, title=heading)
+    write_bytes(output, png)

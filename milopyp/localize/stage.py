@@ -1,0 +1,259 @@
+"""The localisation stage as the commands run it: files in, files out.
+
+:func:`train_localize` (``milopyp train-localize``) reads the tomograms and their label
+tables, trains (:func:`milopyp.localize.train.train_localizer`), calibrates the automatic
+pick threshold and writes the model file (:mod:`milopyp.io.localizer`). :func:`localize`
+(``milopyp localize``) predicts a tomogram's heat map and writes its picks. Lengths carry
+their unit in the name: ``_a`` Å, ``_vox`` voxels of the tomogram.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from milopyp.errors import MilopypError
+from milopyp.io.mrc import tomogram_name as io_tomogram_name
+from milopyp.shapes import shape as shape_named
+
+log = logging.getLogger(__name__)
+
+
+def parse_bin(value: str) -> int | None:
+    """``--bin`` / config ``bin``: "auto" -> None (chosen from the particle size), else a
+    positive integer."""
+    if str(value).lower() == "auto":
+        return None
+    try:
+        b = int(value)
+    except ValueError:
+        b = 0
+    if b < 1:
+        raise MilopypError(f"--bin: expected auto or a positive integer, got {value!r}")
+    return b
+
+
+def parse_z_dilations(values: list[str]) -> tuple[int, ...] | None:
+    """``--z-dilations``: ["auto"] -> None (chosen from the shape), else positive integers."""
+    if [str(v).lower() for v in values] == ["auto"]:
+        return None
+    try:
+        dilations = tuple(int(v) for v in values)
+    except ValueError:
+        dilations = (0,)
+    if any(d < 1 for d in dilations):
+        raise MilopypError(f"--z-dilations: expected auto or positive integers, got "
+                           f"{' '.join(map(str, values))}")
+    return dilations
+
+
+def read_negatives(paths: list[str], label_names: list[str], tomograms: list) -> list:
+    """One ``(M, 3)`` float64 x, y, z array (voxels) per negatives table; table i must be of
+    tomogram ``label_names[i]`` (or empty) and lie inside ``tomograms[i]`` ([z, y, x])."""
+    from milopyp.io.coords import check_inside, read_coordinates, xyz_array
+
+    if len(paths) != len(label_names):
+        raise MilopypError(
+            f"--negatives: {len(paths)} file(s) for {len(label_names)} --labels file(s); give "
+            f"one negatives table per label table, in the same order"
+        )
+    arrays = []
+    for path, name, volume in zip(paths, label_names, tomograms):
+        table = read_coordinates(path)
+        names = sorted(set(table["tomogram"]))
+        if names and names != [name]:
+            raise MilopypError(
+                f"{path}: negatives of tomogram(s) {names}, but the label table in the same "
+                f"position is of {name}; give --negatives in the order of --labels"
+            )
+        check_inside(table, volume.shape, path)
+        arrays.append(xyz_array(table))
+        log.info("%s: %d negatives", path, len(table))
+    return arrays
+
+
+def read_labelled_tomograms(tomogram_paths: list[str], label_paths: list[str],
+                            voxel_size_a: float | None):
+    """Per label table (one tomogram each, matched by name): the tomogram ([z, y, x],
+    memory-mapped), its name, its (N, 3) x, y, z labels (voxels) and its voxel size (Å)."""
+    from milopyp.io.coords import check_inside, read_coordinates, xyz_array
+    from milopyp.io.mrc import read_tomogram
+
+    by_name = {io_tomogram_name(p): p for p in tomogram_paths}
+    tomograms, names_in_order, labels, voxel_sizes = [], [], [], []
+    for label_path in label_paths:
+        table = read_coordinates(label_path)
+        names = sorted(set(table["tomogram"]))
+        if len(names) != 1 or names[0] not in by_name:
+            raise MilopypError(
+                f"{label_path}: labels name tomogram(s) {names}, expected exactly one of "
+                f"{sorted(by_name)}; give one label table per tomogram"
+            )
+        volume, size_a = read_tomogram(by_name[names[0]], mmap=True, voxel_size_a=voxel_size_a)
+        check_inside(table, volume.shape, label_path)
+        tomograms.append(volume)
+        names_in_order.append(names[0])
+        labels.append(xyz_array(table))
+        voxel_sizes.append(size_a)
+    return tomograms, names_in_order, labels, voxel_sizes
+
+
+def train_localize(
+    tomogram_paths: list[str],
+    label_paths: list[str],
+    output: str,
+    *,
+    particle_diameter_a: float,
+    crop_xy_vox: int,
+    crop_z_vox: int,
+    voxel_size_a: float | None = None,
+    negative_paths: list[str] | None = None,
+    shape: str = "globular",
+    flips: int | None = None,
+    device: str = "auto",
+    **training,
+) -> None:
+    """Train the localiser on ``label_paths`` (one table per tomogram of
+    ``tomogram_paths``), calibrate its automatic threshold and write the model file
+    ``output``. The checkpoint ``<output>.ckpt`` is written each epoch and resumed from
+    (:mod:`milopyp.localize.checkpoint`), and removed once the model file is written.
+    ``crop_xy_vox``, ``crop_z_vox``: training crop, voxels of the working (binned) grid;
+    ``flips``: test-time flips of the calibration (None: by shape); ``training``: the
+    other keywords of :func:`milopyp.localize.train.train_localizer`."""
+    import torch
+
+    from milopyp.io.atomic import prepare_outputs
+    from milopyp.io.localizer import read_localizer, write_localizer
+    from milopyp.io.mrc import common_voxel_size
+    from milopyp.localize.calibrate import calibrate_threshold
+    from milopyp.localize.infer import default_flips
+    from milopyp.localize.train import train_localizer
+
+    checkpoint = Path(f"{output}.ckpt")
+    # before any training: a read-only or full results folder fails now, in one line
+    prepare_outputs(output, checkpoint)
+    tomograms, names, labels, voxel_sizes = read_labelled_tomograms(
+        tomogram_paths, label_paths, voxel_size_a)
+    if sum(len(xyz) for xyz in labels) == 0:
+        raise MilopypError(f"{', '.join(label_paths)}: no labels to train on; check the "
+                           "selection")
+    negatives = read_negatives(negative_paths, names, tomograms) if negative_paths else None
+    voxel_size_a = common_voxel_size(dict(zip(names, voxel_sizes)), "--tomograms")
+    radius_vox = particle_diameter_a / 2 / voxel_size_a
+    log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels, "
+             "%d torch thread(s)", len(tomograms), sum(len(xyz) for xyz in labels),
+             sum(len(xyz) for xyz in negatives or []), radius_vox, torch.get_num_threads())
+    model = train_localizer(tomograms, labels, negatives=negatives,
+                            particle_radius_vox=radius_vox, shape=shape,
+                            crop=(crop_z_vox, crop_xy_vox, crop_xy_vox), device=device,
+                            checkpoint_path=checkpoint, **training)
+    calibration = calibrate_threshold(model, tomograms, labels, radius_vox, device,
+                                      shape=shape, flips=flips or default_flips(shape))
+    state = read_localizer(checkpoint, "cpu")
+    state["calibration"] = calibration
+    # the thread count changes float sums, hence the model: recorded for a rerun to match
+    state["torch_threads"] = torch.get_num_threads()
+    write_localizer(output, state)
+    # the model file holds everything the checkpoint did: a rerun (--forcerun, new labels)
+    # must train, not find a finished checkpoint to resume
+    checkpoint.unlink(missing_ok=True)
+    log.info("wrote %s (automatic pick threshold %.4g)", output, calibration["threshold"])
+
+
+def nms_kernel_from_model(model) -> int:
+    """Odd NMS box side (voxels of the tomogram) from the model's training settings
+    (:meth:`milopyp.shapes.Shape.nms_kernel_vox`: the particle radius, 3 for fibres)."""
+    settings = model.settings
+    target = shape_named(settings.get("shape", "globular"))
+    if target.filament:  # the box does not follow the radius (nor the network's bin)
+        return target.nms_kernel_vox(0.0)
+    # training stores the radius on its working grid; picks are on the tomogram's grid
+    return target.nms_kernel_vox(float(settings.get("particle_radius_vox", 3.0))
+                                 * model.config.bin_factor)
+
+
+def localize(
+    model_path: str,
+    tomogram_path: str,
+    output: str,
+    *,
+    threshold: float | None = None,
+    nms_kernel_vox: int | None = None,
+    max_picks: int | None = None,
+    heatmap_path: str | None = None,
+    memory_mb: float = 512,
+    tomogram_name: str | None = None,
+    device: str = "auto",
+    voxel_size_a: float | None = None,
+) -> None:
+    """Heat map of the tomogram ``tomogram_path`` by the model ``model_path`` and its picks
+    (``tomogram, x, y, z, score``, voxels) in ``output``, highest score first; the heat map
+    too when ``heatmap_path`` is given (its header's voxel size: ``voxel_size_a`` or the
+    tomogram's). ``threshold`` None: automatic (see ``milopyp localize``); ``nms_kernel_vox``
+    None: :func:`nms_kernel_from_model`."""
+    from milopyp.io.atomic import prepare_outputs
+    from milopyp.io.coords import write_coordinates
+    from milopyp.io.mrc import read_tomogram, write_tomogram
+    from milopyp.localize.calibrate import tomogram_threshold
+    from milopyp.localize.infer import predict_heatmap
+    from milopyp.localize.peaks import find_peaks
+    from milopyp.localize.train import load_localizer
+
+    prepare_outputs(output, heatmap_path)
+    name = tomogram_name or io_tomogram_name(tomogram_path)
+    model = load_localizer(model_path)
+    volume, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
+    # the flips the threshold was calibrated with (models before them: none)
+    flips = int(model.calibration.get("flips", 1))
+    heatmap = predict_heatmap(model, volume, device=device, memory_mb=memory_mb, flips=flips)
+    kernel = nms_kernel_vox or nms_kernel_from_model(model)
+    automatic, limit = threshold is None, max_picks
+    if automatic:
+        threshold = model.calibration.get("threshold")
+        if threshold is None or not np.isfinite(threshold):
+            raise MilopypError(
+                f"{model_path}: the model has no automatic threshold (trained without "
+                "calibration); pass --threshold"
+            )
+    filament = shape_named(model.settings.get("shape", "globular")).filament
+    if filament and automatic:
+        threshold, limit, note = _guard_fiber(heatmap, threshold, model.calibration, limit)
+        if note:
+            log.warning("%s: %s", name, note)
+    if not filament and automatic and "rule" in model.calibration:
+        picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
+        threshold, rule = tomogram_threshold(model.calibration,
+                                             picks["score"].to_numpy(dtype=np.float64))
+        log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
+        picks = picks[picks["score"] > threshold].reset_index(drop=True)
+    else:
+        picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
+    if limit is not None and len(picks) > limit:
+        if filament and automatic and limit != max_picks:
+            log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
+                        "(%d in %s voxels); keeping the %d highest-scoring: check the heat map "
+                        "(--heatmap) and the model", name, len(picks), threshold, limit,
+                        "x".join(map(str, heatmap.shape)), limit)
+        picks = picks.iloc[:limit]
+    if picks.empty:
+        log.warning("%s: no heat-map peak above %.4g; lower --threshold if the target is there",
+                    tomogram_path, threshold)
+    log.info("%s: %d picks (NMS kernel %d voxels, threshold %.4g)", name, len(picks), kernel,
+             threshold)
+    if heatmap_path:
+        write_tomogram(heatmap_path, heatmap, voxel_size_a)
+    write_coordinates(output, picks)
+
+
+def _guard_fiber(heatmap, threshold: float, calibration: dict, max_picks):
+    """A fibre model's automatic threshold on this heat map and the most picks to keep:
+    :func:`milopyp.localize.calibrate.guard_fiber_threshold` (not below the bulk of the heat
+    map) and :func:`~milopyp.localize.calibrate.max_fiber_picks` (``max_picks`` if lower).
+    Returns ``(threshold, max_picks, note)``."""
+    from milopyp.localize.calibrate import guard_fiber_threshold, max_fiber_picks
+
+    threshold, note = guard_fiber_threshold(heatmap, threshold, calibration)
+    cap = max_fiber_picks(heatmap.shape)
+    return threshold, cap if max_picks is None else min(max_picks, cap), note
