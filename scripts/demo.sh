@@ -9,7 +9,7 @@ start=$SECONDS
 
 if [ ! -f "$data/.complete" ]; then
     echo "== simulating 4 tomograms (64 x 256 x 256 voxels, 12 Å) into $data"
-    milopyp simulate -o "$data" --n-tomograms 4 --shape 64 256 256 --voxel-size 12 \
+    milopyp simulate -o "$data" --n-tomograms 4 --shape-vox 64 256 256 --voxel-size-a 12 \
         --preset demo --seed 0
     touch "$data/.complete"
 fi
