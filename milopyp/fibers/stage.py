@@ -133,8 +133,7 @@ def run(picks: PathLike, output: PathLike, *, tomogram: PathLike | None = None,
     log.info("wrote %s (%d fibre(s), %d points)", output, n_fibers, len(fibers))
     if not (segments or star):
         return fibers
-    spacing = spacing_vox(segment_spacing_vox, segment_spacing_a, particle_diameter_a,
-                                  voxel)
+    spacing = spacing_vox(segment_spacing_vox, segment_spacing_a, particle_diameter_a, voxel)
     points = segment_points(fibers, spacing, voxel_size_a=voxel)
     if segments:
         with atomic_path(segments) as tmp:

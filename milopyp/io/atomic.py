@@ -70,7 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(tmp_name)
         yield tmp
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, final)
     except BaseException as err:
         if tmp is not None:
@@ -96,7 +96,8 @@ def _about_output(err: OSError, final: Path, tmp: Path | None) -> bool:
             or (named.parent == final.parent and named.name.startswith(prefix)))
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it): permissions of the files written."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

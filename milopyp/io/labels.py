@@ -35,7 +35,7 @@ import pandas as pd
 
 from milopyp.errors import MilopypError
 from milopyp.io import coords, exploration
-from milopyp.io.atomic import _umask, stale_entries, write_text
+from milopyp.io.atomic import stale_entries, umask, write_text
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _build_folder(out: Path, tables: Mapping[str, pd.DataFrame]) -> Path:
     try:
         for name, table in tables.items():
             coords.write_coordinates(tmp / f"{name}.csv", table.reset_index(drop=True))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

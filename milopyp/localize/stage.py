@@ -152,9 +152,7 @@ def train_localize(
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, device,
                                       shape=shape, flips=flips or default_flips(shape))
     state = read_localizer(checkpoint, "cpu")
-    state["calibration"] = calibration
-    # the thread count changes float sums, hence the model: recorded for a rerun to match
-    state["torch_threads"] = torch.get_num_threads()
+    state["calibration"] = calibration  # torch_threads: recorded by each checkpoint save
     write_localizer(output, state)
     # the model file holds everything the checkpoint did: a rerun (--forcerun, new labels)
     # must train, not find a finished checkpoint to resume
