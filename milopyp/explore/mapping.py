@@ -149,6 +149,7 @@ def _write_colormaps(out_dir: Path, tomogram_paths: list[str], points: pd.DataFr
                      cluster_mrc: bool) -> list[str]:
     """The colour map PNG (and cluster MRC) of each tomogram file that has candidates;
     returns the names of the tomograms drawn."""
+    from milopyp.io.coords import check_inside
     from milopyp.io.mrc import read_tomogram, write_tomogram
     from milopyp.visualize import png_bytes
     from milopyp.visualize.colormap import (
@@ -169,14 +170,8 @@ def _write_colormaps(out_dir: Path, tomogram_paths: list[str], points: pd.DataFr
         tomo, voxel_size_a = read_tomogram(t_path, mmap=True, check_finite=False,
                                            voxel_size_a=voxel_sizes.get(stem))
         rows = np.flatnonzero(points["tomogram"].to_numpy() == stem)
+        check_inside(points.iloc[rows], tomo.shape, f"{t_path} (the candidates of {stem})")
         xyz = points.loc[rows, ["x", "y", "z"]].to_numpy(float)
-        outside = np.any((xyz < -0.5) | (xyz > np.array(tomo.shape[::-1]) - 0.5), axis=1)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise MilopypError(
-                f"{t_path}: candidate {tuple(xyz[i])} (x, y, z) lies outside the tomogram of "
-                f"shape (z, y, x) {tomo.shape}; give the tomogram the candidates were found in"
-            )
         radius_vox = marker_radius_vox(patch_size_vox, particle_diameter_a,
                                        voxel_sizes.get(stem) or voxel_size_a)
         img = colormap_image(tomo, xyz, colors[rows], radius_vox=radius_vox,
