@@ -27,6 +27,11 @@ Rows (``--rows``):
 
     .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/crowded
     .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/virus --target spike
+
+Experiments (not the workflow's settings): ``--train-kwargs '{"seed": 1}'`` another
+training seed, ``--unlabelled`` the other tomograms join the training as unlabelled data,
+``--prior-update-epochs`` / ``--prior-lower-bound`` when and how low the PU class prior is
+re-estimated (:mod:`milopyp.localize.prior`).
 """
 
 from __future__ import annotations
@@ -215,7 +220,7 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                    save_picks: Path | None = None, device: str = "cpu",
                    flips: int = DEFAULT_FLIPS,
                    model_path: Path | None = None,
-                   self_train: float = 0.0) -> dict[str, dict]:
+                   self_train: float = 0.0, unlabelled: bool = False) -> dict[str, dict]:
     """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
@@ -234,9 +239,12 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
         model = load_localizer(model_path, device=device)
         model.history = []
     else:
-        model = train_localizer([first.data], [labels], particle_radius_vox=radius,
-                                device=device,
-                                negatives=None if negatives is None else [negatives], **kwargs)
+        others = ds.tomograms[1:] if unlabelled else []
+        empty = [np.zeros((0, 3))] * len(others)
+        model = train_localizer([first.data] + [v.data for v in others], [labels] + empty,
+                                particle_radius_vox=radius, device=device,
+                                negatives=None if negatives is None else [negatives] + empty,
+                                **kwargs)
     train_s = time.perf_counter() - t0
     out, picks, thresholds = _score_model(ds, species, model, labels, radius, device, flips,
                                           save_picks, train_s)
@@ -423,6 +431,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--self-train", type=float, default=0.0, metavar="FRACTION",
                    help="experiment: retrain the full row on every tomogram with the top "
                         "FRACTION of its picks above the automatic threshold as labels (0: off)")
+    p.add_argument("--unlabelled", action="store_true",
+                   help="train with the other tomograms as unlabelled data (transductive)")
+    p.add_argument("--prior-update-epochs", default=None, metavar="E,E,...",
+                   help="epochs after which the PU prior is re-estimated (library default)")
+    p.add_argument("--prior-lower-bound", type=float, default=None, metavar="F",
+                   help="lowest re-estimated hidden count, in labels (library default)")
     p.add_argument("--device", default="cpu",
                    help="torch device of the localiser rows: cpu, cuda or auto (cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -432,6 +446,16 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
+    if args.prior_update_epochs:  # experiments on the PU prior's re-estimation
+        import milopyp.localize.train as train_module
+
+        train_module.PRIOR_UPDATE_EPOCHS = tuple(int(e) for e in
+                                                 args.prior_update_epochs.split(","))
+    if args.prior_lower_bound is not None:
+        import milopyp.localize.prior as prior_module
+
+        prior_module.PRIOR_UPDATE_BOUNDS = (args.prior_lower_bound,
+                                            prior_module.PRIOR_UPDATE_BOUNDS[1])
     t_start = time.perf_counter()
     ds = load_dataset(args.dataset)
     first = ds.tomograms[0]
@@ -479,7 +503,8 @@ def main(argv: list[str] | None = None) -> None:
                            if args.save_picks else None, device=args.device,
                            flips=args.flips,
                            model_path=args.model if name == "full model" else None,
-                           self_train=args.self_train if name == "full model" else 0.0)
+                           self_train=args.self_train if name == "full model" else 0.0,
+                           unlabelled=args.unlabelled)
         if "pseudo" in r:
             print(f"  self-training: {r['pseudo']['n']} pseudo-labels (top "
                   f"{r['pseudo']['fraction']:g} above the automatic threshold), precision "

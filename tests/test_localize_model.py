@@ -495,6 +495,21 @@ def test_class_prior_is_re_estimated_from_the_model_and_resumes_exactly(tmp_path
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
+def test_class_prior_is_re_estimated_after_each_update_epoch(caplog):
+    from milopyp.localize.prior import PRIOR_UPDATE_EPOCHS
+
+    vol, xyz = _blobs((12, 48, 56), 24, seed=21)
+    epochs = max(PRIOR_UPDATE_EPOCHS) + 1
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        model = _train(vol, xyz[:5], epochs=epochs, iterations_per_epoch=2, lr=1e-2,
+                       lr_step_epochs=10, expected_particles=None)
+    assert caplog.text.count("re-estimated from the model") == len(PRIOR_UPDATE_EPOCHS) >= 3
+    priors = [h["prior"] for h in model.history]
+    for e in range(1, epochs):  # the prior changes only after an update epoch
+        if e + 1 not in PRIOR_UPDATE_EPOCHS:
+            assert priors[e] == priors[e - 1]
+
+
 @pytest.mark.parametrize("angle", [0.0, 0.7, np.pi / 2, 2.5, 4.0])
 def test_rotated_crop_moves_labels_with_the_density(angle):
     from milopyp.localize.augment import rotated_crop
