@@ -170,15 +170,16 @@ def _write_colormaps(out_dir: Path, tomogram_paths: list[str], points: pd.DataFr
         tomo, voxel_size_a = read_tomogram(t_path, mmap=True, check_finite=False,
                                            voxel_size_a=voxel_sizes.get(stem))
         rows = np.flatnonzero(points["tomogram"].to_numpy() == stem)
-        check_inside(points.iloc[rows], tomo.shape, f"{t_path} (the candidates of {stem})")
-        xyz = points.loc[rows, ["x", "y", "z"]].to_numpy(float)
+        mine = points.iloc[rows]
+        check_inside(mine, tomo.shape, f"{t_path} (the candidates of {stem})")
+        xyz = mine[["x", "y", "z"]].to_numpy(float)
         radius_vox = marker_radius_vox(patch_size_vox, particle_diameter_a,
                                        voxel_sizes.get(stem) or voxel_size_a)
         img = colormap_image(tomo, xyz, colors[rows], radius_vox=radius_vox,
                              z_centers=slab_centers(xyz, n_slabs))
         _write_bytes(out_dir / "colormaps" / f"{stem}.png", png_bytes(img))
         if cluster_mrc:
-            labels = points.loc[rows, "cluster"].to_numpy()
+            labels = mine["cluster"].to_numpy()
             mrc_path = out_dir / "colormaps" / f"{stem}_clusters.mrc"
             if 4 * tomo.size <= _IN_MEMORY_BYTES:
                 write_tomogram(mrc_path, cluster_volume(tomo.shape, xyz, labels, radius_vox),

@@ -34,9 +34,9 @@ ASSUMED_LABELLED_FRACTION = 0.1
 #: told of many hidden particles keeps look-alikes and counts them again), so it takes a few
 #: rounds to settle: on the devset's crowded set (9 hidden ribosomes, ~95 look-alikes) one
 #: training seed counted 384, then 66, then 4 (prior at the lower bound); stopping after
-#: epoch 4 left the prior 2.4× above where it settles there (held-out F1 0.649 at the automatic threshold,
-#: 0.773 with the update after epoch 8; benchmarks/accuracy.py --dataset ... --train-kwargs
-#: '{"seed": 1}' --prior-update-epochs 2,4 / 2,4,8)
+#: epoch 4 left the prior 2.4× above where it settles (held-out F1 0.649 at the automatic
+#: threshold; 0.773 with the update after epoch 8: benchmarks/accuracy.py --dataset ...
+#: --train-kwargs '{"seed": 1}' --prior-update-epochs 2,4 or 2,4,8)
 PRIOR_UPDATE_EPOCHS = (2, 4, 8)
 #: bounds of the estimated number of unlabelled particles, in labels
 PRIOR_UPDATE_BOUNDS = (0.5, 50.0)
