@@ -165,6 +165,22 @@ def _train(vol, xyz, **kw):
     return train_localizer([vol], [xyz], **args)
 
 
+def test_gradients_are_clipped_to_a_multiple_of_the_last_epochs_median(monkeypatch):
+    import milopyp.localize.train as train_module
+
+    vol, xyz = _blobs((12, 48, 56), 20, seed=12)
+    kw = {"epochs": 3, "iterations_per_epoch": 4, "lr": 1e-2, "lr_step_epochs": 10}
+    free = _train(vol, xyz[:6], **kw)
+    assert free.history[0]["clipped"] == 0  # no epoch before the first to compare with
+    assert all(h["grad_norm"] > 0 for h in free.history)
+    assert all(h["clipped"] <= 1 for h in free.history)  # 5 x the median: rare
+    monkeypatch.setattr(train_module, "GRAD_CLIP_FACTOR", 1e-3)
+    tight = _train(vol, xyz[:6], **kw)
+    assert [h["clipped"] for h in tight.history] == [0, 4, 4]
+    assert tight.history[0]["total"] == free.history[0]["total"]
+    assert tight.history[2]["total"] != free.history[2]["total"]
+
+
 def test_tiny_training_lowers_the_loss():
     vol, xyz = _blobs((12, 48, 56), 20, seed=11)
     model = _train(vol, xyz[:6], epochs=4, iterations_per_epoch=10, lr_step_epochs=10, lr=1e-2)
@@ -532,6 +548,48 @@ def test_rotated_crop_moves_labels_with_the_density(angle):
     if angle == 0.0:
         np.testing.assert_allclose(crop, vol[1:6, 20:44, 25:49], atol=1e-5)
         np.testing.assert_allclose(local, points - [25, 20, 1])
+
+
+@pytest.mark.parametrize("bin_factor", [1, 2])
+def test_turned_and_z_mirrored_training_crops_keep_targets_on_the_particles(bin_factor):
+    """Training crops at random in-plane angles, half mirrored in z, of a binned model cut
+    from the tomogram before binning: every target centre (1) and known negative (-2) sits
+    on its blob in the crop, and both the mirrored and the plain crops occur."""
+    from milopyp.localize.checkpoint import TrainSettings
+    from milopyp.localize.data import TrainingData, sample_crops
+    from milopyp.localize.scale import bin_volume, to_binned
+
+    rng = np.random.default_rng(3)
+    shape, sigma = (48, 96, 96), 2.0
+    points = rng.uniform([20, 20, 12], [76, 76, 36], size=(7, 3))  # x, y, z (full voxels)
+    negative, labels = points[:1], points[1:]
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    vol = np.zeros(shape, np.float32)
+    for x, y, z in points:
+        vol += np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * sigma**2))
+    b = bin_factor
+    data = TrainingData(tomograms=[bin_volume(vol, b)], labels=[to_binned(labels, b)],
+                        stats=[(0.0, 1.0)], negatives=[to_binned(negative, b)],
+                        originals=[vol], bin_factor=b)
+    settings = TrainSettings(particle_radius_vox=4.0 / b, crop_zyx=(24 // b, 48 // b, 48 // b),
+                             batch_size=1, rotate_xy=True, flip_z=True)
+    draws = np.random.default_rng(0)
+    checked = 0
+    for _ in range(40):
+        crop, _, _, target = sample_crops(data, settings, draws)
+        crop, target = crop[0, 0], target[0, 0]
+        centres = list(np.argwhere(target == 1.0))
+        ball = np.argwhere(target == -2.0)
+        if len(ball) and ball.min(0).min() > 0 and np.all(ball.max(0) < np.array(crop.shape) - 1):
+            centres.append(np.rint(ball.mean(0)).astype(int))  # a whole negative ball
+        for k, y, x in centres:
+            if min(k, y, x) < 2 or np.any(np.array([k, y, x]) > np.array(crop.shape) - 3):
+                continue
+            window = crop[k - 1:k + 2, y - 2:y + 3, x - 2:x + 3]
+            assert crop[k, y, x] >= 0.6 * window.max() > 0.2, (k, y, x, window.max())
+            checked += 1
+    assert checked >= 10
+    assert crop.dtype == np.float32 and target.shape == crop.shape
 
 
 # --- look-alikes and explicit negatives -------------------------------------------------

@@ -39,6 +39,8 @@ class TrainSettings:
     seed: int = 0
     label_crop_fraction: float = 0.5
     recentre_labels: bool = False
+    rotate_xy: bool = False
+    flip_z: bool = False
     loss: dict = field(default_factory=dict)  # LossSettings as a dict
 
 

@@ -2,9 +2,10 @@
 
 Random sub-tomogram crops are drawn, a fraction centred near a random label (jittered by up
 to a quarter crop), a fraction near known negatives (when any are given) and the rest
-uniformly; each crop and an augmented copy (x–y flips / 90° rotations, intensity jitter)
-form the Siamese pair. Fibre crops are cut at any in-plane angle
-(:func:`milopyp.localize.augment.rotated_crop`).
+uniformly. Each crop is cut at a random in-plane angle
+(:func:`milopyp.localize.augment.rotated_crop`) and, for globular targets, mirrored in z half
+of the time (both keep the missing wedge where it is); the crop and an augmented copy (x–y
+flips / 90° rotations, intensity jitter) form the Siamese pair.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from milopyp.localize.augment import (
 )
 from milopyp.localize.checkpoint import TrainSettings
 from milopyp.localize.normalize import normalize
-from milopyp.localize.scale import to_binned
+from milopyp.localize.scale import bin_volume, from_binned, to_binned
 from milopyp.localize.targets import heatmap_target, sigma_from_radius
 from milopyp.localize.unet import Localizer
 from milopyp.shapes import shape as shape_named
@@ -48,6 +49,9 @@ class TrainingData:
     labels: list[np.ndarray]  # (N, 3) xyz float
     stats: list[tuple[float, float]]
     negatives: list[np.ndarray] | None = None  # (M, 3) xyz float, known non-targets
+    #: the tomograms before binning by ``bin_factor`` (turned crops are cut from them)
+    originals: list[np.ndarray] | None = None
+    bin_factor: int = 1
 
 
 def check_inputs(tomograms: list[np.ndarray], labels: list[np.ndarray],
@@ -122,7 +126,6 @@ def sample_crops(
     negs = data.negatives or [np.zeros((0, 3))] * len(data.labels)
     all_negatives = [(i, j) for i, neg in enumerate(negs) for j in range(len(neg))]
     sizes = np.array([np.prod(t.shape) for t in data.tomograms], dtype=np.float64)
-    filament = shape_named(settings.shape).filament
     x1, x2, ops, ys = [], [], [], []
     for _ in range(settings.batch_size):
         u = rng.random()
@@ -140,14 +143,13 @@ def sample_crops(
         shape = np.array(data.tomograms[i].shape)
         origin = np.clip(origin, 0, shape - crop)
         z0, y0, x0 = (int(v) for v in origin)
-        if filament:  # any in-plane direction (see rotated_crop)
-            raw, local = rotated_crop(data.tomograms[i], origin, settings.crop_zyx,
-                                      rng.uniform(0.0, 2.0 * math.pi), data.labels[i])
-            a = normalize(raw, data.stats[i])
-            y = crop_target(local, np.zeros(3, dtype=np.int64), settings)
+        if settings.rotate_xy:  # any in-plane direction (see rotated_crop)
+            a, y = _rotated_crop(data, i, origin, negs[i], settings, rng)
         else:
             a = normalize(data.tomograms[i][z0:z0 + cz, y0:y0 + cy, x0:x0 + cx], data.stats[i])
             y = crop_target(data.labels[i], origin, settings, negs[i])
+        if settings.flip_z and rng.random() < 0.5:
+            a, y = np.ascontiguousarray(a[::-1]), np.ascontiguousarray(y[::-1])
         op = random_flip_rot(rng, square=cy == cx)
         b = jitter_intensity(apply_flip_rot(a, op), rng)
         ys.append(y)
@@ -155,6 +157,31 @@ def sample_crops(
         x2.append(b)
         ops.append(op)
     return np.stack(x1)[:, None], np.stack(x2)[:, None], ops, np.stack(ys)[:, None]
+
+
+def _rotated_crop(data: TrainingData, i: int, origin: np.ndarray, negatives: np.ndarray,
+                  settings: TrainSettings, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The crop at working-grid ``origin`` of tomogram ``i`` turned by a random in-plane
+    angle (normalised) and its target. A binned model's crop is cut from the tomogram before
+    binning and binned afterwards: turning the binned grid itself interpolates between its
+    voxels and smooths the noise of the training crops only (on the devset's crowded set
+    that fitted the labelled tomogram worse: F1 0.820 against 0.846)."""
+    n = len(data.labels[i])
+    points = np.concatenate([data.labels[i], negatives])
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    b = data.bin_factor
+    if b > 1:
+        raw, local = rotated_crop(data.originals[i], origin * b,
+                                  tuple(int(c) * b for c in settings.crop_zyx), angle,
+                                  from_binned(points, b))
+        raw, local = bin_volume(raw, b), to_binned(local, b)
+    else:
+        raw, local = rotated_crop(data.tomograms[i], origin, settings.crop_zyx, angle, points)
+    filament = shape_named(settings.shape).filament
+    y = crop_target(local[:n], np.zeros(3, dtype=np.int64), settings,
+                    None if filament else local[n:])
+    return normalize(raw, data.stats[i]), y
 
 
 def crop_target(xyz: np.ndarray, origin_zyx: np.ndarray, settings: TrainSettings,

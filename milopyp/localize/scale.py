@@ -65,6 +65,12 @@ def to_binned(xyz: np.ndarray, bin_factor: int) -> np.ndarray:
     return (np.asarray(xyz, dtype=np.float64) + 0.5) / bin_factor - 0.5
 
 
+def from_binned(xyz: np.ndarray, bin_factor: int) -> np.ndarray:
+    """(N, 3) coordinates in voxels of the binned tomogram -> voxels of the tomogram (the
+    inverse of :func:`to_binned`)."""
+    return (np.asarray(xyz, dtype=np.float64) + 0.5) * bin_factor - 0.5
+
+
 def _source(n_out: int, n_in: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear-interpolation sources of output positions 0..n_out−1 on a grid binned by b."""
     src = np.clip((np.arange(n_out) + 0.5) / b - 0.5, 0.0, n_in - 1)
