@@ -179,6 +179,12 @@ def test_gradients_are_clipped_to_a_multiple_of_the_last_epochs_median(monkeypat
     assert [h["clipped"] for h in tight.history] == [0, 4, 4]
     assert tight.history[0]["total"] == free.history[0]["total"]
     assert tight.history[2]["total"] != free.history[2]["total"]
+    unclipped = _train(vol, xyz[:6], grad_clip=False, **kw)  # the same factor, switched off
+    assert [h["clipped"] for h in unclipped.history] == [0, 0, 0]
+    assert unclipped.history[0]["total"] == tight.history[0]["total"]
+    assert unclipped.history[2]["total"] != tight.history[2]["total"]
+    fiber = _train(vol, xyz[:6], shape="fiber", **kw)  # fibres: not clipped by default
+    assert [h["clipped"] for h in fiber.history] == [0, 0, 0]
 
 
 def test_tiny_training_lowers_the_loss():

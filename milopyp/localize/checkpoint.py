@@ -41,6 +41,7 @@ class TrainSettings:
     recentre_labels: bool = False
     rotate_xy: bool = False
     flip_z: bool = False
+    grad_clip: bool = False
     loss: dict = field(default_factory=dict)  # LossSettings as a dict
 
 
