@@ -329,16 +329,21 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
 # ---------------------------------------------------------------------------- fibres
 
 
-def fiber_labels(truth: pd.DataFrame, species: str, n: int) -> np.ndarray:
+def fiber_labels(truth: pd.DataFrame, species: str, n: int, *,
+                 every_filament: bool = False) -> np.ndarray:
     """(≤ n, 3): evenly spaced centre-line points of the first tomogram's filaments, taken
-    filament by filament (longest first) until n are drawn, as a person traces them."""
+    filament by filament (longest first) until n are drawn, as a person traces them;
+    ``every_filament``: a share of the n from the start of each filament instead (n split
+    evenly, longest first), as a person who traces a part of every filament."""
     t = truth[truth["species"] == species]
+    filaments = sorted(t.groupby("filament_id"), key=lambda g: -len(g[1]))
     out, left = [], n
-    for _, f in sorted(t.groupby("filament_id"), key=lambda g: -len(g[1])):
+    for k, (_, f) in enumerate(filaments):
         if left <= 0:
             break
         xyz = f[["x", "y", "z"]].to_numpy(np.float64)
-        take = xyz[:left]
+        share = -(-left // (len(filaments) - k)) if every_filament else left
+        take = xyz[:share]
         out.append(take)
         left -= len(take)
     return np.concatenate(out) if out else np.zeros((0, 3))
@@ -346,7 +351,8 @@ def fiber_labels(truth: pd.DataFrame, species: str, n: int) -> np.ndarray:
 
 def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: dict,
                link_vox: float, device: str = "cpu",
-               save_heatmaps: Path | None = None) -> dict[str, dict]:
+               save_heatmaps: Path | None = None,
+               every_filament: bool = False) -> dict[str, dict]:
     """Train a ``shape: fiber`` model on centre-line points of the first tomogram, pick
     (automatic threshold, NMS box 3 as ``milopyp localize``), trace, score fibres.
     ``save_heatmaps``: a folder for each tomogram's heat map (``fiber_{name}.npy``) and the
@@ -356,7 +362,7 @@ def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: 
     from milopyp.localize.calibrate import calibrate_threshold
 
     first = ds.tomograms[0]
-    labels = fiber_labels(first.truth, species, n_labels)
+    labels = fiber_labels(first.truth, species, n_labels, every_filament=every_filament)
     t0 = time.perf_counter()
     model = train_localizer([first.data], [labels], particle_radius_vox=radius, shape="fiber",
                             device=device, **kwargs)
@@ -422,6 +428,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="filament species of the fiber row (microtubule)")
     p.add_argument("--fiber-labels", type=int, default=100,
                    help="centre-line points of the first tomogram for the fiber row (100)")
+    p.add_argument("--fiber-labels-every-filament", action="store_true",
+                   help="the fiber row's labels: a share from every filament of the first "
+                        "tomogram instead of the longest filaments first")
     p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
     p.add_argument("--model", type=Path, default=None,
                    help="score this saved model (DIR/full_model.pt of an earlier --save-picks "
@@ -529,7 +538,8 @@ def main(argv: list[str] | None = None) -> None:
         f_radius = fd_a / voxel_a / 2
         r = fiber_rows(ds, args.fiber_species, args.fiber_labels, f_radius, args.train_kwargs,
                        link_vox=0.6 * 2 * f_radius, device=args.device,
-                       save_heatmaps=args.save_picks)
+                       save_heatmaps=args.save_picks,
+                       every_filament=args.fiber_labels_every_filament)
         results["fiber"] = r
         for part, tag in (("held", "held-out"), ("lab", "labelled")):
             m = r[part]

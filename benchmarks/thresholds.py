@@ -9,6 +9,7 @@ tomogram) and scores, on the held-out tomograms and on the labelled one:
   particle-mode mixture, and Otsu's split it falls back to) on the labelled tomogram's
   peaks (the model's stored threshold), and per tomogram on its own peaks as
   ``milopyp localize`` applies it (no truth used);
+- the same per-tomogram split at other particle probabilities (``--posteriors``);
 - the threshold tuned on the held-out truth (an oracle).
 
     .venv/bin/python benchmarks/thresholds.py --dataset ../shared/devset/crowded \\
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.dataset import best_threshold, load_dataset, metrics_at, target_truth
+from milopyp.localize import calibrate
 from milopyp.localize.calibrate import split_threshold, tomogram_threshold
 
 
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", type=Path, required=True, help="dataset folder")
     p.add_argument("--picks", type=Path, required=True, help="a --save-picks CSV")
     p.add_argument("--target", default="ribosome", help="species picked (ribosome)")
+    p.add_argument("--posteriors", default="", metavar="P,P,...",
+                   help="also the per-tomogram split at these particle probabilities "
+                        "(milopyp.localize.calibrate.MIXTURE_POSTERIOR; default "
+                        f"{calibrate.MIXTURE_POSTERIOR:g})")
     args = p.parse_args(argv)
     ds = load_dataset(args.dataset)
     names = [v.name for v in ds.tomograms]
@@ -65,6 +71,16 @@ def main(argv: list[str] | None = None) -> None:
         rows[name] = (kept[kept["tomogram"].isin(names[1:])],
                       kept[kept["tomogram"] == names[0]],
                       ", ".join(f"{per[n]:.3f}" for n in names))
+    default_posterior = calibrate.MIXTURE_POSTERIOR
+    for posterior in (float(v) for v in args.posteriors.split(",") if v.strip()):
+        calibrate.MIXTURE_POSTERIOR = posterior  # read by mixture_level at each call
+        per = {n: tomogram_threshold(calibration, g["score"].to_numpy())[0]
+               for n, g in picks.groupby("tomogram")}
+        kept = picks[picks["score"] > picks["tomogram"].map(per)]
+        rows[f"per-tomogram split, particle probability {posterior:g}"] = (
+            kept[kept["tomogram"].isin(names[1:])], kept[kept["tomogram"] == names[0]],
+            ", ".join(f"{per[n]:.3f}" for n in names))
+    calibrate.MIXTURE_POSTERIOR = default_posterior
     for name, (h_picks, l_picks, shown) in rows.items():
         h = metrics_at(h_picks, held_truth, -np.inf, radius, names[1:])
         lb = metrics_at(l_picks, lab_truth, -np.inf, radius, names[:1])

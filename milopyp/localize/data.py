@@ -4,7 +4,8 @@ Random sub-tomogram crops are drawn, a fraction centred near a random label (jit
 to a quarter crop), a fraction near known negatives (when any are given) and the rest
 uniformly. Each crop is cut at a random in-plane angle
 (:func:`milopyp.localize.augment.rotated_crop`) and, for globular targets, mirrored in z half
-of the time (both keep the missing wedge where it is); the crop and an augmented copy (x–y
+of the time (the z mirror keeps the missing wedge; the turn keeps it along z but turns the
+tilt axis with the crop, as the quarter turns do); the crop and an augmented copy (x–y
 flips / 90° rotations, intensity jitter) form the Siamese pair.
 """
 
