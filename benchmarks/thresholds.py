@@ -63,23 +63,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = {name: (held[held["score"] > t], lab[lab["score"] > t], f"{t:.3f}")
             for name, t in rules.items()}
     calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
-    for method, name in (("otsu", "per-tomogram Otsu split"),
-                         ("mixture", "per-tomogram split (milopyp localize)")):
+    default_posterior = calibrate.MIXTURE_POSTERIOR
+    per_tomogram = [("otsu", default_posterior, "per-tomogram Otsu split"),
+                    ("mixture", default_posterior, "per-tomogram split (milopyp localize)")]
+    per_tomogram += [("mixture", float(v), f"per-tomogram split, particle probability {v}")
+                     for v in args.posteriors.split(",") if v.strip()]
+    for method, posterior, name in per_tomogram:
+        calibrate.MIXTURE_POSTERIOR = posterior  # read by mixture_level at each call
         per = {n: tomogram_threshold(calibration, g["score"].to_numpy(), method)[0]
                for n, g in picks.groupby("tomogram")}
         kept = picks[picks["score"] > picks["tomogram"].map(per)]
         rows[name] = (kept[kept["tomogram"].isin(names[1:])],
                       kept[kept["tomogram"] == names[0]],
                       ", ".join(f"{per[n]:.3f}" for n in names))
-    default_posterior = calibrate.MIXTURE_POSTERIOR
-    for posterior in (float(v) for v in args.posteriors.split(",") if v.strip()):
-        calibrate.MIXTURE_POSTERIOR = posterior  # read by mixture_level at each call
-        per = {n: tomogram_threshold(calibration, g["score"].to_numpy())[0]
-               for n, g in picks.groupby("tomogram")}
-        kept = picks[picks["score"] > picks["tomogram"].map(per)]
-        rows[f"per-tomogram split, particle probability {posterior:g}"] = (
-            kept[kept["tomogram"].isin(names[1:])], kept[kept["tomogram"] == names[0]],
-            ", ".join(f"{per[n]:.3f}" for n in names))
     calibrate.MIXTURE_POSTERIOR = default_posterior
     for name, (h_picks, l_picks, shown) in rows.items():
         h = metrics_at(h_picks, held_truth, -np.inf, radius, names[1:])

@@ -143,10 +143,10 @@ def sample_crops(
             origin = rng.integers(0, np.array(data.tomograms[i].shape) - crop + 1)
         shape = np.array(data.tomograms[i].shape)
         origin = np.clip(origin, 0, shape - crop)
-        z0, y0, x0 = (int(v) for v in origin)
         if settings.rotate_xy:  # any in-plane direction (see rotated_crop)
             a, y = _rotated_crop(data, i, origin, negs[i], settings, rng)
         else:
+            z0, y0, x0 = (int(v) for v in origin)
             a = normalize(data.tomograms[i][z0:z0 + cz, y0:y0 + cy, x0:x0 + cx], data.stats[i])
             y = crop_target(data.labels[i], origin, settings, negs[i])
         if settings.flip_z and rng.random() < 0.5:

@@ -12,11 +12,11 @@ jitter) form the Siamese pair. Adam (lr 1e-3), learning rate × 0.1 every ``lr_s
 (StepLR), each step's gradient (globular targets) clipped to :data:`GRAD_CLIP_FACTOR` × the
 median norm of the epoch before (one rare step with a gradient 10-270 × the median could
 ruin a training that was going well; fibre training is not clipped, where it cost the
-demo's microtubules, see ``grad_clip``). One log line per epoch. On the independent crowded benchmark
-(``benchmarks/accuracy.py --dataset ../shared/devset/crowded``), without the z-context and
-the binning the heat map never rose above its initial bias (label peaks 0.094, held-out
-F1 0.16); with them the labelled tomogram's own particles and the held-out ones are ranked
-(figures in the README).
+demo's microtubules, see ``grad_clip``). One log line per epoch. On the independent
+crowded benchmark (``benchmarks/accuracy.py --dataset ../shared/devset/crowded``), without
+the z-context and the binning the heat map never rose above its initial bias (label peaks
+0.094, held-out F1 0.16); with them the labelled tomogram's own particles and the
+held-out ones are ranked (figures in the README).
 
 Reproducibility: the model is initialised from ``seed`` inside a forked torch RNG, crops
 and augmentations come from a numpy Generator and the contrastive sampling from a torch
