@@ -56,6 +56,7 @@ FLAGS = {
                        "stride_xy": "--stride-xy", "n_blocks": "--n-blocks",
                        "base_channels": "--base-channels", "voxel_size": "--voxel-size",
                        "flips": "--flips", "recentre_labels": "--recentre-labels",
+                       "no_profile_check": "--no-profile-check",
                        "class_prior": "--class-prior", "expected_particles": "--expected-particles",
                        "no_contrastive": "--no-contrastive", "no_pu": "--no-pu",
                        "seed": "--seed", "device": "--device"},
@@ -231,6 +232,9 @@ def train_localize(campaign: Campaign, target: Target) -> str:
         # labels at candidate positions (a selection by clusters or seeds) move with auto
         ("recentre_labels", recentre is True or (
             recentre == "auto" and not target.coordinate_selection)),
+        # labels at candidate positions, of the clusters' kind: no check with auto
+        ("no_profile_check", settings["profile_check"] is False or (
+            settings["profile_check"] == "auto" and not target.coordinate_selection)),
         ("class_prior", settings["class_prior"] or None),
         ("expected_particles", _if(not settings["class_prior"],
                                    settings["expected_particles"] or None)),

@@ -160,13 +160,21 @@ def test_shape_decides_nms_kernel_and_recentring(tmp_path):
     assert "--recentre-labels" in params.train_localize(campaign, rib)  # candidate positions
     assert "--recentre-labels" not in params.train_localize(campaign, mt)  # a person's labels
     assert "--shape fiber" in params.train_localize(campaign, mt)
+    # the profile check (auto): labels a person placed, not the clusters' candidates
+    assert "--no-profile-check" in params.train_localize(campaign, rib)
+    for check, selection, off in (("auto", "a.csv", False), (True, "seeds.yaml", False),
+                                  (False, "a.csv", True)):
+        c = make_campaign(tmp_path, localize={"profile_check": check},
+                          targets={"rib": {"selection": selection}})
+        assert ("--no-profile-check" in params.train_localize(c, c.targets["rib"])) is off
 
 
 def test_every_option_emitted_is_named_in_flags(tmp_path):
     campaign = make_campaign(
         tmp_path, voxel_size=12.0, tiltseries="ts/{tomogram}.st", tiltseries_pixel_size=3.0,
         tiltseries_geometry={"sign": -1, "offset": [1.5, -2]},
-        localize={"threshold": 0.3, "write_heatmap": True, "class_prior": 0.01, "pu": False},
+        localize={"threshold": 0.3, "write_heatmap": True, "class_prior": 0.01, "pu": False,
+                  "profile_check": False},
         targets={"mt": {"shape": "fiber", "selection": "copick:mt:u:s"}})
     mt = campaign.targets["mt"]
     built = {

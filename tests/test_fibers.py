@@ -708,7 +708,9 @@ def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):
     heat["map"] = learned
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu", shape="fiber")
     assert cal["separated"] is True and cal["threshold"] == pytest.approx(0.6 * 0.7)
+    assert "profile" not in cal  # no profile check for fibres
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu")
-    assert set(cal) == {"threshold", "label_peak_median", "n_labels", "rule", "flips"}
+    assert set(cal) == {"threshold", "label_peak_median", "n_labels", "rule", "flips",
+                        "profile"}
     # one ridge of equal peaks gives nothing to split: the label rule
     assert cal["threshold"] == pytest.approx(THRESHOLD_FRACTION * 0.7)

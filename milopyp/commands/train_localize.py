@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--flips", type=int, choices=[1, 2, 4], default=None,
         help="test-time flips of the heat map (default: 4 for globular, 1 for fibre "
              "targets), stored in the model: `localize` uses the same")
+    arg("--no-profile-check", action="store_true",
+        help="do not store the labels' radial density profiles, against which `localize` "
+             "checks globular picks (look-alikes of another profile are dropped)")
     arg("--recentre-labels", action="store_true",
         help="after 4 epochs move each label to the model's heat-map maximum within half a "
              "particle radius (labels at candidate positions)")
@@ -78,7 +81,8 @@ def main(args: argparse.Namespace) -> None:
         args.tomograms, args.labels, args.output, negative_paths=args.negatives,
         particle_diameter_a=args.particle_diameter_a, voxel_size_a=args.voxel_size_a,
         shape=args.shape, crop_xy_vox=args.crop_xy_vox, crop_z_vox=args.crop_z_vox,
-        flips=args.flips, device=args.device, epochs=args.epochs,
+        flips=args.flips, profile_check=not args.no_profile_check, device=args.device,
+        epochs=args.epochs,
         iterations_per_epoch=args.iterations_per_epoch, batch_size=args.batch_size,
         lr=args.lr, lr_step_epochs=args.lr_step_epochs, class_prior=args.class_prior,
         expected_particles=args.expected_particles, contrastive=not args.no_contrastive,

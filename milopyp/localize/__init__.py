@@ -9,6 +9,8 @@
   :mod:`~milopyp.localize.prior` (the PU class prior), :mod:`~milopyp.localize.checkpoint`
   (settings, checkpoint, resume; the file: :mod:`milopyp.io.localizer`)
 - :mod:`~milopyp.localize.calibrate`: the automatic pick threshold
+- :mod:`~milopyp.localize.profile`: globular picks checked against the labels' radial
+  density profiles
 - :mod:`~milopyp.localize.infer`: :func:`predict_heatmap` (tiled, bounded memory)
 - :mod:`~milopyp.localize.peaks`: :func:`find_peaks` (max-pool NMS -> x, y, z, score)
 - :mod:`~milopyp.localize.stage`: what ``milopyp train-localize`` and ``milopyp localize`` run

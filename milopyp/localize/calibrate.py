@@ -317,29 +317,35 @@ def guard_fiber_threshold(heatmap: np.ndarray, threshold: float,
 
 def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndarray],
                         radius_vox: float, device, *, shape: str = "globular",
-                        flips: int = 1) -> dict:
+                        flips: int = 1, profile_check: bool = True) -> dict:
     """The automatic pick threshold of a trained localiser: heat-map peaks at the labels of
     the :data:`CALIBRATION_TOMOGRAMS` most-labelled tomograms ([z, y, x]; labels (N, 3)
     x, y, z voxels) and the split of all their heat-map peaks (:func:`split_threshold`).
     ``flips``: test-time flips of the heat maps (:func:`milopyp.localize.infer.predict_heatmap`;
     stored, so that picking uses the same). Returns ``threshold``, ``label_peak_median``,
-    ``n_labels``, ``flips`` and ``rule`` (stored in the model file as its calibration). For
+    ``n_labels``, ``flips`` and ``rule`` (stored in the model file as its calibration), and
+    for a globular target with ``profile_check`` the labels' radial profiles (``profile``:
+    :func:`milopyp.localize.profile.profile_reference`, None with too few labels), which
+    also vet the peaks of the split (:func:`milopyp.localize.profile.drop_unlike`). For
     filaments (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the
     bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` instead of ``rule``; a model whose label peaks do not stand out gets a
     warning."""
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
+    from milopyp.localize.profile import drop_unlike, profile_reference
 
     filament = shape_named(shape).filament
+    reference = (profile_reference(tomograms, labels, radius_vox)
+                 if profile_check and not filament else None)
     rng = np.random.default_rng(0)
     scores, background, bulk, peaks = [], [], [], []
     for i in most_labelled(labels, CALIBRATION_TOMOGRAMS):
         heat = predict_heatmap(model, tomograms[i], device=device, flips=flips)
         scores.append(label_peak_scores(heat, labels[i], radius_vox / 2))
         if not filament:  # as `milopyp localize` picks them (NMS box ~ the radius)
-            found = find_peaks(heat, kernel_vox=nms_kernel_vox(radius_vox), threshold=0.0)
-            peaks.append(found["score"].to_numpy(dtype=np.float64))
+            peaks.append((i, find_peaks(heat, kernel_vox=nms_kernel_vox(radius_vox),
+                                        threshold=0.0)))
         else:
             places = rng.uniform(0, 1, (max(200, len(labels[i])), 3)) * (
                 np.array(heat.shape[::-1]) - 1)
@@ -355,8 +361,15 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
                  "background_peak_median": float(np.median(background)),
                  "separated": separated}
     else:
-        threshold, rule = split_threshold(float(np.median(scores)), np.concatenate(peaks))
+        median = float(np.median(scores))
+        if reference is not None:  # as `milopyp localize` vets them
+            peaks = [(i, drop_unlike(reference, tomograms[i], found,
+                                     SPLIT_FLOOR_FRACTION * median)[0]) for i, found in peaks]
+        threshold, rule = split_threshold(
+            median, np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
         extra = {"rule": rule}
+        if profile_check:
+            extra["profile"] = reference
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g%s",
              np.median(scores), np.quantile(scores, 0.1), np.quantile(scores, 0.9), threshold,
              f" ({extra['rule']})" if "rule" in extra else "")

@@ -112,6 +112,7 @@ def train_localize(
     negative_paths: list[str] | None = None,
     shape: str = "globular",
     flips: int | None = None,
+    profile_check: bool = True,
     device: str = "auto",
     **training,
 ) -> None:
@@ -120,7 +121,9 @@ def train_localize(
     ``output``. The checkpoint ``<output>.ckpt`` is written each epoch and resumed from
     (:mod:`milopyp.localize.checkpoint`), and removed once the model file is written.
     ``crop_xy_vox``, ``crop_z_vox``: training crop, voxels of the working (binned) grid;
-    ``flips``: test-time flips of the calibration (None: by shape); ``training``: the
+    ``flips``: test-time flips of the calibration (None: by shape); ``profile_check``: store
+    the labels' radial profiles, against which ``milopyp localize`` checks globular picks
+    (:mod:`milopyp.localize.profile`); ``training``: the
     other keywords of :func:`milopyp.localize.train.train_localizer`."""
     import torch
 
@@ -150,7 +153,8 @@ def train_localize(
                             crop=(crop_z_vox, crop_xy_vox, crop_xy_vox), device=device,
                             checkpoint_path=checkpoint, **training)
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, device,
-                                      shape=shape, flips=flips or default_flips(shape))
+                                      shape=shape, flips=flips or default_flips(shape),
+                                      profile_check=profile_check)
     state = read_localizer(checkpoint, "cpu")
     state["calibration"] = calibration  # torch_threads: recorded by each checkpoint save
     write_localizer(output, state)
@@ -194,9 +198,10 @@ def localize(
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
-    from milopyp.localize.calibrate import tomogram_threshold
+    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, tomogram_threshold
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
+    from milopyp.localize.profile import MIN_PROFILE_LABELS
     from milopyp.localize.train import load_localizer
 
     prepare_outputs(output, heatmap_path)
@@ -220,14 +225,24 @@ def localize(
         threshold, limit, note = _guard_fiber(heatmap, threshold, model.calibration, limit)
         if note:
             log.warning("%s: %s", name, note)
+    reference = None if filament else model.calibration.get("profile")
+    if not filament and reference is None:
+        log.info("%s: no profile check (the model holds no label profiles: trained with "
+                 "--no-profile-check, fewer than %d labels or by an earlier version)", name,
+                 MIN_PROFILE_LABELS)
     if not filament and automatic and "rule" in model.calibration:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
+        if reference is not None:  # before the split: look-alikes out of its particle mode
+            picks = _drop_unlike(name, reference, volume, picks, SPLIT_FLOOR_FRACTION
+                                 * model.calibration["label_peak_median"])
         threshold, rule = tomogram_threshold(model.calibration,
                                              picks["score"].to_numpy(dtype=np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
     else:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
+        if reference is not None:
+            picks = _drop_unlike(name, reference, volume, picks)
     if limit is not None and len(picks) > limit:
         if filament and automatic and limit != max_picks:
             log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
@@ -243,6 +258,18 @@ def localize(
     if heatmap_path:
         write_tomogram(heatmap_path, heatmap, voxel_size_a)
     write_coordinates(output, picks)
+
+
+def _drop_unlike(name: str, reference: dict, volume, picks, min_score: float = 0.0):
+    """``picks`` without the peaks above ``min_score`` whose radial profile is unlike the
+    labels' (:func:`milopyp.localize.profile.drop_unlike`), with a log line."""
+    from milopyp.localize.profile import drop_unlike
+
+    kept, dropped = drop_unlike(reference, volume, picks, min_score)
+    log.info("%s: %d of %d heat-map peaks above %.4g dropped: radial profile unlike the "
+             "labels' (the model's profile check)", name, dropped,
+             int((picks["score"] > min_score).sum()), min_score)
+    return kept
 
 
 def _guard_fiber(heatmap, threshold: float, calibration: dict, max_picks):

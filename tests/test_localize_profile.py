@@ -1,0 +1,141 @@
+"""The profile check of globular picks (milopyp.localize.profile): labelled particles'
+rotational averages against look-alikes of the same size but another profile."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from milopyp.localize.profile import (
+    MIN_PROFILE_LABELS,
+    PROFILE_EXTENT,
+    drop_unlike,
+    profile_bin,
+    profile_keep,
+    profile_reference,
+    radial_profiles,
+)
+
+RADIUS_VOX = 4.0
+
+
+def _particles(seed: int = 0, shape=(24, 112, 112), spacing: int = 16):
+    """A noisy tomogram [z, y, x] with dark particles of radius RADIUS_VOX on a grid in the
+    mid-plane: solid balls and, alternating with them, hollow balls of the same size (a
+    look-alike of another radial profile). Returns (tomogram, solid xyz, hollow xyz)."""
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(0.0, 0.35, shape).astype(np.float32)
+    zz, yy, xx = np.indices(shape)
+    solid, hollow = [], []
+    centres = [(x, y) for y in range(spacing // 2, shape[1], spacing)
+               for x in range(spacing // 2, shape[2], spacing)]
+    for k, (x, y) in enumerate(centres):
+        z = shape[0] // 2
+        r = np.sqrt((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2)
+        if k % 3 == 2:  # a third are hollow: a dark shell around a light centre
+            vol[(r <= RADIUS_VOX) & (r > 0.6 * RADIUS_VOX)] -= 1.0
+            hollow.append((x, y, z))
+        else:
+            vol[r <= RADIUS_VOX] -= 1.0
+            solid.append((x, y, z))
+    return vol, np.array(solid, float), np.array(hollow, float)
+
+
+def test_radial_profile_of_a_dark_ball_and_at_the_faces():
+    vol, solid, _ = _particles()
+    prof = radial_profiles(vol, solid[:3], RADIUS_VOX)
+    assert prof.shape == (3, int(np.ceil(PROFILE_EXTENT * RADIUS_VOX)))
+    # dark inside the ball, back to the background outside it
+    assert np.all(prof[:, 1:4].mean(axis=1) < prof[:, -1] - 1.5)
+    # a point on a face (box mirrored there) and one outside the grid's interior
+    edge = radial_profiles(vol, np.array([[0.0, 0.0, 0.0], [95.0, 95.0, 23.0]]), RADIUS_VOX)
+    assert np.all(np.isfinite(edge))
+    # large particles are profiled binned, ~PROFILE_RADIUS_VOX voxels across the radius
+    assert profile_bin(RADIUS_VOX) == 1 and profile_bin(25.0) == 2
+
+
+def test_profile_check_keeps_the_labelled_kind_and_drops_look_alikes():
+    vol, solid, hollow = _particles(seed=1)
+    labels = solid[:MIN_PROFILE_LABELS]
+    reference = profile_reference([vol], [labels], RADIUS_VOX)
+    assert reference is not None and reference["n_labels"] == MIN_PROFILE_LABELS
+    unseen = solid[MIN_PROFILE_LABELS:]
+    assert profile_keep(reference, vol, unseen).mean() >= 0.75
+    assert profile_keep(reference, vol, hollow).mean() == 0.0
+    # drop_unlike profiles only the peaks above min_score
+    peaks = pd.DataFrame({"x": np.r_[unseen[:, 0], hollow[:, 0]],
+                          "y": np.r_[unseen[:, 1], hollow[:, 1]],
+                          "z": np.r_[unseen[:, 2], hollow[:, 2]],
+                          "score": np.r_[np.full(len(unseen), 0.9),
+                                         np.full(len(hollow) - 1, 0.8), 0.05]})
+    kept, dropped = drop_unlike(reference, vol, peaks, min_score=0.1)
+    assert dropped == len(hollow) - 1
+    assert (kept["score"] == 0.05).sum() == 1  # below min_score: not profiled, kept
+
+
+def test_too_few_labels_give_no_reference():
+    vol, solid, _ = _particles()
+    assert profile_reference([vol], [solid[:MIN_PROFILE_LABELS - 1]], RADIUS_VOX) is None
+    half = MIN_PROFILE_LABELS // 2  # labels of several tomograms count together
+    assert profile_reference([vol, vol], [solid[:half], solid[half:2 * half]],
+                             RADIUS_VOX) is not None
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_train_localize_stores_the_profiles_and_localize_drops_look_alikes(
+        tmp_path, monkeypatch, caplog, check):
+    """Through the commands: the model file holds the labels' profiles (none with
+    --no-profile-check), and `localize` drops the peaks on the hollow look-alikes before
+    the automatic threshold. The heat map is replaced by one bump per particle, solid and
+    hollow alike, as a network that cannot tell them apart would give."""
+    from milopyp import cli
+    from milopyp.io.mrc import write_tomogram
+    from milopyp.localize import infer
+    from milopyp.localize.train import load_localizer
+
+    vol, solid, hollow = _particles(seed=2)
+    mrc = tmp_path / "TS_01.mrc"
+    write_tomogram(mrc, vol, 10.0)
+
+    def bumps(model, tomogram, **kwargs):
+        zz, yy, xx = np.indices(tomogram.shape)
+        heat = np.zeros(tomogram.shape, np.float32)
+        for x, y, z in np.r_[solid, hollow]:
+            heat = np.maximum(heat, np.exp(-((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2)
+                                           / 4.0).astype(np.float32))
+        return heat
+
+    monkeypatch.setattr(infer, "predict_heatmap", bumps)
+    labels = tmp_path / "labels.csv"
+    n = MIN_PROFILE_LABELS
+    pd.DataFrame({"tomogram": "TS_01", "x": solid[:n, 0], "y": solid[:n, 1],
+                  "z": solid[:n, 2]}).to_csv(labels, index=False)
+    model = tmp_path / "model.pt"
+    assert cli.main(["train-localize", "--labels", str(labels), "--epochs", "1",
+                     "--iterations-per-epoch", "1", "--crop-xy", "32", "--crop-z", "4",
+                     "--bin", "1", "--base-channels", "4", "--particle-diameter", "80",
+                     "--device", "cpu", "--tomograms", str(mrc), "-o", str(model)]
+                    + ([] if check else ["--no-profile-check"])) == 0
+    calibration = load_localizer(model).calibration
+    assert ("profile" in calibration) is check
+    picks_csv = tmp_path / "picks.csv"
+    with caplog.at_level(logging.INFO, logger="milopyp"):
+        assert cli.main(["localize", "--model", str(model), "--tomogram", str(mrc), "-o",
+                         str(picks_csv), "--device", "cpu"]) == 0
+    picks = pd.read_csv(picks_csv)
+    def found(xyz):  # particles with a pick within 2 voxels
+        at = picks[["x", "y", "z"]].to_numpy(float)
+        return sum(bool(np.any(np.linalg.norm(at - p, axis=1) <= 2)) for p in xyz)
+
+    assert found(solid) >= len(solid) - 2
+    if check:
+        assert found(hollow) == 0
+        dropped = re.search(r"(\d+) of \d+ heat-map peaks above [\d.]+ dropped: radial "
+                            r"profile unlike", caplog.text)
+        assert dropped and len(hollow) <= int(dropped.group(1)) <= len(hollow) + 2
+    else:
+        assert found(hollow) == len(hollow)
