@@ -220,11 +220,13 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                    save_picks: Path | None = None, device: str = "cpu",
                    flips: int = DEFAULT_FLIPS,
                    model_path: Path | None = None,
-                   self_train: float = 0.0, unlabelled: bool = False) -> dict[str, dict]:
+                   self_train: float = 0.0, unlabelled: bool = False,
+                   profile_check: bool = True) -> dict[str, dict]:
     """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
     metrics at the automatic threshold (:func:`milopyp.localize.calibrate.calibrate_threshold`,
     as ``milopyp train-localize`` stores it) and at the threshold tuned on truth, with
-    training time.
+    training time. ``profile_check``: picks checked against the labels' radial profiles
+    (:mod:`milopyp.localize.profile`), as the workflow's default.
 
     ``self_train`` > 0 (an experiment, not the workflow's method): a second model is trained
     on every tomogram, with the first tomogram's labels plus, in each other tomogram, the
@@ -247,7 +249,7 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                                 **kwargs)
     train_s = time.perf_counter() - t0
     out, picks, thresholds = _score_model(ds, species, model, labels, radius, device, flips,
-                                          save_picks, train_s)
+                                          save_picks, train_s, profile_check)
     if self_train <= 0:
         return out
     truth = target_truth(ds.tomograms, species)
@@ -273,17 +275,24 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
     out2, _, _ = _score_model(ds, species, model2, labels, radius, device, flips,
                               None if save_picks is None else
                               save_picks.with_name(save_picks.stem + "_self_trained.csv"),
-                              train_s + train2_s)
+                              train_s + train2_s, profile_check)
     return {**out2, "round1 auto": out["auto"], "round1 tuned": out["tuned"],
             "pseudo": {"n": len(table), "precision": float(m["precision"]),
                        "fraction": self_train}}
 
 
 def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: float,
-                 device: str, flips: int, save_picks: Path | None, train_s: float):
+                 device: str, flips: int, save_picks: Path | None, train_s: float,
+                 profile_check: bool = True):
     """Picks of ``model`` in every tomogram, scored at the automatic and the tuned threshold;
-    also returns the picks (all peaks, per tomogram) and the automatic thresholds."""
-    from milopyp.localize.calibrate import calibrate_threshold, tomogram_threshold
+    also returns the picks (all peaks, per tomogram, less those the profile check drops) and
+    the automatic thresholds. The saved peaks keep the dropped ones, ``profile_ok`` False."""
+    from milopyp.localize.calibrate import (
+        SPLIT_FLOOR_FRACTION,
+        calibrate_threshold,
+        tomogram_threshold,
+    )
+    from milopyp.localize.profile import profile_keep
 
     first = ds.tomograms[0]
     picks = []
@@ -293,14 +302,26 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
         picks.append(find_peaks(heat, kernel_vox=nms_kernel_vox(radius), threshold=0.0,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
-    calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips)
+    calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips,
+                                      profile_check=profile_check)
     auto = calibration["threshold"]
+    reference = calibration.get("profile")
+    for v, p in zip(ds.tomograms, picks):  # as `milopyp localize` (drop_unlike) does
+        p["profile_ok"] = True
+        if reference is not None:
+            profiled = p["score"] > SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
+            p.loc[profiled, "profile_ok"] = profile_keep(
+                reference, v.data, p.loc[profiled, ["x", "y", "z"]].to_numpy(np.float64))
+    log.info("profile check: %s peaks dropped", {v.name: int((~p["profile_ok"]).sum())
+                                                for v, p in zip(ds.tomograms, picks)})
+    all_peaks = pd.concat(picks, ignore_index=True)
+    picks = [p[p["profile_ok"]].reset_index(drop=True) for p in picks]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
     names = [v.name for v in ds.tomograms]
     if save_picks is not None:
         save_picks.parent.mkdir(parents=True, exist_ok=True)
-        picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
+        all_peaks.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
         # the model too, as `milopyp train-localize` writes it (load_localizer reads it)
         from milopyp.io.localizer import write_localizer
@@ -446,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="epochs after which the PU prior is re-estimated (library default)")
     p.add_argument("--prior-lower-bound", type=float, default=None, metavar="F",
                    help="lowest re-estimated hidden count, in labels (library default)")
+    p.add_argument("--no-profile-check", action="store_true",
+                   help="keep the picks whose radial profile is unlike the labels' "
+                        "(milopyp.localize.profile; the workflow checks them by default)")
     p.add_argument("--device", default="cpu",
                    help="torch device of the localiser rows: cpu, cuda or auto (cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -513,7 +537,8 @@ def main(argv: list[str] | None = None) -> None:
                            flips=args.flips,
                            model_path=args.model if name == "full model" else None,
                            self_train=args.self_train if name == "full model" else 0.0,
-                           unlabelled=args.unlabelled)
+                           unlabelled=args.unlabelled,
+                           profile_check=not args.no_profile_check)
         if "pseudo" in r:
             print(f"  self-training: {r['pseudo']['n']} pseudo-labels (top "
                   f"{r['pseudo']['fraction']:g} above the automatic threshold), precision "

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     truth = target_truth(ds.tomograms, args.target)
     radius = ds.diameters_a[args.target] / ds.tomograms[0].voxel_size_a / 2
     picks = pd.read_csv(args.picks)
+    if "profile_ok" in picks:  # the peaks the profile check kept, as the workflow picks
+        picks = picks[picks["profile_ok"]]
     median = float(picks["label_peak_median"].iloc[0])
     lab = picks[picks["tomogram"] == names[0]]
     held = picks[picks["tomogram"].isin(names[1:])]
