@@ -13,6 +13,7 @@ import pytest
 from milopyp.localize.profile import (
     MIN_PROFILE_LABELS,
     PROFILE_EXTENT,
+    PROFILE_SHELL_WIDTH,
     drop_unlike,
     profile_bin,
     profile_keep,
@@ -48,8 +49,9 @@ def _particles(seed: int = 0, shape=(24, 112, 112), spacing: int = 16):
 def test_radial_profile_of_a_dark_ball_and_at_the_faces():
     vol, solid, _ = _particles()
     prof = radial_profiles(vol, solid[:3], RADIUS_VOX)
-    assert prof.shape == (3, int(np.ceil(PROFILE_EXTENT * RADIUS_VOX)))
-    # dark inside the ball, back to the background outside it
+    # the shells out to PROFILE_EXTENT, less the outermost (the surroundings, subtracted)
+    assert prof.shape == (3, round(PROFILE_EXTENT / PROFILE_SHELL_WIDTH) - 1)
+    # dark inside the ball, back to the surroundings' level at its edge
     assert np.all(prof[:, 1:4].mean(axis=1) < prof[:, -1] - 1.5)
     # a point on a face (box mirrored there) and one outside the grid's interior
     edge = radial_profiles(vol, np.array([[0.0, 0.0, 0.0], [95.0, 95.0, 23.0]]), RADIUS_VOX)
