@@ -473,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu",
                    help="torch device of the localiser rows: cpu, cuda or auto (cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    p.add_argument("--write-labels", type=Path, default=None, metavar="CSV",
+                   help="only write the drawn labels as a coordinate table (tomogram,x,y,z), "
+                        "a selection for the workflow (benchmarks/devset/*-table.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log training progress")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -500,6 +503,12 @@ def main(argv: list[str] | None = None) -> None:
     diameter, radius = diameter_a / voxel_a, diameter_a / voxel_a / 2
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
+    if args.write_labels:
+        args.write_labels.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"tomogram": first.name, "x": labels[:, 0], "y": labels[:, 1],
+                      "z": labels[:, 2]}).to_csv(args.write_labels, index=False)
+        print(f"wrote {len(labels)} labels of {first.name} to {args.write_labels}")
+        return
     negatives = None
     if args.negatives:
         negatives = draw_labels(first.truth, args.negatives_species, args.negatives,
