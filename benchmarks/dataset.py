@@ -292,7 +292,7 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
         calibrate_threshold,
         tomogram_threshold,
     )
-    from milopyp.localize.profile import profile_keep
+    from milopyp.localize.profile import profile_flags
 
     first = ds.tomograms[0]
     picks = []
@@ -306,12 +306,10 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                                       profile_check=profile_check)
     auto = calibration["threshold"]
     reference = calibration.get("profile")
+    floor = SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
     for v, p in zip(ds.tomograms, picks):  # as `milopyp localize` (drop_unlike) does
-        p["profile_ok"] = True
-        if reference is not None:
-            profiled = p["score"] > SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
-            p.loc[profiled, "profile_ok"] = profile_keep(
-                reference, v.data, p.loc[profiled, ["x", "y", "z"]].to_numpy(np.float64))
+        p["profile_ok"] = (True if reference is None else
+                           profile_flags(reference, v.data, p, floor))
     log.info("profile check: %s peaks dropped", {v.name: int((~p["profile_ok"]).sum())
                                                 for v, p in zip(ds.tomograms, picks)})
     all_peaks = pd.concat(picks, ignore_index=True)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from benchmarks.dataset import draw_labels, load_dataset, metrics_at, target_truth
 from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, split_threshold, tomogram_threshold
-from milopyp.localize.profile import profile_keep, profile_reference
+from milopyp.localize.profile import profile_flags, profile_reference
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,18 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     peaks = pd.read_csv(args.picks)
     median = float(peaks["label_peak_median"].iloc[0])
     volumes = {v.name: v.data for v in ds.tomograms}
-    profiled = peaks["score"] > SPLIT_FLOOR_FRACTION * median
     for size in (int(v) for v in args.sizes.split(",")):
         scores = []
         for draw in range(args.draws if size < len(labels) else 1):
             subset = labels[np.random.default_rng(draw).permutation(len(labels))[:size]]
             reference = profile_reference([first.data], [subset], radius)
-            ok = np.ones(len(peaks), dtype=bool)
-            if reference is not None:
-                for name, g in peaks[profiled].groupby("tomogram"):
-                    ok[g.index] = profile_keep(reference, volumes[name],
-                                               g[["x", "y", "z"]].to_numpy(np.float64))
-            kept = peaks[ok]
+            kept = peaks if reference is None else pd.concat(
+                [g[profile_flags(reference, volumes[name], g, SPLIT_FLOOR_FRACTION * median)]
+                 for name, g in peaks.groupby("tomogram")])
             split, rule = split_threshold(median, kept.loc[kept["tomogram"] == names[0],
                                                            "score"].to_numpy(np.float64))
             calibration = {"threshold": split, "label_peak_median": median, "rule": rule}

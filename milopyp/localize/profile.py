@@ -169,13 +169,20 @@ def profile_keep(reference: dict, tomogram: np.ndarray, xyz: np.ndarray) -> np.n
     return profile_distances(reference, profiles) <= reference["cut"]
 
 
-def drop_unlike(reference: dict, tomogram: np.ndarray, peaks, min_score: float = 0.0):
-    """The heat-map ``peaks`` (a table with x, y, z in voxels of ``tomogram`` [z, y, x] and
-    score) without those scoring above ``min_score`` whose profile is unlike the labels'
-    (:func:`profile_keep`; peaks at or below ``min_score`` are not profiled and stay).
-    Returns ``(peaks, number dropped)``."""
+def profile_flags(reference: dict, tomogram: np.ndarray, peaks,
+                  min_score: float = 0.0) -> np.ndarray:
+    """Which heat-map ``peaks`` (a table with x, y, z in voxels of ``tomogram`` [z, y, x] and
+    score) the check keeps: ``(N,)`` bool, False for those scoring above ``min_score`` whose
+    profile is unlike the labels' (:func:`profile_keep`); peaks at or below ``min_score``
+    are not profiled and stay."""
     profiled = (peaks["score"] > min_score).to_numpy()
     keep = np.ones(len(peaks), dtype=bool)
     keep[profiled] = profile_keep(reference, tomogram,
                                   peaks.loc[profiled, ["x", "y", "z"]].to_numpy(np.float64))
+    return keep
+
+
+def drop_unlike(reference: dict, tomogram: np.ndarray, peaks, min_score: float = 0.0):
+    """``peaks`` less those :func:`profile_flags` rejects: ``(peaks, number dropped)``."""
+    keep = profile_flags(reference, tomogram, peaks, min_score)
     return peaks[keep].reset_index(drop=True), int((~keep).sum())
