@@ -291,7 +291,8 @@ class Campaign:
     def exploration_outputs(self) -> list[str]:
         explore = f"{self.results}/explore"
         return [f"{explore}/points.csv", f"{explore}/explorer.html", f"{explore}/grid.png",
-                f"{explore}/gallery.png", *self.per_tomogram(f"{explore}/colormaps", ".png")]
+                f"{explore}/gallery.png", *self.per_tomogram(f"{explore}/colormaps", ".png"),
+                *self.per_tomogram(f"{explore}/features", ".npz")]
 
     def exploration_figures(self) -> list[str]:
         """The exploration's figures a report shows (none without exploration)."""
@@ -327,12 +328,13 @@ class Campaign:
         return outputs
 
     def selection_exploration_inputs(self, target: Target) -> dict:
-        """points.csv and the embeddings for a selection by clusters or seeds; none for a
-        coordinate table (used directly as labels)."""
+        """points.csv and the clustering's features (explore/features/, the embeddings beside
+        the radial profiles) for a selection by clusters or seeds; none for a coordinate table
+        (used directly as labels)."""
         if target.coordinate_selection:
             return {"points": [], "embeddings": []}
         return {"points": f"{self.results}/explore/points.csv",
-                "embeddings": self.per_tomogram(f"{self.results}/embeddings", ".npz")}
+                "embeddings": self.per_tomogram(f"{self.results}/explore/features", ".npz")}
 
     def overlay_inputs(self, target: Target) -> dict:
         """The tomogram the report's overlay figure shows (the first by name), its picks and,

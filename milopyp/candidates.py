@@ -26,6 +26,10 @@ Choices made here (the paper does not give them):
   to the voxel (tests), and recall on simulations is unchanged; the weak background peaks
   (noise) differ somewhat, since the response is sampled more coarsely. ``bin_factor=1``
   (``--bin 1``) gives the unbinned result, ~10x slower for ribosome-sized particles.
+* centring: each peak then moves to the maximum, nearby, of the one DoG level at the
+  particle's own scale (:data:`CENTRE_FRACTION`), since the maximum over levels peaks on a
+  dense part of a large particle (a ribosome's subunit) rather than at its centre; the NMS
+  runs on the centred positions and merges peaks that were one particle.
 * NMS works on the local maxima (3x3x3) of the response, not on every voxel (see
   :func:`greedy_nms`); the radius defaults to the particle radius.
 * the threshold statistics (mean, std) are over the response inside the border margin;
@@ -59,6 +63,7 @@ from milopyp.dog import (
 )
 from milopyp.errors import MilopypError
 from milopyp.io.mrc import tomogram_name as io_tomogram_name
+from milopyp.preprocess import gaussian_filter3d
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,20 @@ log = logging.getLogger(__name__)
 #: the project's simulator all of them with 4-12x fewer, and insitu's exploration gets a
 #: ribosome cluster (purity 0.81; at 0.5 the best was 0.25). 3.5 loses crowded ribosomes.
 DEFAULT_THRESHOLD_STD = 3.0
+#: Candidates are centred at the particle's own scale. The DoG response is the maximum over
+#: levels from 0.5 to 1.5 x the scale of a ball of the particle's size, and its finest levels
+#: peak on a part of a large particle (a ribosome's subunit): on the devset's tomograms the
+#: DoG peaks lay a median 5.3-6.1 (crowded) and 4.3-4.5 (insitu) voxels from the ribosome
+#: centres (radius 10.4 voxels). Each peak moves to the maximum, within a cube of half-side
+#: CENTRE_FRACTION x the particle radius, of the one DoG level at that scale (sigma r/sqrt(3)
+#: / CENTRE_SCALE_RATIO minus sigma r/sqrt(3) x CENTRE_SCALE_RATIO): 1.9-2.4 and 1.7 voxels
+#: then (benchmarks/candidates_offset.py), with ribosome recall 0.92 / 0.89 / 0.97 -> 0.88 /
+#: 0.89 / 0.95 (crowded) and 0.88 / 0.96 -> 0.87 / 0.89 (insitu). The devset's membrane
+#: spikes (radius 8.4 voxels) move a little off instead, 1.4 -> 2.1-2.2 voxels, towards their
+#: membrane; a Gaussian of sigma 0.5 x the radius instead of the DoG level centred ribosomes
+#: as well (1.9-2.0) and spikes worse (3.0-3.5). ``--no-centre`` keeps the DoG peaks.
+CENTRE_FRACTION = 0.5
+CENTRE_SCALE_RATIO = 1.25
 
 
 def local_maxima(
@@ -181,6 +200,23 @@ def _refine_subvoxel(score_zyx: np.ndarray, zyx: np.ndarray) -> np.ndarray:
     return pos
 
 
+def centre_points(level_zyx: np.ndarray, zyx: np.ndarray, half: int) -> np.ndarray:
+    """Each point (N, 3) zyx float moved to the maximum of ``level_zyx`` (a DoG level) within
+    a cube of half-side ``half`` voxels around it (clipped at the faces), refined to sub-voxel
+    precision (:func:`_refine_subvoxel`): (N, 3) float."""
+    if len(zyx) == 0 or half < 1:
+        return zyx.astype(np.float64)
+    shape = np.asarray(level_zyx.shape)
+    start = np.clip(np.rint(zyx).astype(np.int64), 0, shape - 1)
+    moved = np.empty_like(start)
+    for i, centre in enumerate(start):  # a Python loop over candidates, not voxels
+        lo = np.maximum(centre - half, 0)
+        hi = np.minimum(centre + half + 1, shape)
+        box = level_zyx[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        moved[i] = lo + np.unravel_index(int(np.argmax(box)), box.shape)
+    return _refine_subvoxel(level_zyx, moved)
+
+
 def find_candidates(
     tomogram: np.ndarray,
     *,
@@ -193,6 +229,7 @@ def find_candidates(
     polarity: str = "bright",
     bin_factor: int | None = None,
     threads: int | None = None,
+    centre: bool = True,
 ) -> pd.DataFrame:
     """Candidate particle centres of a (preprocessed) tomogram.
 
@@ -209,6 +246,9 @@ def find_candidates(
         polarity: "dark" or "bright" particles (see module docstring).
         bin_factor: pyramid bin factor; None chooses :func:`auto_bin_factor`.
         threads: worker threads.
+        centre: move each peak to the maximum of the DoG level at the particle's scale
+            nearby (:data:`CENTRE_FRACTION`, on the binned grid) before the border filter
+            and the NMS; False keeps the DoG peaks.
 
     Returns:
         DataFrame with int64 columns ``x, y, z`` (voxels, 0-based) and float ``score`` (the DoG
@@ -239,6 +279,14 @@ def find_candidates(
         binned, sigmas / b, polarity=polarity, prior_variance_vox2=prior_var / (b * b),
         threads=threads,
     )
+    particle_radius_b = particle_diameter_vox / 2.0 / b
+    half_b = round(CENTRE_FRACTION * particle_radius_b)
+    if centre and half_b >= 1:
+        signed = binned if polarity == "bright" else -binned
+        scale = particle_radius_b / math.sqrt(3.0)  # a ball's strongest DoG scale
+        level = gaussian_filter3d(signed, scale / CENTRE_SCALE_RATIO, threads=threads)
+        level -= gaussian_filter3d(signed, scale * CENTRE_SCALE_RATIO, threads=threads)
+        del signed
     del binned
     # Threshold statistics over the interior (binned voxels, rounded outwards).
     margin_b = tuple(min(math.ceil(border / b), (n - 1) // 2) for n in response.shape)
@@ -249,13 +297,15 @@ def find_candidates(
         np.round(sigmas, 2).tolist(), b, mean, std, threshold,
     )
     # Peaks of the whole response (no masking, which would create false maxima at the mask
-    # edge), refined and mapped to full-resolution voxels, then the border filter and the
+    # edge), refined, centred and mapped to full-resolution voxels, then the border filter and the
     # greedy NMS at full resolution.
     zyx_b, scores = local_maxima(response, threshold)
     if b > 1:
-        zyx_f = _refine_subvoxel(response, zyx_b) * b + (b - 1) / 2.0
-    else:
-        zyx_f = zyx_b
+        zyx_b = _refine_subvoxel(response, zyx_b)
+    if centre and half_b >= 1:
+        zyx_b = centre_points(level, zyx_b, half_b)
+        del level
+    zyx_f = zyx_b * b + (b - 1) / 2.0
     zyx_i = np.clip(np.rint(zyx_f), 0, shape - 1).astype(np.int64)
     inside = _inside(zyx_i, shape, border)
     zyx_i, scores = _nms_points(zyx_i[inside], scores[inside], radius, max_candidates)
@@ -284,6 +334,7 @@ def run(
     border_a: float | None = None,
     polarity: str = "bright",
     bin_factor: int | None = None,
+    centre: bool = True,
     tomogram_name: str | None = None,
     threads: int | None = None,
 ) -> pd.DataFrame:
@@ -330,6 +381,7 @@ def run(
         polarity=polarity,
         bin_factor=bin_factor,
         threads=threads,
+        centre=centre,
     )
     if table.empty:
         raise MilopypError(

@@ -125,6 +125,23 @@ def spectral_classes(centres: np.ndarray, n_classes: int, *, seed: int) -> np.nd
     return labels.astype(np.int64)
 
 
+def with_profiles(embeddings: np.ndarray, profiles: np.ndarray, weight: float) -> np.ndarray:
+    """Features for clustering and UMAP: the embeddings (N, D), each row scaled to unit
+    length and then all divided by their mean per-dimension standard deviation, beside the
+    radial profiles (N, P) standardised per shell and multiplied by ``weight``: (N, D + P)
+    float32. ``weight`` 0 gives the scaled embeddings alone."""
+    x = _check_embeddings(embeddings).astype(np.float64)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x /= max(float(x.std(axis=0).mean()), 1e-12)
+    if weight <= 0:
+        return x.astype(np.float32)
+    p = np.asarray(profiles, dtype=np.float64)
+    if p.ndim != 2 or len(p) != len(x) or not np.isfinite(p).all():
+        raise MilopypError(f"radial profiles: expected ({len(x)}, P) finite values, got {p.shape}")
+    p = (p - p.mean(axis=0)) / np.maximum(p.std(axis=0), 1e-12)
+    return np.hstack([x, weight * p]).astype(np.float32)
+
+
 def overcluster(
     embeddings: np.ndarray, *, k: int, n_classes: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

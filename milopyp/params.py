@@ -26,7 +26,8 @@ FLAGS = {
                    "voxel_size": "--voxel-size"},
     "candidates": {"particle_diameter": "--particle-diameter-a", "threshold_std": "--threshold-std",
                    "levels": "--levels", "nms_radius": "--nms-radius-a",
-                   "max_candidates": "--max-candidates", "voxel_size": "--voxel-size"},
+                   "max_candidates": "--max-candidates", "no_centre": "--no-centre",
+                   "voxel_size": "--voxel-size"},
     "check-geometry": {"name": "--name", "min_margin": "--min-margin",
                        "voxel_size": "--voxel-size", "tilt_pixel_size": "--tilt-pixel-size-a",
                        "sign": "--sign", "bin": "--bin", "offset": "--offset"},
@@ -41,7 +42,7 @@ FLAGS = {
     "embed": {"device": "--device"},
     "cluster": {"k": "--k", "classes": "--classes", "umap_neighbors": "--umap-neighbors",
                 "min_dist": "--min-dist", "seed": "--seed",
-                "particle_diameter": "--particle-diameter-a"},
+                "particle_diameter": "--particle-diameter-a", "profile_weight": "--profile-weight"},
     "import-selection": {"selection": "--selection", "copick_config": "--copick-config",
                          "points": "--points", "embeddings": "--embeddings",
                          "seed_radius": "--seed-radius-vox", "seed": "--seed",
@@ -120,6 +121,7 @@ def candidates(campaign: Campaign) -> str:
                     ("threshold_std", settings["threshold_std"]), ("levels", settings["levels"]),
                     ("nms_radius", settings["nms_radius"] or None),
                     ("max_candidates", settings["max_candidates"] or None),
+                    ("no_centre", not settings["centre"]),
                     ("voxel_size", campaign.voxel_size_override_a))
 
 
@@ -182,6 +184,7 @@ def cluster(campaign: Campaign) -> str:
     return _options("cluster", ("k", settings["k"]), ("classes", settings["classes"]),
                     ("umap_neighbors", settings["umap_neighbors"]),
                     ("min_dist", settings["umap_min_dist"]), ("seed", campaign.config["seed"]),
+                    ("profile_weight", _plain(settings["profile_weight"])),
                     ("particle_diameter", campaign.config["particle_diameter"]))
 
 

@@ -305,3 +305,83 @@ def test_cluster_command_errors(tmp_path, monkeypatch, capsys):
     )
     assert "nope.npz: file not found" in capsys.readouterr().err
     assert not (out / "points.csv").exists()
+
+
+def _balls_dataset(tmp_path, *, seed=0):
+    """Two tomograms, each with 8 solid and 8 hollow balls (radius 4 voxels) on a grid, and
+    embeddings that do not tell them apart (noise)."""
+    rng = np.random.default_rng(seed)
+    shape = (32, 80, 80)
+    z, y, x = np.indices(shape)
+    paths = {"emb": [], "patches": [], "tomos": []}
+    kinds = []
+    for t in range(2):
+        name = f"tomo_{t:03d}"
+        vol = np.zeros(shape, np.float32)
+        xyz = np.array([[cx, cy, 16] for cx in (16, 32, 48, 64) for cy in (16, 32, 48, 64)],
+                       dtype=np.float64)
+        kind = rng.permutation(np.repeat([0, 1], 8))
+        for (cx, cy, cz), hollow in zip(xyz, kind):
+            r2 = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2
+            vol[(r2 <= 16) & ~(bool(hollow) & (r2 <= 6.25))] = 1.0
+        vol += 0.3 * rng.standard_normal(shape).astype(np.float32)
+        emb = rng.normal(size=(len(xyz), 16))
+        common = {"xyz": xyz, "score": rng.random(len(xyz)), "tomogram": np.array(name),
+                  "voxel_size_a": np.array(10.0)}
+        for key, data in (("patches", {"patches": rng.normal(size=(len(xyz), 1, 16, 16))
+                                       .astype(np.float32), "channels": np.array(["P_s"])}),
+                          ("emb", {"embeddings": emb.astype(np.float32)})):
+            folder = tmp_path / key
+            folder.mkdir(exist_ok=True)
+            np.savez(folder / f"{name}.npz", **data, **common)
+            paths[key].append(str(folder / f"{name}.npz"))
+        tomo = tmp_path / f"{name}.mrc"
+        with mrcfile.new(tomo) as mrc:
+            mrc.set_data(vol)
+            mrc.voxel_size = 10.0
+        paths["tomos"].append(str(tomo))
+        kinds.append(kind)
+    return paths, np.concatenate(kinds)
+
+
+def test_profiles_beside_embeddings_separate_what_the_embeddings_do_not(tmp_path, monkeypatch):
+    """``milopyp cluster`` with the tomograms and the particle diameter clusters on the
+    candidates' radial profiles as well: solid and hollow balls whose embeddings are alike
+    fall into two pure clusters; with ``--profile-weight 0`` they do not."""
+    from milopyp import cli
+
+    monkeypatch.setattr("milopyp.cluster.umap_project", fake_umap)
+    paths, kind = _balls_dataset(tmp_path)
+    purity = {}
+    for weight in ("4", "0"):
+        out = tmp_path / f"explore_{weight}"
+        assert cli.main(["cluster", "--embeddings", *paths["emb"], "--patches",
+                         *paths["patches"], "--tomograms", *paths["tomos"], "-o", str(out),
+                         "--k", "8", "--classes", "2", "--particle-diameter-a", "80",
+                         "--profile-weight", weight]) == 0
+        clusters = pd.read_csv(out / "points.csv")["cluster"].to_numpy()
+        table = pd.crosstab(clusters, kind).to_numpy()
+        purity[weight] = table.max(axis=1).sum() / len(kind)
+        info = json.loads((out / "cluster_info.json").read_text())
+        assert info["profile_weight"] == float(weight)
+    assert purity["4"] == 1.0
+    assert purity["0"] < 0.8
+
+
+def test_with_profiles_scales_and_weighs():
+    from milopyp.cluster import with_profiles
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)) * 5.0
+    prof = rng.normal(size=(50, 3)) * [1.0, 10.0, 0.1] + 7.0
+    alone = with_profiles(emb, prof, 0.0)
+    assert alone.shape == (50, 8)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    np.testing.assert_allclose(alone, unit / unit.std(axis=0).mean(), rtol=1e-5)
+    both = with_profiles(emb, prof, 2.0)
+    assert both.shape == (50, 11)
+    np.testing.assert_allclose(both[:, :8], alone, rtol=1e-6)
+    np.testing.assert_allclose(both[:, 8:].std(axis=0), 2.0, rtol=1e-5)  # every shell alike
+    np.testing.assert_allclose(both[:, 8:].mean(axis=0), 0.0, atol=1e-5)
+    with pytest.raises(MilopypError, match="radial profiles"):
+        with_profiles(emb, prof[:10], 1.0)

@@ -491,6 +491,11 @@ def test_each_tomogram_gets_the_split_of_its_own_peaks():
     # nothing to split: the model's calibrated threshold
     t, rule = tomogram_threshold(calibration, particles[:5])
     assert t == 0.3 and "the model's threshold" in rule
+    # peaks without a particle mode: the model's threshold, not Otsu's split of them
+    t, rule = tomogram_threshold(calibration, 0.5 * rng.exponential(1 / 7.0, 3000))
+    assert t == 0.3 and "the model's threshold; no particle mode" in rule, rule
+    t, rule = tomogram_threshold(calibration, 0.5 * rng.exponential(1 / 7.0, 3000), "otsu")
+    assert "Otsu split" in rule and t != 0.3, (t, rule)
 
 
 def test_class_prior_is_re_estimated_from_the_model_and_resumes_exactly(tmp_path, caplog):

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin", type=int, default=None, metavar="B",
                         help="compute the pyramid on a B-times binned copy "
                              "(default: automatic, 1-4 from the particle size)")
+    parser.add_argument("--no-centre", action="store_true",
+                        help="keep the DoG peaks where they are instead of centring each on "
+                             "the DoG level at the particle's scale")
     parser.add_argument("--tomogram-name", default=None, metavar="NAME",
                         help="value of the `tomogram` column (default: the file stem)")
     parser.add_argument("--threads", type=int, default=None,
@@ -50,4 +53,5 @@ def main(args: argparse.Namespace) -> None:
         voxel_size_a=args.voxel_size_a, nms_radius_a=args.nms_radius_a,
         threshold_std=args.threshold_std, n_levels=args.levels,
         max_candidates=args.max_candidates, border_a=args.border_a, polarity=args.polarity,
-        bin_factor=args.bin, tomogram_name=args.tomogram_name, threads=args.threads)
+        bin_factor=args.bin, centre=not args.no_centre, tomogram_name=args.tomogram_name,
+        threads=args.threads)

@@ -44,12 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cluster MRC (default: half the patch size)")
     parser.add_argument("--colormap-slices", type=int, default=1,
                         help="slabs per colour-map PNG, at candidate-z quantiles (1: the median)")
+    parser.add_argument("--profile-weight", type=float, default=None,
+                        help="weight of each candidate's radial density profile (read from "
+                             "--tomograms, needs --particle-diameter-a) beside its embedding "
+                             "in the clustering and UMAP (default 4; 0: embeddings alone)")
     parser.add_argument("--no-cluster-mrc", action="store_true",
                         help="do not write colormaps/{tomogram}_clusters.mrc")
 
 
 def main(args: argparse.Namespace) -> None:
-    from milopyp.explore.mapping import run
+    from milopyp.explore.mapping import PROFILE_WEIGHT, run
 
     run(args.embeddings, args.patches, args.output, tomogram_paths=args.tomograms or [],
         k=args.k, n_classes=args.classes, umap_neighbors=args.umap_neighbors,
@@ -57,4 +61,5 @@ def main(args: argparse.Namespace) -> None:
         grid_size=args.grid_size, grid_layout=args.grid_layout,
         gallery_members=args.gallery_members, max_explorer_points=args.max_explorer_points,
         particle_diameter_a=args.particle_diameter_a, colormap_slices=args.colormap_slices,
-        cluster_mrc=not args.no_cluster_mrc)
+        cluster_mrc=not args.no_cluster_mrc,
+        profile_weight=PROFILE_WEIGHT if args.profile_weight is None else args.profile_weight)

@@ -46,8 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most labels from seeds, seeds included (nearest mode); default max(20, 10 x "
              "seeds)")
     add("--embeddings", nargs="+", default=None, metavar="NPZ",
-        help="embeddings/{tomogram}.npz used by `milopyp cluster`: the space in which cluster "
-             "members are ranked by distance to the seeds (default: UMAP of points.csv)")
+        help="the space in which cluster members are ranked by distance to the seeds: "
+             "explore/features/{tomogram}.npz written by `milopyp cluster` (what it clustered "
+             "by; the workflow's choice) or embeddings/{tomogram}.npz (default: UMAP of "
+             "points.csv)")
     add("--negatives-output", default=None, metavar="DIR",
         help="folder for the negatives, one {tomogram}.csv per campaign tomogram (e.g. "
              "negatives); default: not written")

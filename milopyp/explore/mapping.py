@@ -9,7 +9,11 @@ tomograms, project them with UMAP, draw the figures and write the explorer.
 * ``colormaps/{tomogram}.png`` and ``colormaps/{tomogram}_clusters.mrc`` for each tomogram
   file whose stem matches a tomogram of the embeddings (:mod:`milopyp.visualize.colormap`);
 * ``explorer.html`` (offline interactive explorer, :mod:`milopyp.visualize.explorer`);
-* ``cluster_info.json``: parameters, k actually used, cluster sizes, timings, versions.
+* ``cluster_info.json``: parameters, k actually used, cluster sizes, timings, versions;
+* ``features/{tomogram}.npz``: what the candidates were clustered and projected by (the
+  embeddings beside their radial profiles, :func:`milopyp.cluster.with_profiles`), in the
+  format of ``milopyp embed``'s files: the space in which ``milopyp import-selection`` ranks
+  a seeded cluster's members.
 
 UMAP compiles with numba on first use; set ``NUMBA_CACHE_DIR`` to a persistent writable
 folder to keep the compiled code between runs.
@@ -40,6 +44,14 @@ MIN_POINTS = 10
 OUTPUT_FILES = ("points.csv", "grid.png", "gallery.png", "explorer.html", "cluster_info.json")
 #: cluster volumes larger than this are drawn into a temporary memory-mapped file
 _IN_MEMORY_BYTES = 1 << 30
+#: Weight of the candidates' radial density profiles beside the embeddings in the clustering
+#: and UMAP (:func:`milopyp.cluster.with_profiles`; each of the 6 standardised shells of
+#: :func:`milopyp.localize.profile.radial_profiles` counts this many times an average
+#: embedding dimension; 0: the embeddings alone). The exploration's 2D patches at CPU
+#: settings did not tell the devset's ribosomes from the dense look-alike complexes of their
+#: size (crowded: best cluster 51 % ribosomes); the rotationally averaged density does
+#: (benchmarks/workflow.py, README "Exploration and the unattended path").
+PROFILE_WEIGHT = 4.0
 
 
 @dataclass
@@ -197,6 +209,34 @@ def _write_colormaps(out_dir: Path, tomogram_paths: list[str], points: pd.DataFr
     return written
 
 
+def _profiles(sets: list[_Set], tomogram_paths: list[str], particle_diameter_a: float | None,
+              weight: float) -> np.ndarray | None:
+    """Radial density profiles (:func:`milopyp.localize.profile.radial_profiles`) of every
+    candidate, in the order of ``sets``, read from the tomogram files; None (and a log line
+    saying why) when ``weight`` is 0, the particle diameter is not given or a tomogram's
+    file is missing."""
+    from milopyp.io.mrc import read_tomogram
+    from milopyp.localize.profile import radial_profiles
+
+    if weight <= 0:
+        return None
+    by_name = {tomogram_name(p): p for p in tomogram_paths}
+    missing = [s.name for s in sets if s.name not in by_name]
+    if particle_diameter_a is None or missing:
+        log.info("clustering the embeddings alone: %s", "no particle diameter given"
+                 if particle_diameter_a is None else f"no tomogram file for {missing[:3]}")
+        return None
+    out = []
+    for s in sets:
+        tomogram, voxel_size_a = read_tomogram(by_name[s.name], mmap=True, check_finite=False,
+                                               voxel_size_a=s.voxel_size_a)
+        out.append(radial_profiles(tomogram, s.xyz, particle_diameter_a / 2.0 / voxel_size_a))
+        del tomogram  # one tomogram in memory at a time (an 8-bit file is converted)
+    log.info("radial profiles of %d candidates beside the embeddings (weight %g)",
+             sum(len(p) for p in out), weight)
+    return np.concatenate(out)
+
+
 def _versions() -> dict[str, str | None]:
     from milopyp.provenance import package_versions
 
@@ -230,15 +270,18 @@ def run(
     particle_diameter_a: float | None = None,
     colormap_slices: int = 1,
     cluster_mrc: bool = True,
+    profile_weight: float = PROFILE_WEIGHT,
 ) -> None:
     """Cluster, project and draw the candidates of all tomograms into ``output_dir``.
 
     k: k-means centres (clipped to N/4); n_classes: classes after spectral re-clustering;
     channel: patch channel shown (name, index or "last"); particle_diameter_a: sphere size
-    (Å) in the colour maps, None: half the patch side; colormap_slices: slabs per colour map.
+    (Å) in the colour maps, None: half the patch side; colormap_slices: slabs per colour map;
+    profile_weight: weight of the candidates' radial profiles (:data:`PROFILE_WEIGHT`; they
+    need ``tomogram_paths`` for every tomogram and ``particle_diameter_a``; 0: none).
     """
     from milopyp.io.atomic import prepare_outputs, write_text
-    from milopyp.io.exploration import write_points
+    from milopyp.io.exploration import write_embedding_rows, write_points
     from milopyp.visualize import png_bytes
     from milopyp.visualize.explorer import explorer_html
     from milopyp.visualize.gallery import gallery_png
@@ -261,6 +304,7 @@ def run(
                     *(out_dir / "colormaps" / f"{stem}{end}" for stem in stems
                       for end in (".png", "_clusters.mrc")))
     sets = load_sets(embedding_paths, patch_paths, channel)
+    prepare_outputs(*(out_dir / "features" / f"{s.name}.npz" for s in sets))
     n = sum(len(s.embeddings) for s in sets)
     if n < max(MIN_POINTS, n_classes):
         raise MilopypError(
@@ -286,11 +330,15 @@ def run(
     log.info("%d candidates from %d tomograms, %d-D embeddings", n, len(sets), emb.shape[1])
 
     timings: dict[str, float] = {}
-    labels, _ = _timed(timings, "overcluster_s", clustering.overcluster, emb, k=k,
+    profiles = _timed(timings, "profiles_s", _profiles, sets, list(tomogram_paths),
+                      particle_diameter_a, profile_weight)
+    features = clustering.with_profiles(emb, profiles, profile_weight if profiles is not None
+                                        else 0.0)
+    labels, _ = _timed(timings, "overcluster_s", clustering.overcluster, features, k=k,
                        n_classes=n_classes, seed=seed)
     umap = {"n_neighbors": umap_neighbors, "min_dist": min_dist, "seed": seed}
-    u2 = _timed(timings, "umap2_s", clustering.umap_project, emb, n_components=2, **umap)
-    u3 = _timed(timings, "umap3_s", clustering.umap_project, emb, n_components=3, **umap)
+    u2 = _timed(timings, "umap2_s", clustering.umap_project, features, n_components=2, **umap)
+    u3 = _timed(timings, "umap3_s", clustering.umap_project, features, n_components=3, **umap)
 
     points = pd.DataFrame({
         "point_id": np.arange(n),
@@ -301,6 +349,12 @@ def run(
         "umap_x": u2[:, 0].round(5), "umap_y": u2[:, 1].round(5),
         "umap3_x": u3[:, 0].round(5), "umap3_y": u3[:, 1].round(5), "umap3_z": u3[:, 2].round(5),
     })
+    start = 0
+    for s in sets:
+        write_embedding_rows(out_dir / "features" / f"{s.name}.npz",
+                             features[start:start + len(s.embeddings)], s.xyz, s.score, s.name,
+                             s.voxel_size_a)
+        start += len(s.embeddings)
     write_points(out_dir / "points.csv", points)
     log.info("wrote %s (%d points, %d clusters)", out_dir / "points.csv", n, labels.max() + 1)
 
@@ -328,6 +382,7 @@ def run(
         "k_used": clustering.effective_k(n, k, n_classes),
         "classes": n_classes,
         "cluster_sizes": np.bincount(labels).tolist(),
+        "profile_weight": profile_weight if profiles is not None else 0.0,
         "umap_neighbors": umap_neighbors,
         "min_dist": min_dist,
         "seed": seed,

@@ -159,8 +159,17 @@ def read_embeddings(path: str | os.PathLike) -> EmbeddingFile:
 def write_embeddings(path: str | os.PathLike, embeddings: np.ndarray, source: PatchFile) -> None:
     """Write the embeddings (N, D) of the patch file ``source`` atomically, with its xyz,
     score (when it has one), tomogram and voxel size (when it has one)."""
-    extra = {"xyz": source.xyz, "score": source.score, "tomogram": np.array(source.tomogram),
-             "voxel_size_a": source.voxel_size_a}
+    write_embedding_rows(path, embeddings, source.xyz, source.score, source.tomogram,
+                         source.voxel_size_a)
+
+
+def write_embedding_rows(path: str | os.PathLike, embeddings: np.ndarray, xyz, score,
+                         tomogram: str, voxel_size_a: float | None) -> None:
+    """Write one tomogram's candidates' embeddings (N, D) atomically in the format of
+    :func:`read_embeddings` (``milopyp cluster`` writes its clustering features so, one file
+    per tomogram); ``score`` and ``voxel_size_a`` None are left out."""
+    extra = {"xyz": xyz, "score": score, "tomogram": np.array(tomogram),
+             "voxel_size_a": voxel_size_a}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, embeddings=np.asarray(embeddings, dtype=np.float32),
                  **{k: v for k, v in extra.items() if v is not None})
