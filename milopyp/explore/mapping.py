@@ -49,8 +49,10 @@ _IN_MEMORY_BYTES = 1 << 30
 #: :func:`milopyp.localize.profile.radial_profiles` counts this many times an average
 #: embedding dimension; 0: the embeddings alone). The exploration's 2D patches at CPU
 #: settings did not tell the devset's ribosomes from the dense look-alike complexes of their
-#: size (crowded: best cluster 51 % ribosomes); the rotationally averaged density does
-#: (benchmarks/workflow.py, README "Exploration and the unattended path").
+#: size (crowded: best cluster 51-53 % ribosomes); the rotationally averaged density does:
+#: with it one crowded cluster is 72 % ribosomes (104 of 145; weights 0.5-2 gave 0.52-0.54,
+#: the profiles alone 0.69; benchmarks/workflow.py, README "Exploration and the unattended
+#: path").
 PROFILE_WEIGHT = 4.0
 
 
