@@ -172,6 +172,42 @@ def split_scores(picks: pd.DataFrame, truth: pd.DataFrame, threshold: float | No
     return out
 
 
+def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str],
+                        method: str = "mixture") -> tuple[pd.DataFrame, dict[str, float]]:
+    """As ``milopyp localize`` picks: each tomogram's own automatic threshold
+    (:func:`milopyp.localize.calibrate.tomogram_threshold`) of its ``peaks`` (a table with
+    tomogram and score), for every tomogram in ``names``. Returns the peaks above their
+    tomogram's threshold (in the table's order) and the thresholds by name."""
+    from milopyp.localize.calibrate import tomogram_threshold
+
+    thresholds = {n: tomogram_threshold(calibration, peaks.loc[peaks["tomogram"] == n, "score"]
+                                        .to_numpy(np.float64), method)[0] for n in names}
+    return peaks[peaks["score"] > peaks["tomogram"].map(thresholds)], thresholds
+
+
+@dataclass
+class SavedPeaks:
+    """A ``--save-picks`` CSV (every heat-map peak, with the median label peak) beside its
+    dataset: what the benchmarks that re-threshold saved peaks share."""
+
+    ds: Dataset
+    names: list[str]  # tomograms by name; the first is the labelled one
+    truth: pd.DataFrame  # the target's centres (tomogram, x, y, z)
+    radius: float  # match radius, voxels: half the target's diameter
+    peaks: pd.DataFrame
+    median: float  # the median heat-map peak at the labels
+
+
+def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
+    """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it."""
+    ds = load_dataset(folder)
+    peaks = pd.read_csv(picks_csv)
+    return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms],
+                      truth=target_truth(ds.tomograms, target),
+                      radius=ds.diameters_a[target] / ds.tomograms[0].voxel_size_a / 2,
+                      peaks=peaks, median=float(peaks["label_peak_median"].iloc[0]))
+
+
 def line(tag: str, m: dict) -> str:
     h, lab = m["held"], m["lab"]
     return (f"  {tag:<44} held-out P {h['precision']:.3f} R {h['recall']:.3f} "
@@ -287,11 +323,7 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     """Picks of ``model`` in every tomogram, scored at the automatic and the tuned threshold;
     also returns the picks (all peaks, per tomogram, less those the profile check drops) and
     the automatic thresholds. The saved peaks keep the dropped ones, ``profile_ok`` False."""
-    from milopyp.localize.calibrate import (
-        SPLIT_FLOOR_FRACTION,
-        calibrate_threshold,
-        tomogram_threshold,
-    )
+    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, calibrate_threshold
     from milopyp.localize.profile import profile_flags
 
     first = ds.tomograms[0]
@@ -329,14 +361,10 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                          "settings": {}, "model": model.state_dict(),
                          "calibration": calibration})
     # as `milopyp localize` does: each tomogram's own split of its peaks
-    kept, thresholds = [], {}
-    for v, p in zip(ds.tomograms, picks):
-        thresholds[v.name], _ = tomogram_threshold(calibration,
-                                                   p["score"].to_numpy(dtype=np.float64))
-        kept.append(p[p["score"] > thresholds[v.name]])
+    kept, thresholds = tomogram_thresholds(calibration, picks_df, names)
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
              {k: round(v, 3) for k, v in thresholds.items()}, auto)
-    out = {"auto": split_scores(pd.concat(kept, ignore_index=True), truth, -np.inf, radius,
+    out = {"auto": split_scores(kept.reset_index(drop=True), truth, -np.inf, radius,
                                 names[0], names[1:]),
            "tuned": split_scores(picks_df, truth, None, radius, names[0], names[1:])}
     out["auto"]["thresholds"] = thresholds

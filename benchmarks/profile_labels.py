@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp
 import numpy as np
 import pandas as pd
 
-from benchmarks.dataset import draw_labels, load_dataset, metrics_at, target_truth
-from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, split_threshold, tomogram_threshold
+from benchmarks.dataset import draw_labels, load_saved_peaks, metrics_at, tomogram_thresholds
+from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, split_threshold
 from milopyp.localize.profile import profile_flags, profile_reference
 
 
@@ -41,16 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", default="55,30,20,10", help="reference sizes (55,30,20,10)")
     p.add_argument("--draws", type=int, default=3, help="random subsets per size (3)")
     args = p.parse_args(argv)
-    ds = load_dataset(args.dataset)
-    names = [v.name for v in ds.tomograms]
-    first = ds.tomograms[0]
-    truth = target_truth(ds.tomograms, args.target)
-    radius = ds.diameters_a[args.target] / first.voxel_size_a / 2
+    saved = load_saved_peaks(args.dataset, args.picks, args.target)
+    names, truth, radius, median = saved.names, saved.truth, saved.radius, saved.median
+    peaks, first = saved.peaks, saved.ds.tomograms[0]
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
-    peaks = pd.read_csv(args.picks)
-    median = float(peaks["label_peak_median"].iloc[0])
-    volumes = {v.name: v.data for v in ds.tomograms}
+    volumes = {v.name: v.data for v in saved.ds.tomograms}
     for size in (int(v) for v in args.sizes.split(",")):
         scores = []
         for draw in range(args.draws if size < len(labels) else 1):
@@ -62,9 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             split, rule = split_threshold(median, kept.loc[kept["tomogram"] == names[0],
                                                            "score"].to_numpy(np.float64))
             calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
-            picked = pd.concat([g[g["score"] > tomogram_threshold(
-                calibration, g["score"].to_numpy(np.float64))[0]]
-                for _, g in kept.groupby("tomogram")])
+            picked, _ = tomogram_thresholds(calibration, kept, names)
             held = metrics_at(picked[picked["tomogram"].isin(names[1:])],
                               truth[truth["tomogram"].isin(names[1:])], -np.inf, radius,
                               names[1:])

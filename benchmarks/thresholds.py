@@ -26,11 +26,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import pandas as pd
 
-from benchmarks.dataset import best_threshold, load_dataset, metrics_at, target_truth
+from benchmarks.dataset import best_threshold, load_saved_peaks, metrics_at, tomogram_thresholds
 from milopyp.localize import calibrate
-from milopyp.localize.calibrate import split_threshold, tomogram_threshold
+from milopyp.localize.calibrate import split_threshold
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,14 +42,11 @@ def main(argv: list[str] | None = None) -> None:
                         "(milopyp.localize.calibrate.MIXTURE_POSTERIOR; default "
                         f"{calibrate.MIXTURE_POSTERIOR:g})")
     args = p.parse_args(argv)
-    ds = load_dataset(args.dataset)
-    names = [v.name for v in ds.tomograms]
-    truth = target_truth(ds.tomograms, args.target)
-    radius = ds.diameters_a[args.target] / ds.tomograms[0].voxel_size_a / 2
-    picks = pd.read_csv(args.picks)
+    saved = load_saved_peaks(args.dataset, args.picks, args.target)
+    names, truth, radius, median = saved.names, saved.truth, saved.radius, saved.median
+    picks = saved.peaks
     if "profile_ok" in picks:  # the peaks the profile check kept, as the workflow picks
         picks = picks[picks["profile_ok"]]
-    median = float(picks["label_peak_median"].iloc[0])
     lab = picks[picks["tomogram"] == names[0]]
     held = picks[picks["tomogram"].isin(names[1:])]
     held_truth = truth[truth["tomogram"].isin(names[1:])]
@@ -72,9 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                      for v in args.posteriors.split(",") if v.strip()]
     for method, posterior, name in per_tomogram:
         calibrate.MIXTURE_POSTERIOR = posterior  # read by mixture_level at each call
-        per = {n: tomogram_threshold(calibration, g["score"].to_numpy(), method)[0]
-               for n, g in picks.groupby("tomogram")}
-        kept = picks[picks["score"] > picks["tomogram"].map(per)]
+        kept, per = tomogram_thresholds(calibration, picks, names, method)
         rows[name] = (kept[kept["tomogram"].isin(names[1:])],
                       kept[kept["tomogram"] == names[0]],
                       ", ".join(f"{per[n]:.3f}" for n in names))

@@ -334,8 +334,8 @@ def run(
     timings: dict[str, float] = {}
     profiles = _timed(timings, "profiles_s", _profiles, sets, list(tomogram_paths),
                       particle_diameter_a, profile_weight)
-    features = clustering.with_profiles(emb, profiles, profile_weight if profiles is not None
-                                        else 0.0)
+    weight = profile_weight if profiles is not None else 0.0  # what the clustering used
+    features = clustering.with_profiles(emb, profiles, weight)
     labels, _ = _timed(timings, "overcluster_s", clustering.overcluster, features, k=k,
                        n_classes=n_classes, seed=seed)
     umap = {"n_neighbors": umap_neighbors, "min_dist": min_dist, "seed": seed}
@@ -384,7 +384,7 @@ def run(
         "k_used": clustering.effective_k(n, k, n_classes),
         "classes": n_classes,
         "cluster_sizes": np.bincount(labels).tolist(),
-        "profile_weight": profile_weight if profiles is not None else 0.0,
+        "profile_weight": weight,
         "umap_neighbors": umap_neighbors,
         "min_dist": min_dist,
         "seed": seed,

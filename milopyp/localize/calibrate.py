@@ -238,8 +238,7 @@ def tomogram_threshold(calibration: dict, peak_scores: np.ndarray,
     median = calibration.get("label_peak_median")
     if median is None or not np.isfinite(median):
         return float(calibration["threshold"]), "the model's threshold"
-    level, rule = _split_level(float(median), peak_scores, method,
-                               otsu_fallback=method != "mixture")
+    level, rule = _split_level(float(median), peak_scores, method, otsu_fallback=False)
     if level is None:
         return float(calibration["threshold"]), f"the model's threshold; {rule}"
     return level, f"this tomogram's {rule}"
