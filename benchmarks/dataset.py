@@ -176,11 +176,13 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
                         method: str = "mixture") -> tuple[pd.DataFrame, dict[str, float]]:
     """As ``milopyp localize`` picks: each tomogram's own automatic threshold
     (:func:`milopyp.localize.calibrate.tomogram_threshold`) of its ``peaks`` (a table with
-    tomogram and score), for every tomogram in ``names``. Returns the peaks above their
+    tomogram and score), for every tomogram in ``names``; with a ``profile_ok`` column (the
+    profile check), the split is of the peaks that passed it. Returns the peaks above their
     tomogram's threshold (in the table's order) and the thresholds by name."""
     from milopyp.localize.calibrate import tomogram_threshold
 
-    thresholds = {n: tomogram_threshold(calibration, peaks.loc[peaks["tomogram"] == n, "score"]
+    split = peaks[peaks["profile_ok"]] if "profile_ok" in peaks else peaks
+    thresholds = {n: tomogram_threshold(calibration, split.loc[split["tomogram"] == n, "score"]
                                         .to_numpy(np.float64), method)[0] for n in names}
     return peaks[peaks["score"] > peaks["tomogram"].map(thresholds)], thresholds
 
@@ -322,9 +324,11 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                  profile_check: bool = True):
     """Picks of ``model`` in every tomogram, scored at the automatic and the tuned threshold;
     also returns the picks (all peaks, per tomogram, less those the profile check drops) and
-    the automatic thresholds. The saved peaks keep the dropped ones, ``profile_ok`` False."""
+    the automatic thresholds. The saved peaks keep the dropped ones: ``profile_ok`` False
+    where a peak failed the check, ``kept_at_face`` True where it was kept anyway (at a face
+    of the tomogram)."""
     from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, calibrate_threshold
-    from milopyp.localize.profile import profile_flags
+    from milopyp.localize.profile import vet
 
     first = ds.tomograms[0]
     picks = []
@@ -339,13 +343,17 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     auto = calibration["threshold"]
     reference = calibration.get("profile")
     floor = SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
-    for v, p in zip(ds.tomograms, picks):  # as `milopyp localize` (drop_unlike) does
-        p["profile_ok"] = (True if reference is None else
-                           profile_flags(reference, v.data, p, floor))
-    log.info("profile check: %s peaks dropped", {v.name: int((~p["profile_ok"]).sum())
-                                                for v, p in zip(ds.tomograms, picks)})
+    for v, p in zip(ds.tomograms, picks):  # as `milopyp localize` vets them
+        passed = kept = np.ones(len(p), dtype=bool)
+        if reference is not None:
+            passed, kept = vet(reference, v.data, p, floor)
+        p["profile_ok"] = passed  # the split is of these
+        p["kept_at_face"] = kept & ~passed  # unjudged
+    log.info("profile check: %s peaks dropped",
+             {v.name: int((~(p["profile_ok"] | p["kept_at_face"])).sum())
+              for v, p in zip(ds.tomograms, picks)})
     all_peaks = pd.concat(picks, ignore_index=True)
-    picks = [p[p["profile_ok"]].reset_index(drop=True) for p in picks]
+    picks = [p[p["profile_ok"] | p["kept_at_face"]].reset_index(drop=True) for p in picks]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
     names = [v.name for v in ds.tomograms]
@@ -455,6 +463,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--diameter", type=float, default=None,
                    help="target diameter, Å (default: dataset.json)")
     p.add_argument("--labels", type=int, default=55, help="labels of the first tomogram (55)")
+    p.add_argument("--labels-csv", type=Path, default=None, metavar="CSV",
+                   help="experiment: train on these labels of the first tomogram (x, y, z in "
+                        "voxels, e.g. a workflow's targets/<target>/labels/<tomogram>.csv) "
+                        "instead of --labels drawn from its truth")
     p.add_argument("--save-picks", type=Path, default=None,
                    help="folder: write every localiser row's peaks (all scores) as CSV, and "
                         "its model (.pt), and the fibre row's heat maps (.npy)")
@@ -529,6 +541,11 @@ def main(argv: list[str] | None = None) -> None:
     diameter, radius = diameter_a / voxel_a, diameter_a / voxel_a / 2
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
+    if args.labels_csv:
+        table = pd.read_csv(args.labels_csv)
+        if "tomogram" in table.columns:
+            table = table[table["tomogram"].astype(str) == first.name]
+        labels = table[["x", "y", "z"]].to_numpy(np.float64)
     if args.write_labels:
         args.write_labels.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"tomogram": first.name, "x": labels[:, 0], "y": labels[:, 1],

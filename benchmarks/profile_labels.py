@@ -27,7 +27,7 @@ import pandas as pd
 
 from benchmarks.dataset import draw_labels, load_saved_peaks, metrics_at, tomogram_thresholds
 from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, split_threshold
-from milopyp.localize.profile import profile_flags, profile_reference
+from milopyp.localize.profile import profile_reference, vet
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         for draw in range(args.draws if size < len(labels) else 1):
             subset = labels[np.random.default_rng(draw).permutation(len(labels))[:size]]
             reference = profile_reference([first.data], [subset], radius)
-            kept = peaks if reference is None else pd.concat(
-                [g[profile_flags(reference, volumes[name], g, SPLIT_FLOOR_FRACTION * median)]
+            kept = peaks.assign(profile_ok=True) if reference is None else pd.concat(
+                [_checked(reference, volumes[name], g, SPLIT_FLOOR_FRACTION * median)
                  for name, g in peaks.groupby("tomogram")])
-            split, rule = split_threshold(median, kept.loc[kept["tomogram"] == names[0],
-                                                           "score"].to_numpy(np.float64))
+            lab = kept[(kept["tomogram"] == names[0]) & kept["profile_ok"]]
+            split, rule = split_threshold(median, lab["score"].to_numpy(np.float64))
             calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
             picked, _ = tomogram_thresholds(calibration, kept, names)
             held = metrics_at(picked[picked["tomogram"].isin(names[1:])],
@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> None:
             scores.append(held["f1"])
         print(f"  reference from {size} labels: held-out F1 "
               + " / ".join(f"{f:.3f}" for f in scores), flush=True)
+
+
+def _checked(reference: dict, volume: np.ndarray, peaks: pd.DataFrame,
+             min_score: float) -> pd.DataFrame:
+    """``peaks`` as ``milopyp localize`` vets them (:func:`milopyp.localize.profile.vet`):
+    those kept, ``profile_ok`` where they passed."""
+    passed, kept = vet(reference, volume, peaks, min_score)
+    return peaks.assign(profile_ok=passed)[kept]
 
 
 if __name__ == "__main__":

@@ -469,6 +469,33 @@ def test_split_holds_when_background_peaks_far_outnumber_the_particles():
     assert f1(t_otsu) < best - 0.2, (t_otsu / median, f1(t_otsu), best)  # why not Otsu
 
 
+def test_a_narrow_particle_mode_is_fitted_again_wider(monkeypatch):
+    """Particles the labels stand for (around the label median) and as many unseen ones that
+    score lower (0.25-0.7 x): a free fit takes the upper ones as the mode and the others as
+    background, and starts the picks too high; held at TYPICAL_MODE_WIDTH, the mode takes
+    both, and the picks start where the particles do."""
+    from milopyp.localize import calibrate
+
+    rng = np.random.default_rng(2)
+    median = 0.3
+    negatives = np.r_[median * rng.exponential(1 / 9.0, 1500),
+                      median * (0.1 + rng.exponential(1 / 3.0, 15))]
+    particles = median * np.r_[rng.normal(1.0, 0.2, 50), rng.uniform(0.25, 0.7, 40)]
+
+    def f1(t):
+        tp = np.sum(particles > t)
+        return 2 * tp / (tp + len(particles) + np.sum(negatives > t))
+
+    best = max(f1(t) for t in np.linspace(0, 1.5 * median, 451))
+    peaks = np.r_[negatives, particles]
+    t_wide, rule = calibrate.split_threshold(median, peaks)
+    assert f"± {calibrate.TYPICAL_MODE_WIDTH:.2f}" in rule, rule
+    monkeypatch.setattr(calibrate, "TYPICAL_MODE_WIDTH", 0.0)  # the free fit only
+    t_free, _ = calibrate.split_threshold(median, peaks)
+    assert t_wide < t_free and f1(t_wide) > f1(t_free) + 0.05, (t_wide, t_free)
+    assert f1(t_wide) >= best - 0.07, (t_wide / median, f1(t_wide), best)
+
+
 def test_mixture_without_a_particle_mode_falls_back_to_otsu():
     from milopyp.localize.calibrate import split_threshold
 

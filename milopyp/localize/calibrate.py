@@ -54,6 +54,20 @@ MIXTURE_POSTERIOR = 0.4
 MIXTURE_ITERATIONS = 300
 #: Narrowest particle mode (in units of the label median) the fit may shrink to.
 MIN_MODE_WIDTH = 0.03
+#: Unseen particles' peaks spread about this wide (standard deviation, in units of the label
+#: median): fits to the devset's heat maps gave 0.26-0.33 wherever they counted about the
+#: true number of particles. The narrower fits (0.18-0.23) had caught the upper part only
+#: (insitu held-out tomogram: 63 particles of 72; 53 of 72 with the unattended run's labels,
+#: which the seeds chose among the particles the network scores highest) and left the rest
+#: to the background, whose tail then pushed the threshold up. So a narrower mode is fitted
+#: again held at least this wide (:func:`mixture_level`). The devset's saved models
+#: re-scored (benchmarks/accuracy.py --model), held-out F1 without -> with: unattended
+#: insitu (its labels, no profile check) 0.766 / 0.824 -> 0.832 / 0.851, unattended crowded
+#: 0.664 / 0.648 unchanged; 55 labels, with the profile check: insitu 0.895 / 0.895 ->
+#: 0.910 / 0.904, crowded 0.873 / 0.875 / 0.884 -> 0.873 / 0.870 / 0.872, virus 0.819 ->
+#: 0.814, insitu with labels jittered by 4 voxels unchanged (0.868). 0.35 and 0.4 lost
+#: 0.01-0.06 more on crowded.
+TYPICAL_MODE_WIDTH = 0.3
 #: Fewest particles the mixture must find for its level to be used (else Otsu's split).
 MIN_MIXTURE_PARTICLES = 3.0
 #: Least evidence for a particle mode: twice the log-likelihood gain of background +
@@ -134,13 +148,37 @@ def mixture_level(relative_peaks: np.ndarray, floor: float) -> tuple[float | Non
     between the floor and the particle mode's centre at which a peak is a particle with
     probability :data:`MIXTURE_POSTERIOR`, and a description; None when the fit finds no
     particle mode (fewer than :data:`MIN_MIXTURE_PARTICLES` expected particles, a mode not
-    above the floor, or less than :data:`MIN_MODE_EVIDENCE` for it)."""
+    above the floor, or less than :data:`MIN_MODE_EVIDENCE` for it). A mode narrower than
+    :data:`TYPICAL_MODE_WIDTH` is fitted again held at least that wide, and the wider one is
+    taken when it is still a mode."""
     x = np.asarray(relative_peaks, dtype=np.float64)
     x = x[x > floor] - floor
     if x.size < MIN_SPLIT_PEAKS:
         return None, f"only {x.size} peaks to fit"
+    fit = _mixture_fit(x, floor, MIN_MODE_WIDTH)
+    if fit["sd"] < TYPICAL_MODE_WIDTH:
+        wide = _mixture_fit(x, floor, TYPICAL_MODE_WIDTH)
+        if _has_mode(wide):
+            fit = wide
+    if not _has_mode(fit):
+        return None, (f"no particle mode in {x.size} peaks ({fit['expected']:.1f} expected, "
+                      f"evidence {fit['evidence']:.1f})")
+    weight, rate, mu, sd = fit["weight"], fit["rate"], fit["mu"], fit["sd"]
+    grid = np.linspace(0.0, mu, 2001)
+    background, particle = _mixture_densities(grid, weight, rate, mu, sd)
+    odds = MIXTURE_POSTERIOR / (1.0 - MIXTURE_POSTERIOR)
+    level = float(grid[int(np.argmax(particle >= odds * background))]) + floor
+    return level, (f"mixture of {x.size} heat-map peaks: particle mode {mu + floor:.2f} "
+                   f"± {sd:.2f}, ~{fit['expected']:.0f} particles")
+
+
+def _mixture_fit(x: np.ndarray, floor: float, min_sd: float) -> dict:
+    """EM fit of :func:`mixture_level`'s mixture to the peaks ``x`` (relative, less
+    ``floor``), the mode's standard deviation held at least ``min_sd``: its ``weight``,
+    ``rate``, ``mu``, ``sd``, ``expected`` particles and ``evidence`` (twice the
+    log-likelihood gain over the background alone)."""
     rate0 = 1.0 / max(float(np.mean(x)), 1e-9)  # the background alone
-    rate, mu, sd = rate0, 1.0 - floor, 0.2
+    rate, mu, sd = rate0, 1.0 - floor, max(0.2, min_sd)
     weight = float(np.clip(np.mean(x > 0.7 - floor), 0.01, 0.5))
     for _ in range(MIXTURE_ITERATIONS):
         background, particle = _mixture_densities(x, weight, rate, mu, sd)
@@ -151,20 +189,18 @@ def mixture_level(relative_peaks: np.ndarray, floor: float) -> tuple[float | Non
         weight = n_particle / x.size
         rate = (x.size - n_particle) / max(float(((1.0 - resp) * x).sum()), 1e-9)
         mu = float((resp * x).sum()) / n_particle
-        sd = max(float(np.sqrt((resp * (x - mu) ** 2).sum() / n_particle)), MIN_MODE_WIDTH)
-    expected = weight * x.size
+        sd = max(float(np.sqrt((resp * (x - mu) ** 2).sum() / n_particle)), min_sd)
     background, particle = _mixture_densities(x, weight, rate, mu, sd)
     evidence = 2.0 * float(np.sum(np.log(np.maximum(background + particle, 1e-300)))
                            - np.sum(np.log(rate0) - rate0 * x))
-    if expected < MIN_MIXTURE_PARTICLES or mu <= 0 or evidence < MIN_MODE_EVIDENCE:
-        return None, (f"no particle mode in {x.size} peaks ({expected:.1f} expected, "
-                      f"evidence {evidence:.1f})")
-    grid = np.linspace(0.0, mu, 2001)
-    background, particle = _mixture_densities(grid, weight, rate, mu, sd)
-    odds = MIXTURE_POSTERIOR / (1.0 - MIXTURE_POSTERIOR)
-    level = float(grid[int(np.argmax(particle >= odds * background))]) + floor
-    return level, (f"mixture of {x.size} heat-map peaks: particle mode {mu + floor:.2f} "
-                   f"± {sd:.2f}, ~{expected:.0f} particles")
+    return {"weight": weight, "rate": rate, "mu": mu, "sd": sd,
+            "expected": weight * x.size, "evidence": evidence}
+
+
+def _has_mode(fit: dict) -> bool:
+    """Whether a :func:`_mixture_fit` found a particle mode (see :func:`mixture_level`)."""
+    return (fit["expected"] >= MIN_MIXTURE_PARTICLES and fit["mu"] > 0
+            and fit["evidence"] >= MIN_MODE_EVIDENCE)
 
 
 def _split_level(label_median: float, peak_scores: np.ndarray, method: str = "mixture",
@@ -332,14 +368,14 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     ``n_labels``, ``flips`` and ``rule`` (stored in the model file as its calibration), and
     for a globular target with ``profile_check`` the labels' radial profiles (``profile``:
     :func:`milopyp.localize.profile.profile_reference`, None with too few labels), which
-    also vet the peaks of the split (:func:`milopyp.localize.profile.drop_unlike`). For
+    also vet the peaks of the split (:func:`milopyp.localize.profile.profile_flags`). For
     filaments (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the
     bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` instead of ``rule``; a model whose label peaks do not stand out gets a
     warning."""
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
-    from milopyp.localize.profile import drop_unlike, profile_reference
+    from milopyp.localize.profile import profile_flags, profile_reference
 
     filament = shape_named(shape).filament
     reference = (profile_reference(tomograms, labels, radius_vox)
@@ -368,9 +404,10 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
                  "separated": separated}
     else:
         median = float(np.median(scores))
-        if reference is not None:  # as `milopyp localize` vets them
-            peaks = [(i, drop_unlike(reference, tomograms[i], found,
-                                     SPLIT_FLOOR_FRACTION * median)[0]) for i, found in peaks]
+        if reference is not None:  # as `milopyp localize` splits: the peaks that pass
+            peaks = [(i, found[profile_flags(reference, tomograms[i], found,
+                                             SPLIT_FLOOR_FRACTION * median)])
+                     for i, found in peaks]
         threshold, rule = split_threshold(
             median, np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
         extra = {"rule": rule}

@@ -232,17 +232,19 @@ def localize(
                  MIN_PROFILE_LABELS)
     if not filament and automatic and "rule" in model.calibration:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
+        passed = np.ones(len(picks), dtype=bool)
         if reference is not None:  # before the split: look-alikes out of its particle mode
-            picks = _drop_unlike(name, reference, volume, picks, SPLIT_FLOOR_FRACTION
-                                 * model.calibration["label_peak_median"])
+            picks, passed = _drop_unlike(name, reference, volume, picks, SPLIT_FLOOR_FRACTION
+                                         * model.calibration["label_peak_median"])
+        # the split of the peaks that passed (not those kept unjudged at a face)
         threshold, rule = tomogram_threshold(model.calibration,
-                                             picks["score"].to_numpy(dtype=np.float64))
+                                             picks.loc[passed, "score"].to_numpy(np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
     else:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
         if reference is not None:
-            picks = _drop_unlike(name, reference, volume, picks)
+            picks, _ = _drop_unlike(name, reference, volume, picks)
     if limit is not None and len(picks) > limit:
         if filament and automatic and limit != max_picks:
             log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
@@ -262,14 +264,16 @@ def localize(
 
 def _drop_unlike(name: str, reference: dict, volume, picks, min_score: float = 0.0):
     """``picks`` without the peaks above ``min_score`` whose radial profile is unlike the
-    labels' (:func:`milopyp.localize.profile.drop_unlike`), with a log line."""
-    from milopyp.localize.profile import drop_unlike
+    labels', except at a face of the tomogram (:func:`milopyp.localize.profile.vet`), with
+    a log line. Returns the kept picks and, for each, whether it passed the check."""
+    from milopyp.localize.profile import vet
 
-    kept, dropped = drop_unlike(reference, volume, picks, min_score)
+    passed, keep = vet(reference, volume, picks, min_score)
     log.info("%s: %d of %d heat-map peaks above %.4g dropped: radial profile unlike the "
-             "labels' (the model's profile check)", name, dropped,
-             int((picks["score"] > min_score).sum()), min_score)
-    return kept
+             "labels' (the model's profile check; %d more at a face of the tomogram kept "
+             "unjudged)", name, int((~keep).sum()), int((picks["score"] > min_score).sum()),
+             min_score, int((keep & ~passed).sum()))
+    return picks[keep].reset_index(drop=True), passed[keep]
 
 
 def _guard_fiber(heatmap, threshold: float, calibration: dict, max_picks):
