@@ -71,15 +71,14 @@ MIN_PROFILE_LABELS = 20
 #: holds a mirror image of the particle a few voxels off, and its profile is unlike any
 #: whole particle's. The check cannot judge it, so it keeps it (:func:`vet`); it enters a
 #: tomogram's threshold split only if its profile passes (``milopyp localize``), as all
-#: peaks did before. On the devset the check had dropped 10 of
-#: the 14 ribosomes it dropped above the crowded threshold at a face (55-label model, seed
-#: 0). The same models with this: crowded held-out 0.859 / 0.879 / 0.872 -> 0.873 / 0.875 /
-#: 0.884, labelled 0.861 / 0.851 / 0.825 -> 0.879 / 0.841 / 0.836; insitu 0.901 / 0.887 ->
-#: 0.895 / 0.895, labelled 0.930 / 0.921 -> 0.938 / 0.951; virus 0.821 -> 0.819. The
-#: split moved when every peak at a face entered it (crowded held-out 0.890 / 0.877 /
-#: 0.830) or none did (0.865 / 0.849 / 0.838). Averaging only the voxels inside the
-#: tomogram instead of mirroring did not make those profiles typical (crowded seed 0,
-#: without the exemption: 0.839).
+#: peaks did before. On the devset the check had dropped 10 of the 14 ribosomes it dropped
+#: above the crowded threshold at a face (55-label model, seed 0). The same models with
+#: this: crowded held-out 0.859 / 0.879 / 0.872 -> 0.873 / 0.875 / 0.884, labelled 0.861 /
+#: 0.851 / 0.825 -> 0.879 / 0.841 / 0.836; insitu 0.901 / 0.887 -> 0.895 / 0.895, labelled
+#: 0.930 / 0.921 -> 0.938 / 0.951; virus 0.821 -> 0.819. The split moved when every peak at
+#: a face entered it (crowded held-out 0.890 / 0.877 / 0.830) or none did (0.865 / 0.849 /
+#: 0.838). Averaging only the voxels inside the tomogram instead of mirroring did not make
+#: those profiles typical (crowded seed 0, without the exemption: 0.839).
 PROFILE_FACE_FRACTION = 0.5
 #: The cut's percentile is taken over at most this many labels, each left out in turn (one
 #: covariance fit each; thousands of labels would take minutes).
