@@ -187,6 +187,20 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
     return peaks[peaks["score"] > peaks["tomogram"].map(thresholds)], thresholds
 
 
+def vet_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
+              min_score: float) -> pd.DataFrame:
+    """``peaks`` with the profile check's verdict, as ``milopyp localize`` vets them
+    (:func:`milopyp.localize.profile.vet`): ``profile_ok`` where a peak passed (the split
+    is of these), ``kept_at_face`` where it failed but is kept, unjudged at a face; all
+    pass without a ``reference``."""
+    from milopyp.localize.profile import vet
+
+    passed = kept = np.ones(len(peaks), dtype=bool)
+    if reference is not None:
+        passed, kept = vet(reference, volume, peaks, min_score)
+    return peaks.assign(profile_ok=passed, kept_at_face=kept & ~passed)
+
+
 @dataclass
 class SavedPeaks:
     """A ``--save-picks`` CSV (every heat-map peak, with the median label peak) beside its
@@ -328,7 +342,6 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     where a peak failed the check, ``kept_at_face`` True where it was kept anyway (at a face
     of the tomogram)."""
     from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, calibrate_threshold
-    from milopyp.localize.profile import vet
 
     first = ds.tomograms[0]
     picks = []
@@ -343,12 +356,7 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     auto = calibration["threshold"]
     reference = calibration.get("profile")
     floor = SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
-    for v, p in zip(ds.tomograms, picks):  # as `milopyp localize` vets them
-        passed = kept = np.ones(len(p), dtype=bool)
-        if reference is not None:
-            passed, kept = vet(reference, v.data, p, floor)
-        p["profile_ok"] = passed  # the split is of these
-        p["kept_at_face"] = kept & ~passed  # unjudged
+    picks = [vet_peaks(reference, v.data, p, floor) for v, p in zip(ds.tomograms, picks)]
     log.info("profile check: %s peaks dropped",
              {v.name: int((~(p["profile_ok"] | p["kept_at_face"])).sum())
               for v, p in zip(ds.tomograms, picks)})

@@ -25,9 +25,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp
 import numpy as np
 import pandas as pd
 
-from benchmarks.dataset import draw_labels, load_saved_peaks, metrics_at, tomogram_thresholds
+from benchmarks.dataset import (
+    draw_labels,
+    load_saved_peaks,
+    metrics_at,
+    tomogram_thresholds,
+    vet_peaks,
+)
 from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, split_threshold
-from milopyp.localize.profile import profile_reference, vet
+from milopyp.localize.profile import profile_reference
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         for draw in range(args.draws if size < len(labels) else 1):
             subset = labels[np.random.default_rng(draw).permutation(len(labels))[:size]]
             reference = profile_reference([first.data], [subset], radius)
-            kept = peaks.assign(profile_ok=True) if reference is None else pd.concat(
-                [_checked(reference, volumes[name], g, SPLIT_FLOOR_FRACTION * median)
-                 for name, g in peaks.groupby("tomogram")])
+            vetted = pd.concat([vet_peaks(reference, volumes[name], g,
+                                          SPLIT_FLOOR_FRACTION * median)
+                                for name, g in peaks.groupby("tomogram")])
+            kept = vetted[vetted["profile_ok"] | vetted["kept_at_face"]]
             lab = kept[(kept["tomogram"] == names[0]) & kept["profile_ok"]]
             split, rule = split_threshold(median, lab["score"].to_numpy(np.float64))
             calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
@@ -65,14 +72,6 @@ def main(argv: list[str] | None = None) -> None:
             scores.append(held["f1"])
         print(f"  reference from {size} labels: held-out F1 "
               + " / ".join(f"{f:.3f}" for f in scores), flush=True)
-
-
-def _checked(reference: dict, volume: np.ndarray, peaks: pd.DataFrame,
-             min_score: float) -> pd.DataFrame:
-    """``peaks`` as ``milopyp localize`` vets them (:func:`milopyp.localize.profile.vet`):
-    those kept, ``profile_ok`` where they passed."""
-    passed, kept = vet(reference, volume, peaks, min_score)
-    return peaks.assign(profile_ok=passed)[kept]
 
 
 if __name__ == "__main__":
