@@ -96,7 +96,8 @@ def _child(args: argparse.Namespace) -> None:
         # the profile check of `milopyp localize` (a reference from 20 blobs), on every peak
         from milopyp.localize.profile import drop_unlike, profile_reference
 
-        reference = profile_reference([vol], [xyz[:20]], RADIUS_VOX)
+        reference = profile_reference([vol], [xyz[:20]], RADIUS_VOX,
+                                      [picks[["x", "y", "z"]].to_numpy(np.float64)])
         t2 = time.perf_counter()
         drop_unlike(reference, vol, picks)
         result = {"seconds": sec, "note": f"heat map ({DEFAULT_FLIPS} test-time flips); + peaks "

@@ -53,11 +53,15 @@ def main(argv: list[str] | None = None) -> None:
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
     volumes = {v.name: v.data for v in saved.ds.tomograms}
+    # the labelled tomogram's peaks the split sees: what the labels are judged against
+    background = peaks.loc[(peaks["tomogram"] == names[0])
+                           & (peaks["score"] > SPLIT_FLOOR_FRACTION * median),
+                           ["x", "y", "z"]].to_numpy(np.float64)
     for size in (int(v) for v in args.sizes.split(",")):
         scores = []
         for draw in range(args.draws if size < len(labels) else 1):
             subset = labels[np.random.default_rng(draw).permutation(len(labels))[:size]]
-            reference = profile_reference([first.data], [subset], radius)
+            reference = profile_reference([first.data], [subset], radius, [background])
             vetted = pd.concat([vet_peaks(reference, volumes[name], g,
                                           SPLIT_FLOOR_FRACTION * median)
                                 for name, g in peaks.groupby("tomogram")])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from milopyp.localize.profile import (
+    MIN_BACKGROUND_PEAKS,
     MIN_PROFILE_LABELS,
     PROFILE_EXTENT,
     PROFILE_FACE_FRACTION,
@@ -66,8 +67,9 @@ def test_radial_profile_of_a_dark_ball_and_at_the_faces():
 def test_profile_check_keeps_the_labelled_kind_and_drops_look_alikes():
     vol, solid, hollow = _particles(seed=1)
     labels = solid[:MIN_PROFILE_LABELS]
-    reference = profile_reference([vol], [labels], RADIUS_VOX)
+    reference = profile_reference([vol], [labels], RADIUS_VOX, [np.r_[solid, hollow]])
     assert reference is not None and reference["n_labels"] == MIN_PROFILE_LABELS
+    assert reference["n_background"] == len(solid) + len(hollow)
     unseen = solid[MIN_PROFILE_LABELS:]
     assert profile_keep(reference, vol, unseen).mean() >= 0.75
     assert profile_keep(reference, vol, hollow).mean() == 0.0
@@ -85,8 +87,9 @@ def test_profile_check_keeps_the_labelled_kind_and_drops_look_alikes():
 def test_peaks_at_a_face_are_kept_unjudged():
     """A peak within PROFILE_FACE_FRACTION x the radius of a face is not dropped, even one
     whose profile (its box mirrored at the face) is unlike the labels'; further in it is."""
-    vol, solid, _ = _particles(seed=1)
-    reference = profile_reference([vol], [solid[:MIN_PROFILE_LABELS]], RADIUS_VOX)
+    vol, solid, hollow = _particles(seed=1)
+    reference = profile_reference([vol], [solid[:MIN_PROFILE_LABELS]], RADIUS_VOX,
+                                  [np.r_[solid, hollow]])
     near = PROFILE_FACE_FRACTION * RADIUS_VOX
     shape = vol.shape
     assert list(at_face(shape, np.array([[near - 0.1, 50, 12], [near + 0.1, 50, 12],
@@ -109,12 +112,54 @@ def test_peaks_at_a_face_are_kept_unjudged():
     assert list(passed) == [False] * 3 and list(keep) == [True, True, False]
 
 
-def test_too_few_labels_give_no_reference():
-    vol, solid, _ = _particles()
-    assert profile_reference([vol], [solid[:MIN_PROFILE_LABELS - 1]], RADIUS_VOX) is None
+def test_too_few_labels_or_peaks_give_no_reference():
+    vol, solid, hollow = _particles()
+    peaks = np.r_[solid, hollow]
+    assert profile_reference([vol], [solid[:MIN_PROFILE_LABELS - 1]], RADIUS_VOX,
+                             [peaks]) is None
+    assert profile_reference([vol], [solid[:MIN_PROFILE_LABELS]], RADIUS_VOX,
+                             [peaks[:MIN_BACKGROUND_PEAKS - 1]]) is None
     half = MIN_PROFILE_LABELS // 2  # labels of several tomograms count together
     assert profile_reference([vol, vol], [solid[:half], solid[half:2 * half]],
-                             RADIUS_VOX) is not None
+                             RADIUS_VOX, [peaks, np.zeros((0, 3))]) is not None
+
+
+def test_lumpy_particles_are_told_from_smooth_ones_of_the_same_radial_profile():
+    """The target has two halves of unequal density (a large and a small subunit); the
+    look-alike is uniform at their mean, so the rotational averages agree and only the
+    spread within the shells tells them apart. Labelled against the tomogram's peaks, the
+    check keeps the unseen lumpy particles and drops most smooth ones; on radial profiles
+    alone (the previous check) the two kinds look the same."""
+    rng = np.random.default_rng(3)
+    shape, spacing = (24, 160, 160), 16
+    vol = rng.normal(0.0, 0.35, shape).astype(np.float32)
+    zz, yy, xx = np.indices(shape)
+    lumpy, smooth = [], []
+    centres = [(x, y) for y in range(spacing // 2, shape[1], spacing)
+               for x in range(spacing // 2, shape[2], spacing)]
+    for k, (x, y) in enumerate(centres):
+        z = shape[0] // 2
+        inside = (zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= RADIUS_VOX ** 2
+        if k % 2:
+            vol[inside & (xx > x)] -= 1.8
+            vol[inside & (xx < x)] -= 0.2
+            vol[inside & (xx == x)] -= 1.0  # the mid-plane at the mean
+            lumpy.append((x, y, z))
+        else:
+            vol[inside] -= 1.0
+            smooth.append((x, y, z))
+    lumpy, smooth = np.array(lumpy, float), np.array(smooth, float)
+    labels = lumpy[:30]
+    reference = profile_reference([vol], [labels], RADIUS_VOX, [np.r_[lumpy, smooth]])
+    peaks = pd.DataFrame(np.r_[lumpy[30:], smooth], columns=["x", "y", "z"]).assign(score=0.9)
+    kept, _ = drop_unlike(reference, vol, peaks)
+    held = {tuple(p) for p in kept[["x", "y", "z"]].to_numpy(float)}
+    assert sum(tuple(p) in held for p in lumpy[30:]) >= 0.8 * len(lumpy[30:])
+    assert sum(tuple(p) in held for p in smooth) <= 0.2 * len(smooth)
+    # the radial profiles alone: the smooth particles lie among the lumpy ones
+    profiles = radial_profiles(vol, np.r_[lumpy, smooth], RADIUS_VOX)
+    gap = np.abs(profiles[:len(lumpy)].mean(axis=0) - profiles[len(lumpy):].mean(axis=0))
+    assert np.all(gap < profiles[:len(lumpy)].std(axis=0))
 
 
 @pytest.mark.parametrize("check", [True, False])
@@ -171,3 +216,11 @@ def test_train_localize_stores_the_profiles_and_localize_drops_look_alikes(
         assert dropped and len(hollow) <= int(dropped.group(1)) <= len(hollow) + 2
     else:
         assert found(hollow) == len(hollow)
+    # a given threshold: the peaks are judged among all those above the split's floor (the
+    # population the labels were judged against), then cut at the threshold
+    assert cli.main(["localize", "--model", str(model), "--tomogram", str(mrc), "-o",
+                     str(picks_csv), "--device", "cpu", "--threshold", "0.5"]) == 0
+    picks = pd.read_csv(picks_csv)
+    assert (picks["score"] > 0.5).all()
+    assert found(solid) >= len(solid) - 2
+    assert found(hollow) == (0 if check else len(hollow))

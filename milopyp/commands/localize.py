@@ -5,9 +5,10 @@ highest score first; a tomogram without any peak above the threshold gets an emp
 and a warning (it may simply hold none of the target). A globular model's automatic
 threshold is set per tomogram, from the split of its own heat-map peaks
 (:func:`milopyp.localize.calibrate.tomogram_threshold`); when the model holds its labels'
-radial density profiles (``train-localize`` without ``--no-profile-check``, >= 20 labels),
-peaks whose profile is unlike theirs are dropped first (:mod:`milopyp.localize.profile`),
-with a given ``--threshold`` too, and the log says how many. A fibre model's automatic threshold
+profile check (``train-localize`` without ``--no-profile-check``, >= 20 labels), peaks
+whose radial density profile and spread look less like the labels' than like the
+tomogram's other peaks are dropped first (:mod:`milopyp.localize.profile`), with a given
+``--threshold`` too, and the log says how many. A fibre model's automatic threshold
 is raised to the bulk of each heat map and its picks capped at what filaments can give
 (:func:`milopyp.localize.calibrate.guard_fiber_threshold`, ``max_fiber_picks``), with a
 warning, so that a flat (saturated) heat map does not turn into the whole tomogram. The

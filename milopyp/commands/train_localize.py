@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test-time flips of the heat map (default: 4 for globular, 1 for fibre "
              "targets), stored in the model: `localize` uses the same")
     arg("--no-profile-check", action="store_true",
-        help="do not store the labels' radial density profiles, against which `localize` "
-             "checks globular picks (look-alikes of another profile are dropped)")
+        help="do not store the profile check (the labels' radial density profiles and "
+             "spreads against the labelled tomogram's peaks), with which `localize` drops "
+             "globular look-alikes")
     arg("--recentre-labels", action="store_true",
         help="after 4 epochs move each label to the model's heat-map maximum within half a "
              "particle radius (labels at candidate positions)")

@@ -366,9 +366,10 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     ``flips``: test-time flips of the heat maps (:func:`milopyp.localize.infer.predict_heatmap`;
     stored, so that picking uses the same). Returns ``threshold``, ``label_peak_median``,
     ``n_labels``, ``flips`` and ``rule`` (stored in the model file as its calibration), and
-    for a globular target with ``profile_check`` the labels' radial profiles (``profile``:
-    :func:`milopyp.localize.profile.profile_reference`, None with too few labels), which
-    also vet the peaks of the split (:func:`milopyp.localize.profile.profile_flags`). For
+    for a globular target with ``profile_check`` the profile check's reference (``profile``:
+    :func:`milopyp.localize.profile.profile_reference` of the labels against the peaks of
+    the split; None with too few labels or peaks), which also vets those peaks
+    (:func:`milopyp.localize.profile.profile_flags`). For
     filaments (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the
     bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` instead of ``rule``; a model whose label peaks do not stand out gets a
@@ -378,8 +379,6 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     from milopyp.localize.profile import profile_flags, profile_reference
 
     filament = shape_named(shape).filament
-    reference = (profile_reference(tomograms, labels, radius_vox)
-                 if profile_check and not filament else None)
     rng = np.random.default_rng(0)
     scores, background, bulk, peaks = [], [], [], []
     for i in most_labelled(labels, CALIBRATION_TOMOGRAMS):
@@ -394,6 +393,7 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
             background.append(label_peak_scores(heat, places, radius_vox / 2))
             bulk.append(heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION))
     scores = np.concatenate(scores)
+    peaks_of = dict(peaks)
     if filament:
         background = np.concatenate(background)
         threshold, separated, note = fiber_threshold(scores, max(bulk), background)
@@ -404,9 +404,15 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
                  "separated": separated}
     else:
         median = float(np.median(scores))
+        floor = SPLIT_FLOOR_FRACTION * median
+        # the labels against the peaks the split sees, as `milopyp localize` judges them
+        reference = profile_reference(
+            tomograms, labels, radius_vox,
+            [peaks_of[i].loc[peaks_of[i]["score"] > floor, ["x", "y", "z"]].to_numpy(
+                np.float64) if i in peaks_of else np.zeros((0, 3)) for i in range(len(labels))]
+        ) if profile_check else None
         if reference is not None:  # as `milopyp localize` splits: the peaks that pass
-            peaks = [(i, found[profile_flags(reference, tomograms[i], found,
-                                             SPLIT_FLOOR_FRACTION * median)])
+            peaks = [(i, found[profile_flags(reference, tomograms[i], found, floor)])
                      for i, found in peaks]
         threshold, rule = split_threshold(
             median, np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))

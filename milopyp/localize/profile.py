@@ -5,24 +5,28 @@ size (the devset's dense complexes: every insitu false positive lies within 2.5 
 of one). Their rotational average differs from the target's: on the devset a complex is
 hollow or denser at the centre and ends within ~8 voxels where a ribosome is still dense,
 and a linear discriminant on the two profiles, fitted on one tomogram, told them apart in
-the other 95-97 % of the time. No complex is labelled, though, so the check is one-class:
-the profiles at the labels (a mean and a Ledoit-Wolf covariance) define what the target
-looks like, and a heat-map peak whose profile lies further from them (squared Mahalanobis
-distance) than :data:`PROFILE_CUT` × the labels' own 95th percentile (each label against
-the others) is not a pick. Being rotationally averaged and of six numbers, the profile
-cannot memorise the labelled tomogram as the network can.
+the other 95-97 % of the time. No complex is labelled, though. What the check compares
+(:func:`profile_features`) is each shell's mean density relative to the surroundings (the
+radial profile) and the density's spread within the shell (how lumpy the particle is at
+that radius). The labels' features (a Ledoit-Wolf Gaussian) say what the target looks
+like; the tomogram's own heat-map peaks (another Gaussian: particles, look-alikes and
+background together) say what a peak of that tomogram looks like in general. A peak whose
+log-likelihood ratio of the two is below that of 95 % of the labels (each label against
+the others, :data:`PROFILE_LABEL_QUANTILE`) is not a pick: the ratio weighs most the
+directions in which the labels differ from the tomogram's other peaks, where a one-class
+distance weighs all directions by the labels' spread alone. Being rotational statistics
+of twelve numbers, the features cannot memorise the labelled tomogram as the network can.
 
 ``milopyp localize`` drops such peaks before the per-tomogram threshold
 (:func:`milopyp.localize.calibrate.tomogram_threshold`): the look-alikes no longer widen the
 particle mode of the peaks' mixture, so the threshold can sit lower and keep more of the
-particles. Devset, 55 ribosome labels, held-out F1 at the automatic threshold, the same
-models without -> with the check: crowded 0.871 / 0.796 / 0.792 -> 0.874 / 0.879 / 0.872
-over three training seeds, insitu 0.889 / 0.874 -> 0.901 / 0.887, virus spikes 0.810 ->
-0.821 (README). The check can only be as good as the labels are typical: with labels from
-the exploration's clusters (a subset of the target's looks, a few voxels off centre) it
-dropped real particles (unattended insitu 0.600 -> 0.509), so the workflow applies it to
-coordinate tables and copick picks only (``localize.profile_check: auto``). A peak at a
-face of the tomogram is not judged (:data:`PROFILE_FACE_FRACTION`).
+particles. Devset, 55 ribosome labels, held-out F1 at the automatic threshold: README,
+"Accuracy on data we did not make". The check can only be as good as the labels are
+typical: with labels from the exploration's clusters (a subset of the target's looks, a few
+voxels off centre) the first, one-class version dropped real particles (unattended insitu
+0.600 -> 0.509), so the workflow applies it to coordinate tables and copick picks only
+(``localize.profile_check: auto``). A peak at a face of the tomogram is not judged
+(:data:`PROFILE_FACE_FRACTION`).
 """
 
 from __future__ import annotations
@@ -54,12 +58,15 @@ PROFILE_SMOOTHING = 0.1
 #: (block means) to a radius of this to twice this: a 4 Å ribosome (radius 31 voxels) is
 #: profiled binned by 3; smaller particles unbinned.
 PROFILE_RADIUS_VOX = 10.0
-#: A peak is dropped when its profile's squared Mahalanobis distance to the labels' exceeds
-#: this multiple of the 95th percentile of the labels' own (leave-one-out) ones: a peak less
-#: typical than 95 % of the labels. On the devset 1.5 kept more look-alikes (crowded held-out
-#: 0.861 / 0.843 / 0.860 against 0.874 / 0.879 / 0.872 with 1.0; insitu 0.912 / 0.895
-#: against 0.901 / 0.887).
-PROFILE_CUT = 1.0
+#: A peak is dropped when its log-likelihood ratio (labels' Gaussian against its
+#: tomogram's peaks') is below this quantile of the labels' own (leave-one-out): a peak less
+#: label-like than 95 % of the labels. (The previous version cut a one-class Mahalanobis
+#: distance at the labels' 95th percentile.)
+PROFILE_LABEL_QUANTILE = 0.05
+#: Fewest heat-map peaks for the peaks' Gaussian (12 features): a tomogram with fewer is
+#: judged against the labelled tomogram's peaks, and a labelled tomogram with fewer gives no
+#: reference. Devset tomograms have 150-310 peaks above the split floor.
+MIN_BACKGROUND_PEAKS = 40
 #: Fewest labels for a reference: a covariance of 6 shells and its 95th percentile need
 #: several times more samples. On the devset (the same 55-label models, references from
 #: random subsets, 3 draws each: benchmarks/profile_labels.py) 20 labels kept part of the
@@ -90,18 +97,11 @@ def profile_bin(radius_vox: float) -> int:
     return max(1, int(radius_vox // PROFILE_RADIUS_VOX))
 
 
-def radial_profiles(tomogram: np.ndarray, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
-    """Rotationally averaged density around each point relative to its surroundings:
-    ``(N, 6)`` float64.
-
-    tomogram: [z, y, x] (np.memmap is fine: only a box around each point is read); xyz:
-    (N, 3) points in voxels (x, y, z); radius_vox: particle radius in voxels of the
-    tomogram. Each box is normalised as the localiser's input is
-    (:mod:`milopyp.localize.normalize`), binned by :func:`profile_bin`, smoothed
-    (:data:`PROFILE_SMOOTHING`) and averaged over shells :data:`PROFILE_SHELL_WIDTH` × the
-    radius wide out to :data:`PROFILE_EXTENT` × the radius; the outermost shell's mean is
-    subtracted from the inner ones'. Boxes are mirrored at the tomogram's faces.
-    """
+def _shell_stats(tomogram: np.ndarray, xyz: np.ndarray,
+                 radius_vox: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the density in each shell around each point:
+    ``(N, shells)`` float64 each, the shells out to :data:`PROFILE_EXTENT` × the radius (see
+    :func:`radial_profiles`)."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     stats = intensity_stats(tomogram)
     b = profile_bin(radius_vox)
@@ -117,7 +117,8 @@ def radial_profiles(tomogram: np.ndarray, xyz: np.ndarray, radius_vox: float) ->
     inside = shell < n_shells
     counts = np.bincount(shell[inside], minlength=n_shells)
     shape = np.array(tomogram.shape)
-    out = np.empty((len(xyz), n_shells), dtype=np.float64)
+    means = np.empty((len(xyz), n_shells), dtype=np.float64)
+    spreads = np.empty((len(xyz), n_shells), dtype=np.float64)
     for i, centre in enumerate(np.rint(xyz[:, ::-1]).astype(int)):  # z, y, x
         lo = centre - half * b - b // 2
         hi = lo + side * b
@@ -131,41 +132,91 @@ def radial_profiles(tomogram: np.ndarray, xyz: np.ndarray, radius_vox: float) ->
             box = box.reshape(side, b, side, b, side, b).mean(axis=(1, 3, 5))
         if sigma > 0:
             box = ndi.gaussian_filter(box, sigma, mode="nearest")
-        sums = np.bincount(shell[inside], weights=box.ravel()[inside], minlength=n_shells)
-        out[i] = sums / counts
-    return out[:, :-1] - out[:, -1:]
+        values = box.ravel()[inside].astype(np.float64)
+        means[i] = np.bincount(shell[inside], weights=values, minlength=n_shells) / counts
+        squares = np.bincount(shell[inside], weights=values**2, minlength=n_shells) / counts
+        spreads[i] = np.sqrt(np.maximum(squares - means[i] ** 2, 0.0))
+    return means, spreads
+
+
+def radial_profiles(tomogram: np.ndarray, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
+    """Rotationally averaged density around each point relative to its surroundings:
+    ``(N, 6)`` float64.
+
+    tomogram: [z, y, x] (np.memmap is fine: only a box around each point is read); xyz:
+    (N, 3) points in voxels (x, y, z); radius_vox: particle radius in voxels of the
+    tomogram. Each box is normalised as the localiser's input is
+    (:mod:`milopyp.localize.normalize`), binned by :func:`profile_bin`, smoothed
+    (:data:`PROFILE_SMOOTHING`) and averaged over shells :data:`PROFILE_SHELL_WIDTH` × the
+    radius wide out to :data:`PROFILE_EXTENT` × the radius; the outermost shell's mean is
+    subtracted from the inner ones'. Boxes are mirrored at the tomogram's faces.
+    """
+    means, _ = _shell_stats(tomogram, xyz, radius_vox)
+    return means[:, :-1] - means[:, -1:]
+
+
+def profile_features(tomogram: np.ndarray, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
+    """What the check compares: the radial profile (:func:`radial_profiles`) and the
+    density's spread within each of the same inner shells (how lumpy the particle is at that
+    radius, which a rotational average cannot see): ``(N, 12)`` float64."""
+    means, spreads = _shell_stats(tomogram, xyz, radius_vox)
+    return np.hstack([means[:, :-1] - means[:, -1:], spreads[:, :-1]])
+
+
+def _gaussian(features: np.ndarray) -> dict:
+    """A Ledoit-Wolf Gaussian of ``features`` (N, d): mean, precision and the precision's
+    log-determinant, as plain lists and floats (stored in the model file)."""
+    from sklearn.covariance import LedoitWolf
+
+    fit = LedoitWolf().fit(features)
+    return {"mean": fit.location_.tolist(), "precision": fit.precision_.tolist(),
+            "logdet": float(np.linalg.slogdet(fit.precision_)[1])}
+
+
+def _log_density(gaussian: dict, features: np.ndarray) -> np.ndarray:
+    """Log-density of ``features`` (N, d) under ``gaussian`` (:func:`_gaussian`), less the
+    constant that two Gaussians of the same dimension share: ``(N,)``."""
+    diff = np.asarray(features, dtype=np.float64) - np.asarray(gaussian["mean"])
+    return 0.5 * (gaussian["logdet"]
+                  - np.einsum("ij,jk,ik->i", diff, np.asarray(gaussian["precision"]), diff))
 
 
 def profile_reference(tomograms: list[np.ndarray], labels: list[np.ndarray],
-                      radius_vox: float) -> dict | None:
-    """What the labelled particles look like: the mean and Ledoit-Wolf precision of their
-    radial profiles (:func:`radial_profiles`) and the distance beyond which a peak is not a
-    particle (:data:`PROFILE_CUT` × the 95th percentile of each label's squared distance to
-    the others). tomograms: [z, y, x] each; labels: per tomogram (N, 3) x, y, z voxels;
-    radius_vox: particle radius in voxels of the tomograms. None (and a log line) with fewer
-    than :data:`MIN_PROFILE_LABELS` labels. The dict holds plain lists and floats (it is
-    stored in the model file's calibration)."""
-    from sklearn.covariance import LedoitWolf
+                      radius_vox: float, peaks: list[np.ndarray]) -> dict | None:
+    """What the labelled particles look like against the peaks around them: a Gaussian of
+    the labels' features (:func:`profile_features`), one of the features of ``peaks`` (the
+    heat-map peaks of the same tomograms that the check will judge, look-alikes, particles
+    and background alike), and the cut: the :data:`PROFILE_LABEL_QUANTILE` quantile of the
+    labels' own log-likelihood ratios (each label's density under the labels' Gaussian
+    without it, less its density under the peaks'). tomograms: [z, y, x] each; labels and
+    peaks: per tomogram (N, 3) x, y, z voxels; radius_vox: particle radius in voxels of the
+    tomograms. None (and a log line) with fewer than :data:`MIN_PROFILE_LABELS` labels or
+    :data:`MIN_BACKGROUND_PEAKS` peaks. The dict holds plain lists and floats (it is stored
+    in the model file's calibration)."""
+    def features(points):
+        found = [profile_features(t, xyz, radius_vox) for t, xyz in zip(tomograms, points)
+                 if len(xyz)]
+        return np.concatenate(found) if found else np.zeros((0, 0))
 
-    profiles = [radial_profiles(t, xyz, radius_vox) for t, xyz in zip(tomograms, labels)
-                if len(xyz)]
-    profiles = np.concatenate(profiles) if profiles else np.zeros((0, 0))
-    if len(profiles) < MIN_PROFILE_LABELS:
-        log.info("profile check off: %d labels, fewer than %d", len(profiles),
-                 MIN_PROFILE_LABELS)
+    profiles, background = features(labels), features(peaks)
+    if len(profiles) < MIN_PROFILE_LABELS or len(background) < MIN_BACKGROUND_PEAKS:
+        log.info("profile check off: %d labels and %d heat-map peaks, fewer than %d and %d",
+                 len(profiles), len(background), MIN_PROFILE_LABELS, MIN_BACKGROUND_PEAKS)
         return None
-    fit = LedoitWolf().fit(profiles)
+    target, others = _gaussian(profiles), _gaussian(background)
     held = np.arange(len(profiles))
     if len(held) > MAX_LEAVE_ONE_OUT:  # a large table (copick picks): a seeded subset
         held = np.sort(np.random.default_rng(0).choice(held, MAX_LEAVE_ONE_OUT, replace=False))
-    own = np.array([LedoitWolf().fit(np.delete(profiles, i, axis=0)).mahalanobis(
-        profiles[i:i + 1])[0] for i in held])  # squared distances
-    cut = PROFILE_CUT * float(np.quantile(own, 0.95))
-    log.info("profile check: %d labels, %d shells, distance cut %.3g (%g x the labels' 95th "
-             "percentile %.3g)", len(profiles), profiles.shape[1], cut, PROFILE_CUT,
-             cut / PROFILE_CUT)
-    return {"mean": fit.location_.tolist(), "precision": fit.precision_.tolist(),
-            "cut": cut, "radius_vox": float(radius_vox), "n_labels": len(profiles)}
+    own = np.array([_log_density(_gaussian(np.delete(profiles, i, axis=0)),
+                                 profiles[i:i + 1])[0] for i in held])
+    own -= _log_density(others, profiles[held])
+    cut = float(np.quantile(own, PROFILE_LABEL_QUANTILE))
+    log.info("profile check: %d labels against %d heat-map peaks, %d features, log-likelihood "
+             "ratio cut %.3g (the labels' %g quantile)", len(profiles), len(background),
+             profiles.shape[1], cut, PROFILE_LABEL_QUANTILE)
+    return {"target": target, "background": others, "cut": cut,
+            "radius_vox": float(radius_vox), "n_labels": len(profiles),
+            "n_background": len(background)}
 
 
 def at_face(shape_zyx, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
@@ -176,28 +227,41 @@ def at_face(shape_zyx, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
     return np.minimum(xyz, upper - xyz).min(axis=1) < PROFILE_FACE_FRACTION * radius_vox
 
 
-def profile_distances(reference: dict, profiles: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each profile ``(N, shells)`` to the ``reference``
-    (:func:`profile_reference`): ``(N,)``."""
-    diff = np.asarray(profiles, dtype=np.float64) - np.asarray(reference["mean"])
-    return np.einsum("ij,jk,ik->i", diff, np.asarray(reference["precision"]), diff)
+def profile_scores(reference: dict, tomogram: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """How much more each point ``xyz`` (N, 3; x, y, z voxels of ``tomogram`` [z, y, x]) looks
+    like the labels than like the peaks ``xyz`` themselves: ``(N,)`` log-likelihood ratios
+    (:func:`profile_reference`), the larger the more label-like. The points are the
+    tomogram's peaks to judge, so each tomogram is judged against its own look-alikes; with
+    fewer than :data:`MIN_BACKGROUND_PEAKS` of them, against the labelled tomogram's peaks
+    (the reference's)."""
+    features = profile_features(tomogram, xyz, reference["radius_vox"])
+    others = (_gaussian(features) if len(features) >= MIN_BACKGROUND_PEAKS
+              else reference["background"])
+    return _log_density(reference["target"], features) - _log_density(others, features)
 
 
 def profile_keep(reference: dict, tomogram: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """Which points ``xyz`` (N, 3; x, y, z voxels of ``tomogram`` [z, y, x]) look like the
-    labels: ``(N,)`` bool, squared distance within ``reference["cut"]``."""
+    """Which points ``xyz`` (N, 3; x, y, z voxels of ``tomogram`` [z, y, x], the tomogram's
+    peaks to judge) look like the labels: ``(N,)`` bool, log-likelihood ratio
+    (:func:`profile_scores`) at or above ``reference["cut"]``. A reference of an earlier
+    version (one Gaussian of the radial profiles) keeps the points within its squared
+    Mahalanobis distance."""
     if len(xyz) == 0:
         return np.zeros(0, dtype=bool)
-    profiles = radial_profiles(tomogram, xyz, reference["radius_vox"])
-    return profile_distances(reference, profiles) <= reference["cut"]
+    if "target" not in reference:  # an earlier version's model file
+        diff = radial_profiles(tomogram, xyz, reference["radius_vox"]) - np.asarray(
+            reference["mean"])
+        distances = np.einsum("ij,jk,ik->i", diff, np.asarray(reference["precision"]), diff)
+        return distances <= reference["cut"]
+    return profile_scores(reference, tomogram, xyz) >= reference["cut"]
 
 
 def profile_flags(reference: dict, tomogram: np.ndarray, peaks,
                   min_score: float = 0.0) -> np.ndarray:
     """Which heat-map ``peaks`` (a table with x, y, z in voxels of ``tomogram`` [z, y, x] and
     score) the check keeps: ``(N,)`` bool, False for those scoring above ``min_score`` whose
-    profile is unlike the labels' (:func:`profile_keep`); peaks at or below ``min_score``
-    are not profiled and stay."""
+    profile is unlike the labels' (:func:`profile_keep`, judged against each other); peaks
+    at or below ``min_score`` are not profiled and stay."""
     profiled = (peaks["score"] > min_score).to_numpy()
     keep = np.ones(len(peaks), dtype=bool)
     keep[profiled] = profile_keep(reference, tomogram,

@@ -201,7 +201,7 @@ def localize(
     from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, tomogram_threshold
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
-    from milopyp.localize.profile import MIN_PROFILE_LABELS
+    from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
     from milopyp.localize.train import load_localizer
 
     prepare_outputs(output, heatmap_path)
@@ -228,8 +228,8 @@ def localize(
     reference = None if filament else model.calibration.get("profile")
     if not filament and reference is None:
         log.info("%s: no profile check (the model holds no label profiles: trained with "
-                 "--no-profile-check, fewer than %d labels or by an earlier version)", name,
-                 MIN_PROFILE_LABELS)
+                 "--no-profile-check, with fewer than %d labels or %d heat-map peaks, or by "
+                 "an earlier version)", name, MIN_PROFILE_LABELS, MIN_BACKGROUND_PEAKS)
     if not filament and automatic and "rule" in model.calibration:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
         passed = np.ones(len(picks), dtype=bool)
@@ -241,10 +241,14 @@ def localize(
                                              picks.loc[passed, "score"].to_numpy(np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
-    else:
+    elif reference is None:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
-        if reference is not None:
-            picks, _ = _drop_unlike(name, reference, volume, picks)
+    else:  # judged among the peaks the split would see, as the labels were at calibration
+        floor = min(threshold, SPLIT_FLOOR_FRACTION * model.calibration.get(
+            "label_peak_median", threshold))
+        picks = find_peaks(heatmap, kernel_vox=kernel, threshold=floor, tomogram=name)
+        picks, _ = _drop_unlike(name, reference, volume, picks, floor)
+        picks = picks[picks["score"] > threshold].reset_index(drop=True)
     if limit is not None and len(picks) > limit:
         if filament and automatic and limit != max_picks:
             log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
