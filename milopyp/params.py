@@ -235,9 +235,7 @@ def train_localize(campaign: Campaign, target: Target) -> str:
         # labels at candidate positions (a selection by clusters or seeds) move with auto
         ("recentre_labels", recentre is True or (
             recentre == "auto" and not target.coordinate_selection)),
-        # labels at candidate positions, of the clusters' kind: no check with auto
-        ("no_profile_check", settings["profile_check"] is False or (
-            settings["profile_check"] == "auto" and not target.coordinate_selection)),
+        ("no_profile_check", settings["profile_check"] is False),  # auto: on, as true
         ("class_prior", settings["class_prior"] or None),
         ("expected_particles", _if(not settings["class_prior"],
                                    settings["expected_particles"] or None)),

@@ -160,10 +160,10 @@ def test_shape_decides_nms_kernel_and_recentring(tmp_path):
     assert "--recentre-labels" in params.train_localize(campaign, rib)  # candidate positions
     assert "--recentre-labels" not in params.train_localize(campaign, mt)  # a person's labels
     assert "--shape fiber" in params.train_localize(campaign, mt)
-    # the profile check (auto): labels a person placed, not the clusters' candidates
-    assert "--no-profile-check" in params.train_localize(campaign, rib)
-    for check, selection, off in (("auto", "a.csv", False), (True, "seeds.yaml", False),
-                                  (False, "a.csv", True)):
+    # the profile check: on for every selection unless switched off (auto: on, as true)
+    assert "--no-profile-check" not in params.train_localize(campaign, rib)
+    for check, selection, off in (("auto", "seeds.yaml", False), (True, "seeds.yaml", False),
+                                  (False, "a.csv", True), (False, "seeds.yaml", True)):
         c = make_campaign(tmp_path, localize={"profile_check": check},
                           targets={"rib": {"selection": selection}})
         assert ("--no-profile-check" in params.train_localize(c, c.targets["rib"])) is off

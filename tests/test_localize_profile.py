@@ -96,6 +96,9 @@ def test_peaks_at_a_face_are_kept_unjudged():
                                          [50, shape[1] - 1 - near + 0.1, 12],
                                          [50, 50, near + 0.1]]), RADIUS_VOX)) == [
         True, False, True, False]
+    # near two faces (an edge of the volume) or three (a corner): judged like the others
+    assert not at_face(shape, np.array([[near - 0.1, 50, 0.0], [0.0, 0.0, 0.0],
+                                        [111.0, 111.0, 23.0]]), RADIUS_VOX).any()
     # hollow look-alikes cut by the face x = 0 (centre 1 voxel in) and one inside
     zz, yy, xx = np.indices(shape)
     centres = np.array([[1.0, 16.0, 12.0], [1.0, 48.0, 12.0], [16.0, 16.0, 12.0]])  # off grid
