@@ -28,18 +28,22 @@ from milopyp.localize.profile import (
 RADIUS_VOX = 4.0
 
 
+def _noisy_grid(seed: int, shape, spacing: int):
+    """A noise tomogram [z, y, x], its voxel indices (zz, yy, xx) and particle centres (x, y,
+    z) on a grid ``spacing`` apart in the mid-plane."""
+    vol = np.random.default_rng(seed).normal(0.0, 0.35, shape).astype(np.float32)
+    centres = [(x, y, shape[0] // 2) for y in range(spacing // 2, shape[1], spacing)
+               for x in range(spacing // 2, shape[2], spacing)]
+    return vol, np.indices(shape), centres
+
+
 def _particles(seed: int = 0, shape=(24, 112, 112), spacing: int = 16):
     """A noisy tomogram [z, y, x] with dark particles of radius RADIUS_VOX on a grid in the
     mid-plane: solid balls and, alternating with them, hollow balls of the same size (a
     look-alike of another radial profile). Returns (tomogram, solid xyz, hollow xyz)."""
-    rng = np.random.default_rng(seed)
-    vol = rng.normal(0.0, 0.35, shape).astype(np.float32)
-    zz, yy, xx = np.indices(shape)
+    vol, (zz, yy, xx), centres = _noisy_grid(seed, shape, spacing)
     solid, hollow = [], []
-    centres = [(x, y) for y in range(spacing // 2, shape[1], spacing)
-               for x in range(spacing // 2, shape[2], spacing)]
-    for k, (x, y) in enumerate(centres):
-        z = shape[0] // 2
+    for k, (x, y, z) in enumerate(centres):
         r = np.sqrt((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2)
         if k % 3 == 2:  # a third are hollow: a dark shell around a light centre
             vol[(r <= RADIUS_VOX) & (r > 0.6 * RADIUS_VOX)] -= 1.0
@@ -133,15 +137,9 @@ def test_lumpy_particles_are_told_from_smooth_ones_of_the_same_radial_profile():
     spread within the shells tells them apart. Labelled against the tomogram's peaks, the
     check keeps the unseen lumpy particles and drops most smooth ones; on radial profiles
     alone (the previous check) the two kinds look the same."""
-    rng = np.random.default_rng(3)
-    shape, spacing = (24, 160, 160), 16
-    vol = rng.normal(0.0, 0.35, shape).astype(np.float32)
-    zz, yy, xx = np.indices(shape)
+    vol, (zz, yy, xx), centres = _noisy_grid(3, (24, 160, 160), 16)
     lumpy, smooth = [], []
-    centres = [(x, y) for y in range(spacing // 2, shape[1], spacing)
-               for x in range(spacing // 2, shape[2], spacing)]
-    for k, (x, y) in enumerate(centres):
-        z = shape[0] // 2
+    for k, (x, y, z) in enumerate(centres):
         inside = (zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= RADIUS_VOX ** 2
         if k % 2:
             vol[inside & (xx > x)] -= 1.8
