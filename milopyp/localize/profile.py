@@ -67,11 +67,15 @@ PROFILE_LABEL_QUANTILE = 0.05
 #: judged against the labelled tomogram's peaks, and a labelled tomogram with fewer gives no
 #: reference. Devset tomograms have 150-310 peaks above the split floor.
 MIN_BACKGROUND_PEAKS = 40
-#: Fewest labels for a reference: a covariance of 6 shells and its 95th percentile need
-#: several times more samples. On the devset (the same 55-label models, references from
-#: random subsets, 3 draws each: benchmarks/profile_labels.py) 20 labels kept part of the
-#: gain on crowded (held-out 0.803-0.859 against 0.792-0.796 without the check) and 0.887-
-#: 0.898 on insitu (0.889 without); with 10 one insitu draw fell to 0.574.
+#: Fewest labels for a reference: a covariance and its 5 % quantile need several times more
+#: samples than features. Measured with the first, one-class check of 6 shells, on the
+#: devset (the same 55-label models, references from random subsets, 3 draws each:
+#: benchmarks/profile_labels.py): 20 labels kept part of the gain on crowded (held-out
+#: 0.803-0.859 against 0.792-0.796 without the check) and 0.887-0.898 on insitu (0.889
+#: without); with 10 one insitu draw fell to 0.574. The likelihood-ratio check of 12
+#: features, the same way: 20 labels 0.788-0.853 (crowded seed 1), 0.823-0.871 (seed 2),
+#: 0.889-0.897 (insitu); 30 labels 0.849-0.862, 0.866-0.890, 0.887-0.922; 55 labels 0.878,
+#: 0.885, 0.933.
 MIN_PROFILE_LABELS = 20
 #: A peak closer than this fraction of the radius to a face of the tomogram is a particle
 #: cut by the face (or a maximum at the heat map's edge): its box, mirrored at the face,
@@ -94,7 +98,7 @@ MIN_PROFILE_LABELS = 20
 #: 0.968, the rest unchanged. Judging every face peak instead lost on labels 4 voxels off
 #: centre (insitu 0.851 -> 0.842, labelled 0.929 -> 0.891).
 PROFILE_FACE_FRACTION = 0.5
-#: The cut's percentile is taken over at most this many labels, each left out in turn (one
+#: The cut's quantile is taken over at most this many labels, each left out in turn (one
 #: covariance fit each; thousands of labels would take minutes).
 MAX_LEAVE_ONE_OUT = 500
 
