@@ -393,7 +393,6 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
             background.append(label_peak_scores(heat, places, radius_vox / 2))
             bulk.append(heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION))
     scores = np.concatenate(scores)
-    peaks_of = dict(peaks)
     if filament:
         background = np.concatenate(background)
         threshold, separated, note = fiber_threshold(scores, max(bulk), background)
@@ -406,11 +405,11 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
         median = float(np.median(scores))
         floor = SPLIT_FLOOR_FRACTION * median
         # the labels against the peaks the split sees, as `milopyp localize` judges them
-        reference = profile_reference(
-            tomograms, labels, radius_vox,
-            [peaks_of[i].loc[peaks_of[i]["score"] > floor, ["x", "y", "z"]].to_numpy(
-                np.float64) if i in peaks_of else np.zeros((0, 3)) for i in range(len(labels))]
-        ) if profile_check else None
+        seen = [np.zeros((0, 3))] * len(tomograms)
+        for i, found in peaks:
+            seen[i] = found.loc[found["score"] > floor, ["x", "y", "z"]].to_numpy(np.float64)
+        reference = (profile_reference(tomograms, labels, radius_vox, seen)
+                     if profile_check else None)
         if reference is not None:  # as `milopyp localize` splits: the peaks that pass
             peaks = [(i, found[profile_flags(reference, tomograms[i], found, floor)])
                      for i, found in peaks]

@@ -244,8 +244,7 @@ def localize(
     elif reference is None:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
     else:  # judged among the peaks the split would see, as the labels were at calibration
-        floor = min(threshold, SPLIT_FLOOR_FRACTION * model.calibration.get(
-            "label_peak_median", threshold))
+        floor = min(threshold, SPLIT_FLOOR_FRACTION * model.calibration["label_peak_median"])
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=floor, tomogram=name)
         picks, _ = _drop_unlike(name, reference, volume, picks, floor)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
