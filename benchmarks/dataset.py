@@ -60,7 +60,7 @@ from milopyp.candidates import find_candidates
 from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.io.mrc import read_tomogram
-from milopyp.localize import find_peaks, predict_heatmap, train_localizer
+from milopyp.localize import find_peaks, find_ridge_points, predict_heatmap, train_localizer
 from milopyp.localize.infer import DEFAULT_FLIPS
 
 log = logging.getLogger("dataset")
@@ -415,31 +415,49 @@ def fiber_labels(truth: pd.DataFrame, species: str, n: int, *,
 def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: dict,
                link_vox: float, device: str = "cpu",
                save_heatmaps: Path | None = None,
-               every_filament: bool = False) -> dict[str, dict]:
+               every_filament: bool = False, model_path: Path | None = None,
+               nms_kernel: int | None = None) -> dict[str, dict]:
     """Train a ``shape: fiber`` model on centre-line points of the first tomogram, pick
-    (automatic threshold, NMS box 3 as ``milopyp localize``), trace, score fibres.
-    ``save_heatmaps``: a folder for each tomogram's heat map (``fiber_{name}.npy``) and the
-    labels (``fiber_labels.npy``), to study picking rules offline."""
+    (automatic threshold, ridge points as ``milopyp localize``), trace, score fibres.
+    ``save_heatmaps``: a folder for each tomogram's heat map (``fiber_{name}.npy``), the
+    labels (``fiber_labels.npy``) and the model (``fiber_model.pt``), to study picking rules
+    offline. ``model_path``: score this saved ``fiber_model.pt`` instead of training;
+    ``nms_kernel``: pick box maxima of this side instead of ridge points (as ``milopyp
+    localize --nms-kernel-vox``)."""
     from milopyp.evaluate import evaluate_fibers
     from milopyp.fibers import trace_table
-    from milopyp.localize.calibrate import calibrate_threshold
+    from milopyp.localize.calibrate import calibrate_threshold, guard_fiber_threshold
 
     first = ds.tomograms[0]
     labels = fiber_labels(first.truth, species, n_labels, every_filament=every_filament)
     t0 = time.perf_counter()
-    model = train_localizer([first.data], [labels], particle_radius_vox=radius, shape="fiber",
-                            device=device, **kwargs)
+    if model_path is not None:
+        from milopyp.localize import load_localizer
+
+        model = load_localizer(model_path, device="cpu")
+    else:
+        model = train_localizer([first.data], [labels], particle_radius_vox=radius,
+                                shape="fiber", device=device, **kwargs)
     train_s = time.perf_counter() - t0
     cal = calibrate_threshold(model, [first.data], [labels], radius, device, shape="fiber")
     picks = []
     if save_heatmaps is not None:
+        from milopyp.io.localizer import write_localizer
+
         save_heatmaps.mkdir(parents=True, exist_ok=True)
         np.save(save_heatmaps / "fiber_labels.npy", labels)
+        write_localizer(save_heatmaps / "fiber_model.pt",
+                        {"epoch": len(model.history), "network": model.config.to_dict(),
+                         "settings": {"shape": "fiber"}, "model": model.state_dict(),
+                         "calibration": cal})
     for v in ds.tomograms:
         heat = predict_heatmap(model, v.data, device=device)
         if save_heatmaps is not None:
             np.save(save_heatmaps / f"fiber_{v.name}.npy", heat)
-        picks.append(find_peaks(heat, kernel_vox=3, threshold=cal["threshold"],
+        threshold, _ = guard_fiber_threshold(heat, cal["threshold"], cal)  # as localize
+        picks.append(find_ridge_points(heat, threshold=threshold, tomogram=v.name)
+                     if nms_kernel is None else
+                     find_peaks(heat, kernel_vox=nms_kernel, threshold=threshold,
                                 tomogram=v.name))
     picks_df = pd.concat(picks, ignore_index=True)
     t1 = time.perf_counter()
@@ -498,6 +516,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fiber-labels-every-filament", action="store_true",
                    help="the fiber row's labels: a share from every filament of the first "
                         "tomogram instead of the longest filaments first")
+    p.add_argument("--fiber-model", type=Path, default=None,
+                   help="score this saved fibre model (DIR/fiber_model.pt of an earlier "
+                        "--save-picks run with the same fibre labels) instead of training")
+    p.add_argument("--fiber-nms-kernel", type=int, default=None, metavar="K",
+                   help="the fiber row picks box maxima of side K (odd) instead of the heat "
+                        "map's ridge points (as localize --nms-kernel-vox)")
     p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
     p.add_argument("--model", type=Path, default=None,
                    help="score this saved model (DIR/full_model.pt of an earlier --save-picks "
@@ -624,7 +648,8 @@ def main(argv: list[str] | None = None) -> None:
         r = fiber_rows(ds, args.fiber_species, args.fiber_labels, f_radius, args.train_kwargs,
                        link_vox=0.6 * 2 * f_radius, device=args.device,
                        save_heatmaps=args.save_picks,
-                       every_filament=args.fiber_labels_every_filament)
+                       every_filament=args.fiber_labels_every_filament,
+                       model_path=args.fiber_model, nms_kernel=args.fiber_nms_kernel)
         results["fiber"] = r
         for part, tag in (("held", "held-out"), ("lab", "labelled")):
             m = r[part]

@@ -12,7 +12,10 @@ noise with bright blobs (no simulator needed).
 
 Targets (2 CPU cores, 160×512×512): inference ≤ 10 s and ≤ 2 GB; training ≤ 3 min, ≤ 2 GB.
 The profile check (:mod:`milopyp.localize.profile`) of up to 1,000 peaks is timed after the
-peaks.
+peaks. ``fiber-picks``: the ridge points of a fibre heat map
+(:func:`milopyp.localize.peaks.find_ridge_points`) at the most voxels the fibre threshold's
+guard lets through (3 % above the threshold), on a heat map of 60 random straight tubes
+over noise.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ def _child(args: argparse.Namespace) -> None:
     from milopyp.localize.unet import Localizer
 
     shape = tuple(int(v) for v in args.child_size.split("x"))
+    if args.child_stage == "fiber-picks":
+        _fiber_picks(shape)
+        return
     n_vox = int(np.prod(shape))
     vol, xyz = _volume(shape, max(4, n_vox // 200_000), seed=0)
     result: dict = {}
@@ -107,12 +113,49 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def _fiber_picks(shape_zyx: tuple[int, int, int]) -> None:
+    """Time the ridge points of a fibre heat map of ``shape_zyx`` (60 random straight tubes
+    over noise, threshold at its 97th percentile); prints the child's JSON result."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    from milopyp.localize import find_ridge_points
+    from milopyp.localize.calibrate import FIBER_MAX_VOXEL_FRACTION, heatmap_quantile
+
+    rng = np.random.default_rng(0)
+    lines = np.zeros(shape_zyx, np.float32)
+    for _ in range(60):
+        a, b = (rng.uniform(0, 1, 3) * (np.array(shape_zyx) - 1) for _ in range(2))
+        t = np.linspace(0.0, 1.0, 4 * int(np.linalg.norm(b - a)) + 2)[:, None]
+        k = np.rint(a + t * (b - a)).astype(int)
+        lines[k[:, 0], k[:, 1], k[:, 2]] = 1.0
+    heat = gaussian_filter(lines, 2.0)
+    del lines
+    heat *= 0.8 / heat.max()
+    heat += rng.normal(0.05, 0.02, shape_zyx).astype(np.float32)
+    threshold = heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION)
+    import tracemalloc
+
+    tracemalloc.start()  # numpy's allocations: what the call adds to the heat map
+    t0 = time.perf_counter()
+    picks = find_ridge_points(heat, threshold=threshold)
+    sec = time.perf_counter() - t0
+    added_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    above = int((heat > threshold).sum())
+    print(json.dumps({"seconds": sec, "peak_rss_mb": resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024, "note": f"{len(picks)} ridge points of {above} "
+        f"voxels above {threshold:.3g}; the call allocated at most {added_mb:.0f} MB beside "
+        f"the heat map ({heat.nbytes / 2**20:.0f} MB); peak RSS includes making the heat map"}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
     p.add_argument("--sizes", nargs="*", help="ZxYxX sizes (default: the three full sizes)")
-    p.add_argument("--stages", default="train,infer", help="comma list of train, infer")
+    p.add_argument("--stages", default="train,infer",
+                   help="comma list of train, infer, fiber-picks")
     p.add_argument("--iterations", type=int, default=None,
                    help="training iterations to time (default 100, quick 10)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
@@ -133,7 +176,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for stage in stages:
-        for size in sizes if stage == "infer" else sizes[:1] if args.quick else sizes:
+        for size in sizes if stage != "train" else sizes[:1] if args.quick else sizes:
             cmd = [sys.executable, __file__, "--child-stage", stage, "--child-size", size,
                    "--device", args.device, "--iterations", str(args.iterations),
                    "--threads", str(args.threads)]
@@ -142,7 +185,7 @@ def main() -> None:
                 print(f"{stage:<14} {size:<16} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            name = "train (epoch)" if stage == "train" else "infer"
+            name = {"train": "train (epoch)"}.get(stage, stage)
             row = f"{name:<14} {size:<16} {r['seconds']:>8.1f} {r['peak_rss_mb']:>14.0f}  {r['note']}"
             rows.append(row)
             print(row, flush=True)

@@ -3,8 +3,9 @@
 ``globular``: particles; Gaussian training targets around each label, NMS with a box of the
 particle radius, picks matched within half a diameter. ``fiber``: filaments; every voxel of a
 tube of :data:`~milopyp.defaults.FIBER_TUBE_RADIUS_VOX` around the labelled centre line is a
-target, picks are dense centre-line points (NMS box 3) traced into fibres and matched within
-the tube radius.
+target, picks are the heat map's ridge centre-line points
+(:func:`milopyp.localize.peaks.find_ridge_points`; NMS box 3 when a kernel is given) traced
+into fibres and matched within the tube radius.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Filament tracing (milopyp.fibers) and `milopyp trace-fibers` on synthetic fibre picks.
 
-Picks are simulated like NMS (box 3) on a tube-shaped heat map: one every 2 voxels of arc
-length along a true centre line, each jittered by a Gaussian of sigma 0.7 voxel per axis.
+Picks are simulated along true centre lines: one every 2 voxels of arc length, each jittered
+by a Gaussian of sigma 0.7 voxel per axis (fewer and noisier than the ridge points of a
+tube-shaped heat map, which the ridge-point tests make from such a heat map).
 """
 
 from __future__ import annotations
@@ -647,8 +648,9 @@ def test_max_fiber_picks():
 def test_localize_a_flat_fibre_heat_map_gives_few_picks_and_says_why(tmp_path, monkeypatch,
                                                                       caplog):
     """`milopyp localize` with a fibre model whose heat map is flat: the calibrated threshold
-    (0.6 x label median) would keep ~1 pick in 60 voxels; the guard keeps at most what
-    filaments can give and says why, in one line per cause."""
+    (0.6 x label median) would keep ~1 pick in 60 voxels; the guard raises it and says why,
+    in one line per cause. The ridge points find no filament in voxel-scale noise; NMS picks
+    (``--nms-kernel-vox 3``) are capped at what filaments can give, with a warning."""
     import sys
     import types
 
@@ -665,18 +667,89 @@ def test_localize_a_flat_fibre_heat_map_gives_few_picks_and_says_why(tmp_path, m
                         types.SimpleNamespace(load_localizer=lambda path: model))
     monkeypatch.setitem(sys.modules, "milopyp.localize.infer",
                         types.SimpleNamespace(predict_heatmap=lambda *a, **k: heat))
-    mrc, out = tmp_path / "TS_01.mrc", tmp_path / "picks.csv"
+    mrc = tmp_path / "TS_01.mrc"
     write_tomogram(mrc, np.zeros((32, 96, 128), np.float32), 10.0)
-    with caplog.at_level("INFO"):
-        assert cli.main(["localize", "--model", "m.pt", "--tomogram", str(mrc), "-o",
-                         str(out)]) == 0
     unguarded = len(find_peaks(heat, kernel_vox=3, threshold=0.052))
-    picks = pd.read_csv(out)
-    assert unguarded > 5000 and 0 < len(picks) <= max_fiber_picks(heat.shape) < 1000
-    assert picks["score"].min() > np.quantile(heat, 0.96)
-    text = caplog.text
-    assert "did not learn the filaments" in text and "flat fibre heat map" in text
-    assert "more than filaments can give" in text
+    assert unguarded > 5000 and max_fiber_picks(heat.shape) < 1000
+    for extra in ([], ["--nms-kernel-vox", "3"]):
+        out = tmp_path / f"picks{len(extra)}.csv"
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            assert cli.main(["localize", "--model", "m.pt", "--tomogram", str(mrc), "-o",
+                             str(out), *extra]) == 0
+        picks = pd.read_csv(out)
+        assert len(picks) <= max_fiber_picks(heat.shape)
+        text = caplog.text
+        assert "did not learn the filaments" in text and "flat fibre heat map" in text
+        if extra:  # NMS: a pick in every other box of noise, capped
+            assert len(picks) == max_fiber_picks(heat.shape)
+            assert picks["score"].min() > np.quantile(heat, 0.96)
+            assert "more than filaments can give" in text
+        else:
+            assert len(picks) < 10 and "ridge centre-line points" in text
+
+
+# --------------------------------------------------------------------------- ridge points
+
+
+def _tube_heatmap(curves, shape_zyx, rng, *, level=0.7, noise=0.02):
+    """A fibre heat map as a trained model gives it: a flat-topped tube around each dense
+    curve (x, y, z), smooth along it, of ``level`` x exp(-(d / 3.8)^3) at d voxels from the
+    centre line (the cross-section of the demo's microtubule heat maps: 1, 0.98, 0.88, 0.66,
+    0.37, 0.14 of the centre at 0-5 voxels), plus voxel noise on a low background."""
+    zyx = np.indices(shape_zyx).reshape(3, -1).T[:, ::-1].astype(np.float64)
+    d = np.min([cKDTree(c).query(zyx)[0] for c in curves], axis=0).reshape(shape_zyx)
+    heat = 0.03 + level * np.exp(-(d / 3.8) ** 3)
+    return (heat + noise * rng.standard_normal(shape_zyx)).astype(np.float32)
+
+
+def test_ridge_points_follow_the_whole_centre_line():
+    """Two smooth bright tubes: the ridge points lie on their centre lines (beyond an end
+    they run on into the tube's rounded cap), about one per voxel of length, and cover them
+    end to end; NMS (box 3) on the same heat map keeps far fewer, one every few voxels."""
+    from milopyp.localize.peaks import find_peaks, find_ridge_points
+
+    rng = np.random.default_rng(3)
+    curves = [segment((10, 20, 12), (110, 40, 18)), arc((64, 110), 55.0, 230, 310, 8)]
+    heat = _tube_heatmap(curves, (28, 100, 128), rng)
+    picks = find_ridge_points(heat, threshold=0.4, tomogram="TS_01")
+    assert list(picks.columns) == ["tomogram", "x", "y", "z", "score"]
+    assert picks["score"].is_monotonic_decreasing and picks["score"].min() > 0.4
+    xyz = picks[["x", "y", "z"]].to_numpy(np.float64)
+    near = [cKDTree(c).query(xyz) for c in curves]
+    off = np.min([d for d, _ in near], axis=0)
+    nearest = np.choose(np.argmin([d for d, _ in near], axis=0), [i for _, i in near])
+    inside = (nearest > 0) & (nearest < len(curves[0]) - 1)  # not beyond an end
+    assert off[inside].max() < 1.5 and off.max() < 4.0, (off[inside].max(), off.max())
+    total = sum(length(c) for c in curves)
+    assert 0.8 * total < len(picks) < 2.0 * total, (len(picks), total)
+    for c in curves:  # covered end to end: no gap longer than 3 voxels
+        assert cKDTree(xyz).query(c[::20])[0].max() < 3.0
+    nms = find_peaks(heat, kernel_vox=3, threshold=0.4)
+    assert len(nms) < 0.5 * len(picks), (len(nms), len(picks))
+    traced = trace(xyz, link_distance_vox=LINK, scores=picks["score"].to_numpy())
+    assert len(traced.fibers) == 2, traced.summary()
+    assert sorted(match(traced.fibers, curves)) == [0, 1]
+    for f, k in zip(traced.fibers, match(traced.fibers, curves)):
+        assert cKDTree(curves[k]).query(f.points)[0].mean() < 1.0
+
+
+def test_ridge_points_skip_voxel_noise_and_edges():
+    """No ridge in voxel-scale noise above the threshold (the heat map is smoothed first);
+    the outer voxel layer gives no picks; a 2-D or too thin array is handled."""
+    from milopyp.errors import MilopypError
+    from milopyp.localize.peaks import find_ridge_points
+
+    rng = np.random.default_rng(4)
+    noise = (0.1 + 0.05 * rng.standard_normal((20, 60, 60))).astype(np.float32)
+    assert len(find_ridge_points(noise, threshold=0.2)) == 0
+    assert len(find_ridge_points(noise, threshold=0.2, smooth_vox=0)) > 0  # unsmoothed: spikes
+    tube = _tube_heatmap([segment((-10, 30, 10), (70, 30, 10))], (20, 60, 60), rng)
+    picks = find_ridge_points(tube, threshold=0.4)
+    assert picks["x"].between(1, 58).all() and len(picks) > 40
+    assert len(find_ridge_points(np.ones((2, 9, 9), np.float32), threshold=0.5)) == 0
+    with pytest.raises(MilopypError, match="3-D"):
+        find_ridge_points(np.ones((9, 9), np.float32))
 
 
 def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):

@@ -290,7 +290,8 @@ def test_two_targets_share_exploration_and_get_their_own_outputs(tmp_path, datas
     from milopyp.localize.train import load_localizer
 
     assert load_localizer(mt / "model.pt").settings["shape"] == "fiber"
-    assert "NMS kernel 3 " in (results / "logs" / "microtubule" / "localize" / f"{first}.log").read_text()
+    assert "(ridge centre-line points, " in (results / "logs" / "microtubule" / "localize"
+                                            / f"{first}.log").read_text()
     fibres = pd.read_csv(mt / "fibers.csv")
     assert {"tomogram", "fiber_id", "x", "y", "z"} <= set(fibres.columns)
     assert "rlnHelicalTubeID" in (mt / "fibers.star").read_text()

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep peaks with heat-map value above this (default: automatic, from this "
              "tomogram's heat-map peaks and the model's calibration)")
     arg("--nms-kernel-vox", *renamed("--nms-kernel"), type=int, default=None,
-        help="NMS box side in voxels (odd); default: the particle radius")
+        help="NMS box side in voxels (odd); default: the particle radius (a fibre "
+             "target: its heat map's ridge centre-line points instead of NMS)")
     arg("--max-picks", type=int, default=None, help="keep at most this many picks")
     arg("--heatmap", default=None, help="also write the heat map to this MRC")
     arg("--memory-mb", type=float, default=512,

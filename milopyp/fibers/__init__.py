@@ -1,8 +1,8 @@
 """Filament (microtubule) tracing from dense centre-line picks.
 
 Input: what ``milopyp localize`` gives for a fibre model, picks ``xyz`` (N, 3), x, y, z in
-voxels, one every ~2 voxels along each filament's centre line (NMS box 3 on a tube-shaped
-heat map), plus false positives. The paper ("Post-processing for tubular-shaped
+voxels, about one per voxel along each filament's centre line (the ridge points of a
+tube-shaped heat map, :func:`milopyp.localize.peaks.find_ridge_points`), plus false positives. The paper ("Post-processing for tubular-shaped
 macromolecules"; DESIGN.md "Fibres") groups picks by the graph "distance <= cutoff", fits
 second-order polynomials per group and keeps small residual and curvature. Here:
 

@@ -12,14 +12,15 @@
 - :mod:`~milopyp.localize.profile`: globular picks checked against the labels' radial
   density profiles
 - :mod:`~milopyp.localize.infer`: :func:`predict_heatmap` (tiled, bounded memory)
-- :mod:`~milopyp.localize.peaks`: :func:`find_peaks` (max-pool NMS -> x, y, z, score)
+- :mod:`~milopyp.localize.peaks`: :func:`find_peaks` (max-pool NMS -> x, y, z, score),
+  :func:`find_ridge_points` (a fibre heat map's centre-line points)
 - :mod:`~milopyp.localize.stage`: what ``milopyp train-localize`` and ``milopyp localize`` run
 """
 
 from __future__ import annotations
 
 from milopyp.localize.infer import predict_heatmap
-from milopyp.localize.peaks import find_peaks
+from milopyp.localize.peaks import find_peaks, find_ridge_points
 from milopyp.localize.targets import heatmap_target, sigma_from_radius
 from milopyp.localize.train import load_localizer, train_localizer
 from milopyp.localize.unet import Localizer, LocalizerConfig
@@ -28,6 +29,7 @@ __all__ = [
     "Localizer",
     "LocalizerConfig",
     "find_peaks",
+    "find_ridge_points",
     "heatmap_target",
     "load_localizer",
     "predict_heatmap",

@@ -302,8 +302,9 @@ def _sample(heatmap: np.ndarray) -> np.ndarray:
 def max_fiber_picks(shape_zyx) -> int:
     """Most picks a fibre heat map of a tomogram ``shape_zyx`` can plausibly give: filament
     tubes (radius :data:`~milopyp.defaults.FIBER_TUBE_RADIUS_VOX`) over
-    :data:`FIBER_MAX_VOXEL_FRACTION` of its voxels, picked once per voxel of length (NMS box 3 keeps one every 2-7 voxels, so
-    this is twice the densest real case); 44,500 for 160x512x512."""
+    :data:`FIBER_MAX_VOXEL_FRACTION` of its voxels, picked once per voxel of length (as
+    :func:`milopyp.localize.peaks.find_ridge_points` picks a filament); 44,500 for
+    160x512x512."""
     tube_area = np.pi * FIBER_TUBE_RADIUS_VOX**2
     return max(1, int(FIBER_MAX_VOXEL_FRACTION * float(np.prod(shape_zyx)) / tube_area))
 

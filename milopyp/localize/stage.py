@@ -194,13 +194,14 @@ def localize(
     (``tomogram, x, y, z, score``, voxels) in ``output``, highest score first; the heat map
     too when ``heatmap_path`` is given (its header's voxel size: ``voxel_size_a`` or the
     tomogram's). ``threshold`` None: automatic (see ``milopyp localize``); ``nms_kernel_vox``
-    None: :func:`nms_kernel_from_model`."""
+    None: :func:`nms_kernel_from_model`, except for a fibre target, whose picks are then its
+    heat map's ridge centre-line points (:func:`milopyp.localize.peaks.find_ridge_points`)."""
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
     from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, tomogram_threshold
     from milopyp.localize.infer import predict_heatmap
-    from milopyp.localize.peaks import find_peaks
+    from milopyp.localize.peaks import find_peaks, find_ridge_points
     from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
     from milopyp.localize.train import load_localizer
 
@@ -241,6 +242,8 @@ def localize(
                                              picks.loc[passed, "score"].to_numpy(np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
+    elif filament and nms_kernel_vox is None:  # every centre-line voxel, for the tracer
+        picks = find_ridge_points(heatmap, threshold=threshold, tomogram=name)
     elif reference is None:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
     else:  # judged among the peaks the split would see, as the labels were at calibration
@@ -258,8 +261,9 @@ def localize(
     if picks.empty:
         log.warning("%s: no heat-map peak above %.4g; lower --threshold if the target is there",
                     tomogram_path, threshold)
-    log.info("%s: %d picks (NMS kernel %d voxels, threshold %.4g)", name, len(picks), kernel,
-             threshold)
+    how = ("ridge centre-line points" if filament and nms_kernel_vox is None
+           else f"NMS kernel {kernel} voxels")
+    log.info("%s: %d picks (%s, threshold %.4g)", name, len(picks), how, threshold)
     if heatmap_path:
         write_tomogram(heatmap_path, heatmap, voxel_size_a)
     write_coordinates(output, picks)
