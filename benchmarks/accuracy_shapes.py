@@ -28,10 +28,9 @@ tomogram (two crossing in projection, one above the other), plus ribosomes and s
 particles. Labels: the truth centre-line points (every 2 voxels) of the first half of the
 longest filament of the training tomogram (a person tracing part of one microtubule; cf.
 config/demo-microtubule.csv). ``train_localizer(shape="fiber", particle_radius_vox=250/2/12)``;
-picks: heat-map maxima in a 3-voxel box above a threshold; then ``milopyp.fibers.trace_table``
-(link distance 0.6 x the diameter = 12.5 voxels, the workflow's default, ``--links`` for
-others: on a smooth tube-shaped heat map the 3-box maxima lie ~4 voxels apart along the
-centre line, not 2, so links of 4-6 voxels leave only fragments); scored with ``milopyp.evaluate.evaluate_fibers`` (radius 3 voxels;
+picks: the heat map's ridge points above a threshold (``find_ridge_points``, as ``milopyp
+localize`` picks a fibre target); then ``milopyp.fibers.trace_table`` (link distance 0.6 x
+the diameter = 12.5 voxels, the workflow's default, ``--links`` for others); scored with ``milopyp.evaluate.evaluate_fibers`` (radius 3 voxels;
 ``merged`` = traced fibres lying on two true ones). Thresholds: the automatic one (0.6 ×
 median heat-map peak at the labels, as ``milopyp train-localize`` calibrates a fibre model),
 the globular rule (0.9 × that median) and the one tuned on truth for the traced fibres' point F1 (per link).
@@ -69,7 +68,7 @@ from benchmarks.accuracy import simulated as _simulated
 from milopyp.candidates import find_candidates
 from milopyp.evaluate import evaluate, evaluate_fibers
 from milopyp.fibers import trace_table
-from milopyp.localize import find_peaks, predict_heatmap, train_localizer
+from milopyp.localize import find_peaks, find_ridge_points, predict_heatmap, train_localizer
 from milopyp.localize.calibrate import (
     FIBER_THRESHOLD_FRACTION,
     calibrate_threshold,
@@ -356,11 +355,12 @@ def filament_rows(*, seed: int = 0, train_shape=(64, 256, 256), n_test: int = 3,
     path = workdir / _model_name("filament", seed, train_seed, epochs, iterations, train_kwargs)
     model, train_s = train_model(train.tomogram, labels, path=path, reuse=reuse_models, **kwargs)
     cal = auto_calibration(model, train.tomogram, labels, radius, shape="fiber")
-    kernel = nms_kernel_from_model(model)
     picks, on, off, spacing = [], [], [], []
     for v in tests:
         heat = predict_heatmap(model, v.tomogram, device="cpu")
-        p = find_peaks(heat, kernel_vox=kernel, threshold=0.0, tomogram=v.name)
+        # as `milopyp localize` picks a fibre target: ridge points (any threshold below
+        # keeps the same points: the ridge test does not depend on it)
+        p = find_ridge_points(heat, threshold=0.0, tomogram=v.name)
         picks.append(p)
         t = truth[truth["tomogram"] == v.name][["x", "y", "z"]].to_numpy(np.float64)
         zyx = np.rint(t[:, ::-1]).astype(int)
@@ -381,7 +381,7 @@ def filament_rows(*, seed: int = 0, train_shape=(64, 256, 256), n_test: int = 3,
     print(f"  heat map on true centre lines: median {np.median(on_a):.3g} (q10 "
           f"{np.quantile(on_a, 0.1):.3g}); peaks > {2 * radius:.0f} vox from any filament: "
           f"top {', '.join(f'{s:.3g}' for s in off_a[:5])}; label-peak median {median:.3g}; "
-          f"NMS box {kernel}: picks on the centre lines are {np.median(nn):.1f} vox apart "
+          f"ridge points on the centre lines are {np.median(nn):.1f} vox apart "
           f"(median nearest neighbour; q90 {np.quantile(nn, 0.9):.1f}); train {train_s:.0f} s,"
           f" infer {wall - train_s:.0f} s", flush=True)
     rows = []
