@@ -24,8 +24,8 @@ Rows:
   test-time flips; no truth used) and (b) the best threshold tuned on truth (oracle,
   comparable with the DoG floor); AP is threshold-free (of every peak that passed the
   check). Picks are the heat map's local maxima in a box of about the particle radius, as
-  ``milopyp localize`` picks them. ``--train-seeds 0,1,2`` trains each model once per seed and prints mean ± sd
-  (single runs vary by a few F1 points).
+  ``milopyp localize`` picks them. ``--train-seeds 0,1,2`` trains each model once per seed
+  and prints mean ± sd (single runs vary by a few F1 points).
 - ``membrane`` and ``filament``: the tables of :mod:`benchmarks.accuracy_shapes` (presets
   ``membrane``: spikes attached to vesicles, the target, among free spikes of the same
   shape; ``filament``: tubes traced into fibres, scored as fibres found and point F1).

@@ -30,8 +30,9 @@ longest filament of the training tomogram (a person tracing part of one microtub
 config/demo-microtubule.csv). ``train_localizer(shape="fiber", particle_radius_vox=250/2/12)``;
 picks: the heat map's ridge points above a threshold (``find_ridge_points``, as ``milopyp
 localize`` picks a fibre target); then ``milopyp.fibers.trace_table`` (link distance 0.6 x
-the diameter = 12.5 voxels, the workflow's default, ``--links`` for others); scored with ``milopyp.evaluate.evaluate_fibers`` (radius 3 voxels;
-``merged`` = traced fibres lying on two true ones). Thresholds: the automatic one (0.6 ×
+the diameter = 12.5 voxels, the workflow's default, ``--links`` for others); scored with
+``milopyp.evaluate.evaluate_fibers`` (radius 3 voxels; ``merged`` = traced fibres lying on
+two true ones). Thresholds: the automatic one (0.6 ×
 median heat-map peak at the labels, as ``milopyp train-localize`` calibrates a fibre model),
 the globular rule (0.9 × that median) and the one tuned on truth for the traced fibres' point F1 (per link).
 ``picks before tracing`` rows score the raw picks against the truth centre-line points (same

@@ -116,6 +116,8 @@ def _child(args: argparse.Namespace) -> None:
 def _fiber_picks(shape_zyx: tuple[int, int, int]) -> None:
     """Time the ridge points of a fibre heat map of ``shape_zyx`` (60 random straight tubes
     over noise, threshold at its 97th percentile); prints the child's JSON result."""
+    import tracemalloc
+
     import numpy as np
     from scipy.ndimage import gaussian_filter
 
@@ -134,8 +136,6 @@ def _fiber_picks(shape_zyx: tuple[int, int, int]) -> None:
     heat *= 0.8 / heat.max()
     heat += rng.normal(0.05, 0.02, shape_zyx).astype(np.float32)
     threshold = heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION)
-    import tracemalloc
-
     tracemalloc.start()  # numpy's allocations: what the call adds to the heat map
     t0 = time.perf_counter()
     picks = find_ridge_points(heat, threshold=threshold)

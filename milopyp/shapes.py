@@ -4,8 +4,8 @@
 particle radius, picks matched within half a diameter. ``fiber``: filaments; every voxel of a
 tube of :data:`~milopyp.defaults.FIBER_TUBE_RADIUS_VOX` around the labelled centre line is a
 target, picks are the heat map's ridge centre-line points
-(:func:`milopyp.localize.peaks.find_ridge_points`; NMS box 3 when a kernel is given) traced
-into fibres and matched within the tube radius.
+(:func:`milopyp.localize.peaks.find_ridge_points`; box maxima when an NMS kernel is given)
+traced into fibres and matched within the tube radius.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Input: what ``milopyp localize`` gives for a fibre model, picks ``xyz`` (N, 3), x, y, z in
 voxels, about one per voxel along each filament's centre line (the ridge points of a
-tube-shaped heat map, :func:`milopyp.localize.peaks.find_ridge_points`), plus false positives. The paper ("Post-processing for tubular-shaped
-macromolecules"; DESIGN.md "Fibres") groups picks by the graph "distance <= cutoff", fits
-second-order polynomials per group and keeps small residual and curvature. Here:
+tube-shaped heat map, :func:`milopyp.localize.peaks.find_ridge_points`), plus false
+positives. The paper ("Post-processing for tubular-shaped macromolecules"; DESIGN.md
+"Fibres") groups picks by the graph "distance <= cutoff", fits second-order polynomials
+per group and keeps small residual and curvature. Here:
 
 1. **Graph.** Picks closer than ``link_distance_vox`` (``link``) are joined; connected
    components with fewer than ``min_points`` picks are dropped.

@@ -2,7 +2,8 @@
 centre-line points of its ridges (filaments, :func:`find_ridge_points`).
 
 Methods: "NMS is applied to the predicted heat map using 3D maximum pooling with a
-user-defined kernel size" (3 for filaments; the defaults:
+user-defined kernel size" (the paper's 3 for filaments, which ``milopyp localize`` now
+replaces by :func:`find_ridge_points`; the defaults:
 :meth:`milopyp.shapes.Shape.nms_kernel_vox`). A voxel is a pick when it equals the maximum of
 the ``kernel`` box around it (``F.max_pool3d``, stride 1, −inf beyond the volume) and its
 score exceeds ``threshold``. Voxels tied on a plateau are all kept, as in CenterNet. The
