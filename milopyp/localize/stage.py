@@ -222,6 +222,7 @@ def localize(
                 "calibration); pass --threshold"
             )
     filament = shape_named(model.settings.get("shape", "globular")).filament
+    ridge = filament and nms_kernel_vox is None  # a fibre's centre lines, for the tracer
     if filament and automatic:
         threshold, limit, note = _guard_fiber(heatmap, threshold, model.calibration, limit)
         if note:
@@ -242,7 +243,7 @@ def localize(
                                              picks.loc[passed, "score"].to_numpy(np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
-    elif filament and nms_kernel_vox is None:  # every centre-line voxel, for the tracer
+    elif ridge:
         picks = find_ridge_points(heatmap, threshold=threshold, tomogram=name)
     elif reference is None:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
@@ -261,8 +262,7 @@ def localize(
     if picks.empty:
         log.warning("%s: no heat-map peak above %.4g; lower --threshold if the target is there",
                     tomogram_path, threshold)
-    how = ("ridge centre-line points" if filament and nms_kernel_vox is None
-           else f"NMS kernel {kernel} voxels")
+    how = "ridge centre-line points" if ridge else f"NMS kernel {kernel} voxels"
     log.info("%s: %d picks (%s, threshold %.4g)", name, len(picks), how, threshold)
     if heatmap_path:
         write_tomogram(heatmap_path, heatmap, voxel_size_a)
