@@ -27,6 +27,13 @@ Rows (``--rows``):
 
     .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/crowded
     .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/virus --target spike
+    .venv/bin/python benchmarks/accuracy.py --dataset ../shared/devset/virus --target spike \
+        --labels 82    # every attached spike of TS_01, the devset README's spike protocol
+
+Explicit negatives (what a user marks "not this"): ``--negatives N`` of
+``--negatives-species`` drawn from the first tomogram's truth, and/or ``--negatives-csv``, a
+coordinate table (e.g. ``benchmarks/devset/virus-virion-interior-negatives.csv``: points
+inside TS_01's virions).
 
 Experiments (not the workflow's settings): ``--train-kwargs '{"seed": 1}'`` another
 training seed, ``--unlabelled`` the other tomograms join the training as unlabelled data,
@@ -499,6 +506,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--negatives", type=int, default=0,
                    help="explicit negatives: this many of --negatives-species from the first "
                         "tomogram (0)")
+    p.add_argument("--negatives-csv", type=Path, default=None, metavar="CSV",
+                   help="explicit negatives of the first tomogram from this coordinate table "
+                        "(x, y, z in voxels; rows of other tomograms are skipped), beside any "
+                        "--negatives drawn from the truth: points a user marks 'not this'")
     p.add_argument("--negatives-species", default="spike_free",
                    help="species the negatives are drawn from (spike_free)")
     p.add_argument("--jitter", type=float, default=1.0, help="label jitter, voxels (1)")
@@ -584,11 +595,19 @@ def main(argv: list[str] | None = None) -> None:
                       "z": labels[:, 2]}).to_csv(args.write_labels, index=False)
         print(f"wrote {len(labels)} labels of {first.name} to {args.write_labels}")
         return
-    negatives = None
+    negatives, negatives_from = None, []
     if args.negatives:
+        negatives_from.append(f"{args.negatives} {args.negatives_species}")
         negatives = draw_labels(first.truth, args.negatives_species, args.negatives,
                                 jitter_vox=args.jitter, seed=args.seed,
                                 shape_zyx=first.data.shape)
+    if args.negatives_csv:
+        table = pd.read_csv(args.negatives_csv)
+        if "tomogram" in table.columns:
+            table = table[table["tomogram"].astype(str) == first.name]
+        marked = table[["x", "y", "z"]].to_numpy(np.float64)
+        negatives_from.append(f"{len(marked)} from {args.negatives_csv}")
+        negatives = marked if negatives is None else np.concatenate([negatives, marked])
     n_true = target_truth(ds.tomograms, args.target).groupby("tomogram").size().to_dict()
     print(f"machine: {machine_line()}; torch {torch.__version__}, {args.threads} thread(s), "
           f"device {args.device}")
@@ -596,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'x'.join(map(str, first.data.shape))} at {voxel_a:g} Å; target {args.target} "
           f"({n_true}), diameter {diameter:.1f} voxels, match radius {radius:.1f}; "
           f"{len(labels)} labels from {first.name} (±{args.jitter:g} voxel)"
-          + (f", {len(negatives)} negatives ({args.negatives_species})"
+          + (f", {len(negatives)} negatives ({' and '.join(negatives_from)})"
              if negatives is not None else ""), flush=True)
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     results: dict[str, dict] = {}
