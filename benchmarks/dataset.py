@@ -130,6 +130,18 @@ def draw_labels(truth: pd.DataFrame, species: str, n: int, *, jitter_vox: float,
     return np.clip(out, 0, np.asarray(shape_zyx[::-1], dtype=np.float64) - 1)[:n]
 
 
+def table_xyz(path: Path, tomogram: str) -> np.ndarray:
+    """(N, 3) x, y, z (voxels) of a coordinate table's rows of ``tomogram`` (all rows when
+    the table has no ``tomogram`` column)."""
+    table = pd.read_csv(path)
+    if not {"x", "y", "z"} <= set(table.columns):
+        raise SystemExit(f"{path}: expected columns x, y, z (voxels) and optionally tomogram; "
+                         f"got {', '.join(map(str, table.columns))}")
+    if "tomogram" in table.columns:
+        table = table[table["tomogram"].astype(str) == tomogram]
+    return table[["x", "y", "z"]].to_numpy(np.float64)
+
+
 # ---------------------------------------------------------------------------- scoring
 
 
@@ -585,10 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
     if args.labels_csv:
-        table = pd.read_csv(args.labels_csv)
-        if "tomogram" in table.columns:
-            table = table[table["tomogram"].astype(str) == first.name]
-        labels = table[["x", "y", "z"]].to_numpy(np.float64)
+        labels = table_xyz(args.labels_csv, first.name)
     if args.write_labels:
         args.write_labels.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"tomogram": first.name, "x": labels[:, 0], "y": labels[:, 1],
@@ -602,10 +611,7 @@ def main(argv: list[str] | None = None) -> None:
                                 jitter_vox=args.jitter, seed=args.seed,
                                 shape_zyx=first.data.shape)
     if args.negatives_csv:
-        table = pd.read_csv(args.negatives_csv)
-        if "tomogram" in table.columns:
-            table = table[table["tomogram"].astype(str) == first.name]
-        marked = table[["x", "y", "z"]].to_numpy(np.float64)
+        marked = table_xyz(args.negatives_csv, first.name)
         negatives_from.append(f"{len(marked)} from {args.negatives_csv}")
         negatives = marked if negatives is None else np.concatenate([negatives, marked])
     n_true = target_truth(ds.tomograms, args.target).groupby("tomogram").size().to_dict()
