@@ -638,6 +638,35 @@ def test_fiber_threshold_keeps_a_learned_heat_map():
     assert guard_fiber_threshold(heat, threshold, {"separated": True}) == (threshold, "")
 
 
+def test_fiber_threshold_flags_labels_that_hardly_stand_out():
+    """A training that did not learn the filaments (devset: label peaks 1.74 x the peaks at
+    random places, where trainings that learned gave 4.5-9.3): the labels' filament is only
+    twice as bright as the noise. 0.6 x the label median still clears the background's
+    median, so the old test passed it; the model is now flagged."""
+    from milopyp.localize.calibrate import (
+        FIBER_MAX_VOXEL_FRACTION,
+        FIBER_MIN_CONTRAST,
+        FIBER_THRESHOLD_FRACTION,
+        fiber_threshold,
+        heatmap_quantile,
+        label_peak_scores,
+    )
+
+    rng = np.random.default_rng(5)
+    heat = (0.10 + 0.08 * rng.random((24, 80, 112))).astype(np.float32)
+    heat[10:14, 30:34, :] = 0.36  # the labelled filament, barely above the noise
+    labels = np.column_stack([np.arange(5, 105, 5), np.full(20, 31.5), np.full(20, 11.5)])
+    places = rng.uniform((0, 0, 0), (111, 79, 23), (200, 3))
+    peaks = label_peak_scores(heat, labels, 2.0)
+    background = label_peak_scores(heat, places, 2.0)
+    assert FIBER_THRESHOLD_FRACTION * np.median(peaks) > np.median(background)  # old: passed
+    threshold, separated, note = fiber_threshold(
+        peaks, heatmap_quantile(heat, 1 - FIBER_MAX_VOXEL_FRACTION), background)
+    assert not separated
+    assert "did not learn the filaments" in note and f"{FIBER_MIN_CONTRAST:g} x" in note
+    assert threshold == pytest.approx(FIBER_THRESHOLD_FRACTION * 0.36)  # still a threshold
+
+
 def test_max_fiber_picks():
     from milopyp.localize.calibrate import max_fiber_picks
 
