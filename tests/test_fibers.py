@@ -615,6 +615,17 @@ def test_fiber_threshold_rejects_a_flat_heat_map():
     assert "0.087" in note and "%" in note and ";" in note and "\n" not in note
 
 
+def _one_filament(seed: int, noise: tuple[float, float], value: float):
+    """A heat map [24, 80, 112] of uniform noise in [noise[0], noise[1]) with one labelled
+    filament along x at ``value`` (1.8 % of the voxels), its 20 labels (x, y, z) and 200
+    random places."""
+    rng = np.random.default_rng(seed)
+    heat = (noise[0] + (noise[1] - noise[0]) * rng.random((24, 80, 112))).astype(np.float32)
+    heat[10:14, 30:34, :] = value
+    labels = np.column_stack([np.arange(5, 105, 5), np.full(20, 31.5), np.full(20, 11.5)])
+    return heat, labels, rng.uniform((0, 0, 0), (111, 79, 23), (200, 3))
+
+
 def test_fiber_threshold_keeps_a_learned_heat_map():
     from milopyp.localize.calibrate import (
         FIBER_MAX_VOXEL_FRACTION,
@@ -624,11 +635,7 @@ def test_fiber_threshold_keeps_a_learned_heat_map():
         label_peak_scores,
     )
 
-    rng = np.random.default_rng(4)
-    heat = (0.02 + 0.01 * rng.random((24, 80, 112))).astype(np.float32)
-    heat[10:14, 30:34, :] = 0.7  # a filament along x: 1.8 % of the voxels
-    labels = np.column_stack([np.arange(5, 105, 5), np.full(20, 31.5), np.full(20, 11.5)])
-    places = rng.uniform((0, 0, 0), (111, 79, 23), (200, 3))
+    heat, labels, places = _one_filament(4, (0.02, 0.03), 0.7)
     bulk = heatmap_quantile(heat, 1 - FIBER_MAX_VOXEL_FRACTION)
     threshold, separated, note = fiber_threshold(
         label_peak_scores(heat, labels, 2.0), bulk, label_peak_scores(heat, places, 2.0))
@@ -652,11 +659,7 @@ def test_fiber_threshold_flags_labels_that_hardly_stand_out():
         label_peak_scores,
     )
 
-    rng = np.random.default_rng(5)
-    heat = (0.10 + 0.08 * rng.random((24, 80, 112))).astype(np.float32)
-    heat[10:14, 30:34, :] = 0.36  # the labelled filament, barely above the noise
-    labels = np.column_stack([np.arange(5, 105, 5), np.full(20, 31.5), np.full(20, 11.5)])
-    places = rng.uniform((0, 0, 0), (111, 79, 23), (200, 3))
+    heat, labels, places = _one_filament(5, (0.10, 0.18), 0.36)  # barely above the noise
     peaks = label_peak_scores(heat, labels, 2.0)
     background = label_peak_scores(heat, places, 2.0)
     assert FIBER_THRESHOLD_FRACTION * np.median(peaks) > np.median(background)  # old: passed
