@@ -352,6 +352,16 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                        "fraction": self_train}}
 
 
+def save_model(path: Path, model, calibration: dict, settings: dict | None = None) -> None:
+    """A trained model with its ``calibration`` as ``milopyp train-localize`` writes one
+    (:func:`milopyp.localize.load_localizer` reads it; ``--model`` / ``--fiber-model``)."""
+    from milopyp.io.localizer import write_localizer
+
+    write_localizer(path, {"epoch": len(model.history), "network": model.config.to_dict(),
+                           "settings": settings or {}, "model": model.state_dict(),
+                           "calibration": calibration})
+
+
 def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: float,
                  device: str, flips: int, save_picks: Path | None, train_s: float,
                  profile_check: bool = True):
@@ -388,13 +398,7 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
         save_picks.parent.mkdir(parents=True, exist_ok=True)
         all_peaks.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
-        # the model too, as `milopyp train-localize` writes it (load_localizer reads it)
-        from milopyp.io.localizer import write_localizer
-
-        write_localizer(save_picks.with_suffix(".pt"),
-                        {"epoch": len(model.history), "network": model.config.to_dict(),
-                         "settings": {}, "model": model.state_dict(),
-                         "calibration": calibration})
+        save_model(save_picks.with_suffix(".pt"), model, calibration)
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = tomogram_thresholds(calibration, picks_df, names)
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
@@ -461,14 +465,9 @@ def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: 
     cal = calibrate_threshold(model, [first.data], [labels], radius, device, shape="fiber")
     picks = []
     if save_heatmaps is not None:
-        from milopyp.io.localizer import write_localizer
-
         save_heatmaps.mkdir(parents=True, exist_ok=True)
         np.save(save_heatmaps / "fiber_labels.npy", labels)
-        write_localizer(save_heatmaps / "fiber_model.pt",
-                        {"epoch": len(model.history), "network": model.config.to_dict(),
-                         "settings": {"shape": "fiber"}, "model": model.state_dict(),
-                         "calibration": cal})
+        save_model(save_heatmaps / "fiber_model.pt", model, cal, {"shape": "fiber"})
     for v in ds.tomograms:
         heat = predict_heatmap(model, v.data, device=device)
         if save_heatmaps is not None:

@@ -99,10 +99,17 @@ def find_peaks(
             scores.append(sub[keep].numpy())
     cat = (lambda v, dt: np.concatenate(v).astype(dt) if v else np.zeros(0, dtype=dt))
     z, y, x = cat(zs, np.int64), cat(ys, np.int64), cat(xs, np.int64)
-    score = cat(scores, np.float64)
+    return _pick_table(z, y, x, cat(scores, np.float64), tomogram, max_peaks)
+
+
+def _pick_table(z: np.ndarray, y: np.ndarray, x: np.ndarray, score: np.ndarray,
+                tomogram: str | None, max_picks: int | None = None) -> pd.DataFrame:
+    """Picks given in z, y, x raster order as the table of :func:`find_peaks`: highest
+    score first (ties kept in raster order), at most ``max_picks``, ``tomogram`` first
+    when given."""
     order = np.argsort(-score, kind="stable")
-    if max_peaks is not None:
-        order = order[:max_peaks]
+    if max_picks is not None:
+        order = order[:max_picks]
     df = pd.DataFrame({"x": x[order], "y": y[order], "z": z[order], "score": score[order]})
     if tomogram is not None:
         df.insert(0, "tomogram", tomogram)
@@ -155,14 +162,8 @@ def find_ridge_points(
         for start in range(0, len(idx), RIDGE_BATCH):
             batch = idx[start:start + RIDGE_BATCH]
             found.append(batch[_on_ridge(heat, batch, float(max_offset_vox))])
-    zyx = np.concatenate(found)
-    score = heat[zyx[:, 0], zyx[:, 1], zyx[:, 2]].astype(np.float64)
-    order = np.lexsort((zyx[:, 2], zyx[:, 1], zyx[:, 0], -score))
-    df = pd.DataFrame({"x": zyx[order, 2], "y": zyx[order, 1], "z": zyx[order, 0],
-                       "score": score[order]})
-    if tomogram is not None:
-        df.insert(0, "tomogram", tomogram)
-    return df
+    z, y, x = np.concatenate(found).T  # raster order: argwhere's, batch after batch
+    return _pick_table(z, y, x, heat[z, y, x].astype(np.float64), tomogram)
 
 
 def _on_ridge(heat: np.ndarray, zyx: np.ndarray, max_offset: float) -> np.ndarray:
