@@ -62,13 +62,12 @@ import pandas as pd
 import torch
 
 from benchmarks._common import REPO, format_table, machine_line
-from benchmarks.dataset import tomogram_thresholds, vet_peaks
+from benchmarks.dataset import profile_floor, tomogram_thresholds, weigh_peaks
 from milopyp.candidates import find_candidates
 from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.localize import find_peaks, predict_heatmap, train_localizer
 from milopyp.localize.calibrate import (
-    SPLIT_FLOOR_FRACTION,
     THRESHOLD_FRACTION,
     auto_threshold,
     calibrate_threshold,
@@ -314,13 +313,12 @@ def train_and_score(setting: str, labels: np.ndarray, train: Volume, tests: list
     # the profile check, each tomogram's own split of its peaks
     calibration = calibrate_threshold(model, [train.tomogram], [labels], radius, "cpu",
                                       flips=DEFAULT_FLIPS)
-    floor = SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
+    floor = profile_floor(calibration)
     picks, heats = [], []
     for v in tests:
         heat = predict_heatmap(model, v.tomogram, device="cpu", flips=DEFAULT_FLIPS)
         p = find_peaks(heat, kernel_vox=kernel, threshold=args.min_score, tomogram=v.name)
-        p = vet_peaks(calibration.get("profile"), v.tomogram, p, floor)
-        picks.append(p[p["profile_ok"] | p["kept_at_face"]].reset_index(drop=True))
+        picks.append(weigh_peaks(calibration.get("profile"), v.tomogram, p, floor))
         heats.append(heat)
     infer_s = time.perf_counter() - t1
     picks_df = pd.concat(picks, ignore_index=True)

@@ -195,29 +195,39 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
                         method: str = "mixture") -> tuple[pd.DataFrame, dict[str, float]]:
     """As ``milopyp localize`` picks: each tomogram's own automatic threshold
     (:func:`milopyp.localize.calibrate.tomogram_threshold`) of its ``peaks`` (a table with
-    tomogram and score), for every tomogram in ``names``; with a ``profile_ok`` column (the
-    profile check), the split is of the peaks that passed it. Returns the peaks above their
+    tomogram and score, the scores weighed by the profile check where the model has one:
+    :func:`weigh_peaks`), for every tomogram in ``names``. Returns the peaks above their
     tomogram's threshold (in the table's order) and the thresholds by name."""
     from milopyp.localize.calibrate import tomogram_threshold
 
-    split = peaks[peaks["profile_ok"]] if "profile_ok" in peaks else peaks
-    thresholds = {n: tomogram_threshold(calibration, split.loc[split["tomogram"] == n, "score"]
+    thresholds = {n: tomogram_threshold(calibration, peaks.loc[peaks["tomogram"] == n, "score"]
                                         .to_numpy(np.float64), method)[0] for n in names}
     return peaks[peaks["score"] > peaks["tomogram"].map(thresholds)], thresholds
 
 
-def vet_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
-              min_score: float) -> pd.DataFrame:
-    """``peaks`` with the profile check's verdict, as ``milopyp localize`` vets them
-    (:func:`milopyp.localize.profile.vet`): ``profile_ok`` where a peak passed (the split
-    is of these), ``kept_at_face`` where it failed but is kept, unjudged at a face; all
-    pass without a ``reference``."""
-    from milopyp.localize.profile import vet
+def profile_floor(calibration: dict) -> float:
+    """The heat-map score above which the calibration's profile check judges peaks (as
+    ``milopyp localize``)."""
+    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION
 
-    passed = kept = np.ones(len(peaks), dtype=bool)
-    if reference is not None:
-        passed, kept = vet(reference, volume, peaks, min_score)
-    return peaks.assign(profile_ok=passed, kept_at_face=kept & ~passed)
+    reference = calibration.get("profile") or {}
+    return float(reference.get("min_score",
+                               SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]))
+
+
+def weigh_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
+                min_score: float) -> pd.DataFrame:
+    """``peaks`` scored as ``milopyp localize`` scores them
+    (:func:`milopyp.localize.profile.weigh_peaks`: the heat-map score times the profile
+    check's weight), highest first, with the heat map's own score (``heat_score``) and the
+    weight (``profile_weight``); weight 1 without a ``reference``."""
+    from milopyp.localize.profile import weigh_peaks as weigh
+
+    heat = peaks.assign(heat_score=peaks["score"])
+    if reference is None:
+        return heat.assign(profile_weight=1.0)
+    weighed, weights = weigh(reference, volume, heat, min_score)
+    return weighed.assign(profile_weight=weights)
 
 
 @dataclass
@@ -366,11 +376,10 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                  device: str, flips: int, save_picks: Path | None, train_s: float,
                  profile_check: bool = True):
     """Picks of ``model`` in every tomogram, scored at the automatic and the tuned threshold;
-    also returns the picks (all peaks, per tomogram, less those the profile check drops) and
-    the automatic thresholds. The saved peaks keep the dropped ones: ``profile_ok`` False
-    where a peak failed the check, ``kept_at_face`` True where it was kept anyway (at a face
-    of the tomogram)."""
-    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, calibrate_threshold
+    also returns the picks (all peaks, per tomogram, scored as ``milopyp localize`` scores
+    them: :func:`weigh_peaks`) and the automatic thresholds. The saved peaks are those, with
+    the heat map's own score and the profile weight."""
+    from milopyp.localize.calibrate import calibrate_threshold
 
     first = ds.tomograms[0]
     picks = []
@@ -383,20 +392,17 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips,
                                       profile_check=profile_check)
     auto = calibration["threshold"]
-    reference = calibration.get("profile")
-    floor = SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
-    picks = [vet_peaks(reference, v.data, p, floor) for v, p in zip(ds.tomograms, picks)]
-    log.info("profile check: %s peaks dropped",
-             {v.name: int((~(p["profile_ok"] | p["kept_at_face"])).sum())
+    reference, floor = calibration.get("profile"), profile_floor(calibration)
+    picks = [weigh_peaks(reference, v.data, p, floor) for v, p in zip(ds.tomograms, picks)]
+    log.info("profile check: %s peaks weigh below 0.5",
+             {v.name: int((p["profile_weight"] < 0.5).sum())
               for v, p in zip(ds.tomograms, picks)})
-    all_peaks = pd.concat(picks, ignore_index=True)
-    picks = [p[p["profile_ok"] | p["kept_at_face"]].reset_index(drop=True) for p in picks]
     picks_df = pd.concat(picks, ignore_index=True)
     truth = target_truth(ds.tomograms, species)
     names = [v.name for v in ds.tomograms]
     if save_picks is not None:
         save_picks.parent.mkdir(parents=True, exist_ok=True)
-        all_peaks.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
+        picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
         save_model(save_picks.with_suffix(".pt"), model, calibration)
     # as `milopyp localize` does: each tomogram's own split of its peaks

@@ -100,12 +100,12 @@ def _child(args: argparse.Namespace) -> None:
         picks = find_peaks(heat, kernel_vox=7, threshold=0.0, max_peaks=1000)
         peaks_s = time.perf_counter() - t1
         # the profile check of `milopyp localize` (a reference from 20 blobs), on every peak
-        from milopyp.localize.profile import drop_unlike, profile_reference
+        from milopyp.localize.profile import profile_reference, weigh_peaks
 
         reference = profile_reference([vol], [xyz[:20]], RADIUS_VOX,
                                       [picks[["x", "y", "z"]].to_numpy(np.float64)])
         t2 = time.perf_counter()
-        drop_unlike(reference, vol, picks)
+        weigh_peaks(reference, vol, picks)
         result = {"seconds": sec, "note": f"heat map ({DEFAULT_FLIPS} test-time flips); + peaks "
                   f"{peaks_s:.1f} s ({len(picks)} picks); + profile check of those "
                   f"{time.perf_counter() - t2:.1f} s"}

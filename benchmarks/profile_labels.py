@@ -3,9 +3,9 @@ profile reference (:func:`milopyp.localize.profile.profile_reference`) comes fro
 subsets of the labels, on the saved peaks of a model.
 
 Reads a ``benchmarks/dataset.py --save-picks DIR`` CSV (every heat-map peak of every
-tomogram, with the median label peak), draws the run's labels again (same ``--labels``,
+tomogram, with its heat-map score), draws the run's labels again (same ``--labels``,
 ``--seed``, ``--jitter``), builds the reference from ``--draws`` random subsets of each size
-in ``--sizes``, drops the peaks the check rejects and applies each tomogram's automatic
+in ``--sizes``, weighs the peaks by it and applies each tomogram's automatic
 threshold (:func:`milopyp.localize.calibrate.tomogram_threshold`), as ``milopyp localize``
 does. The model is the one trained on all the labels; only the reference changes.
 
@@ -30,9 +30,9 @@ from benchmarks.dataset import (
     load_saved_peaks,
     metrics_at,
     tomogram_thresholds,
-    vet_peaks,
+    weigh_peaks,
 )
-from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, split_threshold
+from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, label_pick_scores, split_threshold
 from milopyp.localize.profile import profile_reference
 
 
@@ -48,28 +48,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draws", type=int, default=3, help="random subsets per size (3)")
     args = p.parse_args(argv)
     saved = load_saved_peaks(args.dataset, args.picks, args.target)
-    names, truth, radius, median = saved.names, saved.truth, saved.radius, saved.median
+    names, truth, radius = saved.names, saved.truth, saved.radius
     peaks, first = saved.peaks, saved.ds.tomograms[0]
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
     volumes = {v.name: v.data for v in saved.ds.tomograms}
+    peaks = peaks.assign(score=peaks["heat_score"])  # the heat map's own scores
     # the labelled tomogram's peaks the split sees: what the labels are judged against
-    background = peaks.loc[(peaks["tomogram"] == names[0])
-                           & (peaks["score"] > SPLIT_FLOOR_FRACTION * median),
-                           ["x", "y", "z"]].to_numpy(np.float64)
+    lab_peaks = peaks[peaks["tomogram"] == names[0]]
+    floor = SPLIT_FLOOR_FRACTION * float(np.median(label_pick_scores(lab_peaks, labels,
+                                                                     radius / 2)))
+    background = lab_peaks.loc[lab_peaks["score"] > floor, ["x", "y", "z"]].to_numpy(np.float64)
     for size in (int(v) for v in args.sizes.split(",")):
         scores = []
         for draw in range(args.draws if size < len(labels) else 1):
             subset = labels[np.random.default_rng(draw).permutation(len(labels))[:size]]
-            reference = profile_reference([first.data], [subset], radius, [background])
-            vetted = pd.concat([vet_peaks(reference, volumes[name], g,
-                                          SPLIT_FLOOR_FRACTION * median)
-                                for name, g in peaks.groupby("tomogram")])
-            kept = vetted[vetted["profile_ok"] | vetted["kept_at_face"]]
-            lab = kept[(kept["tomogram"] == names[0]) & kept["profile_ok"]]
+            reference = profile_reference([first.data], [subset], radius, [background], floor)
+            weighed = pd.concat([weigh_peaks(reference, volumes[name], g, floor)
+                                 for name, g in peaks.groupby("tomogram")])
+            lab = weighed[weighed["tomogram"] == names[0]]
+            median = float(np.median(label_pick_scores(lab, labels, radius / 2)))
             split, rule = split_threshold(median, lab["score"].to_numpy(np.float64))
             calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
-            picked, _ = tomogram_thresholds(calibration, kept, names)
+            picked, _ = tomogram_thresholds(calibration, weighed, names)
             held = metrics_at(picked[picked["tomogram"].isin(names[1:])],
                               truth[truth["tomogram"].isin(names[1:])], -np.inf, radius,
                               names[1:])

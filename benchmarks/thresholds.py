@@ -44,17 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     saved = load_saved_peaks(args.dataset, args.picks, args.target)
     names, truth, radius, median = saved.names, saved.truth, saved.radius, saved.median
-    picks = saved.peaks
-    if "profile_ok" in picks:  # the peaks the profile check kept, as the workflow picks
-        picks = picks[picks["profile_ok"] | picks.get("kept_at_face", False)]
+    picks = saved.peaks  # scored as the workflow scores them (weighed by the profile check)
     lab = picks[picks["tomogram"] == names[0]]
-    lab_split = lab[lab["profile_ok"]] if "profile_ok" in lab else lab  # passed the check
     held = picks[picks["tomogram"].isin(names[1:])]
     held_truth = truth[truth["tomogram"].isin(names[1:])]
     lab_truth = truth[truth["tomogram"] == names[0]]
-    split, rule = split_threshold(median, lab_split["score"].to_numpy())
+    split, rule = split_threshold(median, lab["score"].to_numpy())
     rules = {f"{f:g} x label median": f * median for f in (0.9, 0.7, 0.5)}
-    otsu, otsu_rule = split_threshold(median, lab_split["score"].to_numpy(), "otsu")
+    otsu, otsu_rule = split_threshold(median, lab["score"].to_numpy(), "otsu")
     rules[f"Otsu split, labelled tomogram ({otsu_rule})"] = otsu
     rules[f"split, labelled tomogram ({rule})"] = split
     rules["tuned on held-out truth (oracle)"] = best_threshold(held, held_truth, radius)

@@ -16,13 +16,14 @@ from milopyp.localize.profile import (
     PROFILE_EXTENT,
     PROFILE_FACE_FRACTION,
     PROFILE_SHELL_WIDTH,
+    PROFILE_SOFTNESS,
     at_face,
-    drop_unlike,
     profile_bin,
-    profile_keep,
     profile_reference,
+    profile_scores,
+    profile_weights,
     radial_profiles,
-    vet,
+    weigh_peaks,
 )
 
 RADIUS_VOX = 4.0
@@ -75,22 +76,32 @@ def test_profile_check_keeps_the_labelled_kind_and_drops_look_alikes():
     assert reference is not None and reference["n_labels"] == MIN_PROFILE_LABELS
     assert reference["n_background"] == len(solid) + len(hollow)
     unseen = solid[MIN_PROFILE_LABELS:]
-    assert profile_keep(reference, vol, unseen).mean() >= 0.75
-    assert profile_keep(reference, vol, hollow).mean() == 0.0
-    # drop_unlike profiles only the peaks above min_score
     peaks = pd.DataFrame({"x": np.r_[unseen[:, 0], hollow[:, 0]],
                           "y": np.r_[unseen[:, 1], hollow[:, 1]],
                           "z": np.r_[unseen[:, 2], hollow[:, 2]],
                           "score": np.r_[np.full(len(unseen), 0.9),
                                          np.full(len(hollow) - 1, 0.8), 0.05]})
-    kept, dropped = drop_unlike(reference, vol, peaks, min_score=0.1)
-    assert dropped == len(hollow) - 1
-    assert (kept["score"] == 0.05).sum() == 1  # below min_score: not profiled, kept
+    weights = profile_weights(reference, vol, peaks, min_score=0.1)
+    assert np.all((weights >= 0) & (weights <= 1))
+    assert np.mean(weights[:len(unseen)] > 0.5) >= 0.75
+    assert np.all(weights[len(unseen):-1] < 0.5)  # the look-alikes: below the cut
+    assert weights[-1] == 1.0  # below min_score: not judged
+    # the weight is the logistic of the log-likelihood ratio about the cut
+    ratio = profile_scores(reference, vol, peaks[["x", "y", "z"]].to_numpy(float)[:-1])
+    expected = 1 / (1 + np.exp(-(ratio - reference["cut"]) / PROFILE_SOFTNESS))
+    # (judged among the peaks above min_score, as profile_scores judges these)
+    assert np.allclose(weights[:-1], expected)
+    # weigh_peaks: the scores times the weights, highest first
+    weighed, in_order = weigh_peaks(reference, vol, peaks.assign(heat=peaks["score"]), 0.1)
+    assert list(weighed["score"]) == sorted(weighed["score"], reverse=True)
+    assert np.allclose(weighed["score"], weighed["heat"] * in_order)
+    assert np.allclose(np.sort(in_order), np.sort(weights))
 
 
 def test_peaks_at_a_face_are_kept_unjudged():
-    """A peak within PROFILE_FACE_FRACTION x the radius of a face is not dropped, even one
-    whose profile (its box mirrored at the face) is unlike the labels'; further in it is."""
+    """A peak within PROFILE_FACE_FRACTION x the radius of a face keeps its score (weight 1),
+    even one whose profile (its box mirrored at the face) is unlike the labels'; further in
+    it weighs less than half."""
     vol, solid, hollow = _particles(seed=1)
     reference = profile_reference([vol], [solid[:MIN_PROFILE_LABELS]], RADIUS_VOX,
                                   [np.r_[solid, hollow]])
@@ -109,14 +120,13 @@ def test_peaks_at_a_face_are_kept_unjudged():
     for x, y, z in centres:
         r = np.sqrt((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2)
         vol[(r <= RADIUS_VOX) & (r > 0.6 * RADIUS_VOX)] -= 1.0
-    assert not profile_keep(reference, vol, centres).any()  # unlike, at the face as well
-    peaks = pd.DataFrame({"x": centres[:, 0], "y": centres[:, 1], "z": centres[:, 2],
+    # unlike, at the face as well (judged among the grid's peaks)
+    others = np.r_[solid, hollow, centres]
+    assert np.all(profile_scores(reference, vol, others)[-3:] < reference["cut"])
+    peaks = pd.DataFrame({"x": others[:, 0], "y": others[:, 1], "z": others[:, 2],
                           "score": 0.9})
-    kept, dropped = drop_unlike(reference, vol, peaks)
-    assert dropped == 1 and list(kept["x"]) == [1.0, 1.0]
-    # kept, but not passed: `milopyp localize` leaves them out of its threshold split
-    passed, keep = vet(reference, vol, peaks)
-    assert list(passed) == [False] * 3 and list(keep) == [True, True, False]
+    weights = profile_weights(reference, vol, peaks)
+    assert list(weights[-3:-1]) == [1.0, 1.0] and weights[-1] < 0.5
 
 
 def test_too_few_labels_or_peaks_give_no_reference():
@@ -153,10 +163,9 @@ def test_lumpy_particles_are_told_from_smooth_ones_of_the_same_radial_profile():
     labels = lumpy[:30]
     reference = profile_reference([vol], [labels], RADIUS_VOX, [np.r_[lumpy, smooth]])
     peaks = pd.DataFrame(np.r_[lumpy[30:], smooth], columns=["x", "y", "z"]).assign(score=0.9)
-    kept, _ = drop_unlike(reference, vol, peaks)
-    held = {tuple(p) for p in kept[["x", "y", "z"]].to_numpy(float)}
-    assert sum(tuple(p) in held for p in lumpy[30:]) >= 0.8 * len(lumpy[30:])
-    assert sum(tuple(p) in held for p in smooth) <= 0.2 * len(smooth)
+    like = profile_weights(reference, vol, peaks) > 0.5
+    assert like[:len(lumpy) - 30].mean() >= 0.8
+    assert like[len(lumpy) - 30:].mean() <= 0.2
     # the radial profiles alone: the smooth particles lie among the lumpy ones
     profiles = radial_profiles(vol, np.r_[lumpy, smooth], RADIUS_VOX)
     gap = np.abs(profiles[:len(lumpy)].mean(axis=0) - profiles[len(lumpy):].mean(axis=0))
@@ -212,9 +221,10 @@ def test_train_localize_stores_the_profiles_and_localize_drops_look_alikes(
     assert found(solid) >= len(solid) - 2
     if check:
         assert found(hollow) == 0
-        dropped = re.search(r"(\d+) of \d+ heat-map peaks above [\d.]+ dropped: radial "
-                            r"profile unlike", caplog.text)
-        assert dropped and len(hollow) <= int(dropped.group(1)) <= len(hollow) + 2
+        unlike = re.search(r"heat-map peaks above [\d.]+ weighed by their radial profile "
+                           r"against the labels' \(the model's profile check\): (\d+) unlike",
+                           caplog.text)
+        assert unlike and len(hollow) <= int(unlike.group(1)) <= len(hollow) + 2
     else:
         assert found(hollow) == len(hollow)
     # a given threshold: the peaks are judged among all those above the split's floor (the

@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "targets), stored in the model: `localize` uses the same")
     arg("--no-profile-check", action="store_true",
         help="do not store the profile check (the labels' radial density profiles and "
-             "spreads against the labelled tomogram's peaks), with which `localize` drops "
-             "globular look-alikes")
+             "spreads against the labelled tomogram's peaks), with which `localize` weighs "
+             "down globular look-alikes")
     arg("--recentre-labels", action="store_true",
         help="after 4 epochs move each label to the model's heat-map maximum within half a "
              "particle radius (labels at candidate positions)")

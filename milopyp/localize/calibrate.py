@@ -119,6 +119,23 @@ def label_peak_scores(heatmap: np.ndarray, xyz: np.ndarray, radius_vox: float) -
     return scores
 
 
+def label_pick_scores(peaks, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
+    """Highest score among the ``peaks`` (a table with x, y, z in voxels and score) within
+    a box of half-side ``radius_vox`` around each label (0 where none), as
+    :func:`label_peak_scores` reads the heat map: the labels' scores once the peaks are
+    weighed (:func:`milopyp.localize.profile.weigh_peaks`). xyz: (N, 3) x, y, z voxels.
+    Returns (N,) float."""
+    half = max(1, round(radius_vox))
+    at = np.rint(peaks[["x", "y", "z"]].to_numpy(np.float64))
+    score = peaks["score"].to_numpy(np.float64)
+    out = np.zeros(len(xyz), dtype=np.float64)
+    for i, centre in enumerate(np.rint(np.asarray(xyz, dtype=float).reshape(-1, 3))):
+        near = np.all(np.abs(at - centre) <= half, axis=1)
+        if near.any():
+            out[i] = score[near].max()
+    return out
+
+
 def auto_threshold(scores: np.ndarray, fraction: float = THRESHOLD_FRACTION) -> float:
     """``fraction`` x the median of the label peak scores (NaN when there are none)."""
     scores = np.asarray(scores, dtype=float)
@@ -377,15 +394,17 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     ``n_labels``, ``flips`` and ``rule`` (stored in the model file as its calibration), and
     for a globular target with ``profile_check`` the profile check's reference (``profile``:
     :func:`milopyp.localize.profile.profile_reference` of the labels against the peaks of
-    the split; None with too few labels or peaks), which also vets those peaks
-    (:func:`milopyp.localize.profile.profile_flags`). For
+    the split; None with too few labels or peaks). With a reference, the split is of those
+    peaks weighed by it (:func:`milopyp.localize.profile.weigh_peaks`), and
+    ``label_peak_median`` is the median of the weighed peaks at the labels
+    (:func:`label_pick_scores`), as `milopyp localize` scores its picks. For
     filaments (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the
     bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
     ``separated`` instead of ``rule``; a model whose label peaks do not stand out gets a
     warning."""
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
-    from milopyp.localize.profile import profile_flags, profile_reference
+    from milopyp.localize.profile import profile_reference, weigh_peaks
 
     filament = shape_named(shape).filament
     rng = np.random.default_rng(0)
@@ -411,19 +430,21 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
                  "background_peak_median": float(np.median(background)),
                  "separated": separated}
     else:
-        median = float(np.median(scores))
-        floor = SPLIT_FLOOR_FRACTION * median
+        floor = SPLIT_FLOOR_FRACTION * float(np.median(scores))
         # the labels against the peaks the split sees, as `milopyp localize` judges them
         seen = [np.zeros((0, 3))] * len(tomograms)
         for i, found in peaks:
             seen[i] = found.loc[found["score"] > floor, ["x", "y", "z"]].to_numpy(np.float64)
-        reference = (profile_reference(tomograms, labels, radius_vox, seen)
+        reference = (profile_reference(tomograms, labels, radius_vox, seen, min_score=floor)
                      if profile_check else None)
-        if reference is not None:  # as `milopyp localize` splits: the peaks that pass
-            peaks = [(i, found[profile_flags(reference, tomograms[i], found, floor)])
+        if reference is not None:  # as `milopyp localize` splits: the peaks weighed
+            peaks = [(i, weigh_peaks(reference, tomograms[i], found, floor)[0])
                      for i, found in peaks]
+            scores = np.concatenate([label_pick_scores(found, labels[i], radius_vox / 2)
+                                     for i, found in peaks])
         threshold, rule = split_threshold(
-            median, np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
+            float(np.median(scores)),
+            np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
         extra = {"rule": rule}
         if profile_check:
             extra["profile"] = reference

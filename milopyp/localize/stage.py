@@ -199,7 +199,7 @@ def localize(
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
-    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, tomogram_threshold
+    from milopyp.localize.calibrate import tomogram_threshold
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks, find_ridge_points
     from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
@@ -234,13 +234,10 @@ def localize(
                  "an earlier version)", name, MIN_PROFILE_LABELS, MIN_BACKGROUND_PEAKS)
     if not filament and automatic and "rule" in model.calibration:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
-        passed = np.ones(len(picks), dtype=bool)
-        if reference is not None:  # before the split: look-alikes out of its particle mode
-            picks, passed = _drop_unlike(name, reference, volume, picks, SPLIT_FLOOR_FRACTION
-                                         * model.calibration["label_peak_median"])
-        # the split of the peaks that passed (not those kept unjudged at a face)
+        if reference is not None:  # before the split: look-alikes weigh less, out of its mode
+            picks = _weigh(name, reference, volume, picks, _profile_floor(model.calibration))
         threshold, rule = tomogram_threshold(model.calibration,
-                                             picks.loc[passed, "score"].to_numpy(np.float64))
+                                             picks["score"].to_numpy(np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
     elif ridge:
@@ -248,9 +245,9 @@ def localize(
     elif reference is None:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
     else:  # judged among the peaks the split would see, as the labels were at calibration
-        floor = min(threshold, SPLIT_FLOOR_FRACTION * model.calibration["label_peak_median"])
+        floor = min(threshold, _profile_floor(model.calibration))
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=floor, tomogram=name)
-        picks, _ = _drop_unlike(name, reference, volume, picks, floor)
+        picks = _weigh(name, reference, volume, picks, floor)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
     if limit is not None and len(picks) > limit:
         if filament and automatic and limit != max_picks:
@@ -269,18 +266,29 @@ def localize(
     write_coordinates(output, picks)
 
 
-def _drop_unlike(name: str, reference: dict, volume, picks, min_score: float = 0.0):
-    """``picks`` without the peaks above ``min_score`` whose radial profile is unlike the
-    labels', except at a face of the tomogram (:func:`milopyp.localize.profile.vet`), with
-    a log line. Returns the kept picks and, for each, whether it passed the check."""
-    from milopyp.localize.profile import vet
+def _profile_floor(calibration: dict) -> float:
+    """The heat-map score above which the model's profile check judges peaks: the one its
+    labels were judged at (models before it was stored: the split's floor)."""
+    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION
 
-    passed, keep = vet(reference, volume, picks, min_score)
-    log.info("%s: %d of %d heat-map peaks above %.4g dropped: radial profile unlike the "
-             "labels' (the model's profile check; %d more at a face of the tomogram kept "
-             "unjudged)", name, int((~keep).sum()), int((picks["score"] > min_score).sum()),
-             min_score, int((keep & ~passed).sum()))
-    return picks[keep].reset_index(drop=True), passed[keep]
+    reference = calibration["profile"]
+    if "min_score" in reference:
+        return float(reference["min_score"])
+    return SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
+
+
+def _weigh(name: str, reference: dict, volume, picks, min_score: float = 0.0):
+    """``picks`` with their scores weighed by how label-like their radial profiles are
+    (:func:`milopyp.localize.profile.weigh_peaks`, judged above ``min_score``), highest
+    first, with a log line."""
+    from milopyp.localize.profile import weigh_peaks
+
+    judged = int((picks["score"] > min_score).sum())
+    picks, weights = weigh_peaks(reference, volume, picks, min_score)
+    log.info("%s: %d heat-map peaks above %.4g weighed by their radial profile against the "
+             "labels' (the model's profile check): %d unlike them (weight below 0.5)", name,
+             judged, min_score, int((weights < 0.5).sum()))
+    return picks
 
 
 def _guard_fiber(heatmap, threshold: float, calibration: dict, max_picks):
