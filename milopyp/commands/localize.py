@@ -1,20 +1,19 @@
 """``milopyp localize``: heat map of a whole tomogram (tiled), then picks by 3D max-pool NMS.
 
 Writes ``tomogram,x,y,z,score`` (voxels of the tomogram, score = heat-map probability,
-weighed by the profile check where the model has one),
-highest score first; a tomogram without any peak above the threshold gets an empty table
-and a warning (it may simply hold none of the target). A globular model's automatic
-threshold is set per tomogram, from the split of its own heat-map peaks
-(:func:`milopyp.localize.calibrate.tomogram_threshold`); when the model holds its labels'
-profile check (``train-localize`` without ``--no-profile-check``, >= 20 labels), each
-peak's score is first weighed by how much its radial density profile and spread look like
-the labels' rather than like the tomogram's other peaks (:mod:`milopyp.localize.profile`;
-the written score is the heat-map probability times that weight, and a given
-``--threshold`` applies to it too), and the log says how many peaks weigh less than half. A fibre model's automatic threshold
-is raised to the bulk of each heat map and its picks capped at what filaments can give
-(:func:`milopyp.localize.calibrate.guard_fiber_threshold`, ``max_fiber_picks``), with a
-warning, so that a flat (saturated) heat map does not turn into the whole tomogram. The
-work: :func:`milopyp.localize.stage.localize`.
+weighed by the profile check where the model has one), highest score first; a tomogram
+without any peak above the threshold gets an empty table and a warning (it may simply hold
+none of the target). A globular model's automatic threshold is set per tomogram, from the
+split of its own heat-map peaks (:func:`milopyp.localize.calibrate.tomogram_threshold`);
+when the model holds its labels' profile check (``train-localize`` without
+``--no-profile-check``, >= 20 labels), each peak's score is first weighed by how much its
+radial density profile and spread look like the labels' rather than like the tomogram's
+other peaks (:mod:`milopyp.localize.profile`; a given ``--threshold`` applies to the
+weighed score too), and the log says how many peaks weigh less than half. A fibre model's
+automatic threshold is raised to the bulk of each heat map and its picks capped at what
+filaments can give (:func:`milopyp.localize.calibrate.guard_fiber_threshold`,
+``max_fiber_picks``), with a warning, so that a flat (saturated) heat map does not turn into
+the whole tomogram. The work: :func:`milopyp.localize.stage.localize`.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ PROFILE_LABEL_QUANTILE = 0.05
 #: re-scored, held-out F1 at the automatic threshold (labelled tomogram), cut -> weights:
 #: crowded 0.910 / 0.878 / 0.885 (0.844 / 0.878 / 0.897) -> 0.907 / 0.915 / 0.912 (0.929 /
 #: 0.929 / 0.923); insitu 0.933 / 0.932 -> 0.933 / 0.946; spikes, 82 labels, 0.844 / 0.839
-#: -> 0.863 / 0.862; lost: unattended crowded seed 1 0.695 -> 0.644. With 1 (the plain
+#: / 0.840 -> 0.863 / 0.862 / 0.842; lost: unattended crowded seed 1 0.695 -> 0.644. With 1 (the plain
 #: logistic of the ratio): crowded 0.898 / 0.910 / 0.913, insitu labels jittered by 4 voxels
 #: 0.819 (0.882 with 0.5). README, "Accuracy on data we did not make".
 PROFILE_SOFTNESS = 0.5
