@@ -62,7 +62,7 @@ import pandas as pd
 import torch
 
 from benchmarks._common import REPO, format_table, machine_line
-from benchmarks.dataset import profile_floor, tomogram_thresholds, weigh_peaks
+from benchmarks.dataset import tomogram_thresholds, weigh_peaks
 from milopyp.candidates import find_candidates
 from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
@@ -72,6 +72,7 @@ from milopyp.localize.calibrate import (
     auto_threshold,
     calibrate_threshold,
     label_peak_scores,
+    profile_floor,
 )
 from milopyp.localize.infer import DEFAULT_FLIPS
 from milopyp.simulate import preset_parameters, simulate_tomogram, tomogram_seed

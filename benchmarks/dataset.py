@@ -205,16 +205,6 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
     return peaks[peaks["score"] > peaks["tomogram"].map(thresholds)], thresholds
 
 
-def profile_floor(calibration: dict) -> float:
-    """The heat-map score above which the calibration's profile check judges peaks (as
-    ``milopyp localize``)."""
-    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION
-
-    reference = calibration.get("profile") or {}
-    return float(reference.get("min_score",
-                               SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]))
-
-
 def weigh_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
                 min_score: float) -> pd.DataFrame:
     """``peaks`` scored as ``milopyp localize`` scores them
@@ -379,7 +369,7 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     also returns the picks (all peaks, per tomogram, scored as ``milopyp localize`` scores
     them: :func:`weigh_peaks`) and the automatic thresholds. The saved peaks are those, with
     the heat map's own score and the profile weight."""
-    from milopyp.localize.calibrate import calibrate_threshold
+    from milopyp.localize.calibrate import calibrate_threshold, profile_floor
 
     first = ds.tomograms[0]
     picks = []

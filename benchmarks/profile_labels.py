@@ -32,7 +32,11 @@ from benchmarks.dataset import (
     tomogram_thresholds,
     weigh_peaks,
 )
-from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION, label_pick_scores, split_threshold
+from milopyp.localize.calibrate import (
+    SPLIT_FLOOR_FRACTION,
+    label_pick_scores,
+    split_threshold,
+)
 from milopyp.localize.profile import profile_reference
 
 

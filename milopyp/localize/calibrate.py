@@ -136,6 +136,17 @@ def label_pick_scores(peaks, xyz: np.ndarray, radius_vox: float) -> np.ndarray:
     return out
 
 
+def profile_floor(calibration: dict) -> float:
+    """The heat-map score above which a globular model's profile check judges peaks: the one
+    its labels were judged at (``calibration["profile"]["min_score"]``); for model files
+    from before it was stored, or without a check, :data:`SPLIT_FLOOR_FRACTION` x the
+    label median."""
+    reference = calibration.get("profile") or {}
+    if "min_score" in reference:
+        return float(reference["min_score"])
+    return SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
+
+
 def auto_threshold(scores: np.ndarray, fraction: float = THRESHOLD_FRACTION) -> float:
     """``fraction`` x the median of the label peak scores (NaN when there are none)."""
     scores = np.asarray(scores, dtype=float)

@@ -74,9 +74,9 @@ PROFILE_LABEL_QUANTILE = 0.05
 #: re-scored, held-out F1 at the automatic threshold (labelled tomogram), cut -> weights:
 #: crowded 0.910 / 0.878 / 0.885 (0.844 / 0.878 / 0.897) -> 0.907 / 0.915 / 0.912 (0.929 /
 #: 0.929 / 0.923); insitu 0.933 / 0.932 -> 0.933 / 0.946; spikes, 82 labels, 0.844 / 0.839
-#: / 0.840 -> 0.863 / 0.862 / 0.842; lost: unattended crowded seed 1 0.695 -> 0.644. With 1 (the plain
-#: logistic of the ratio): crowded 0.898 / 0.910 / 0.913, insitu labels jittered by 4 voxels
-#: 0.819 (0.882 with 0.5). README, "Accuracy on data we did not make".
+#: / 0.840 -> 0.863 / 0.862 / 0.842; lost: unattended crowded seed 1 0.695 -> 0.644. With 1
+#: (the plain logistic of the ratio): crowded 0.898 / 0.910 / 0.913, insitu labels jittered
+#: by 4 voxels 0.819 (0.882 with 0.5). README, "Accuracy on data we did not make".
 PROFILE_SOFTNESS = 0.5
 #: Fewest heat-map peaks for the peaks' Gaussian (12 features): a tomogram with fewer is
 #: judged against the labelled tomogram's peaks, and a labelled tomogram with fewer gives no
@@ -95,9 +95,10 @@ MIN_PROFILE_LABELS = 20
 #: A peak closer than this fraction of the radius to a face of the tomogram is a particle
 #: cut by the face (or a maximum at the heat map's edge): its box, mirrored at the face,
 #: holds a mirror image of the particle a few voxels off, and its profile is unlike any
-#: whole particle's. The check cannot judge it, so it keeps its score (:func:`profile_weights`)
-#: and enters the tomogram's threshold split as every peak does (while the check dropped
-#: peaks, a face peak entered the split only if its profile passed). On the devset the check had dropped 10 of the 14 ribosomes it dropped
+#: whole particle's. The check cannot judge it, so it keeps its score
+#: (:func:`profile_weights`) and enters the tomogram's threshold split as every peak does
+#: (while the check dropped peaks, a face peak entered the split only if its profile
+#: passed). On the devset the check had dropped 10 of the 14 ribosomes it dropped
 #: above the crowded threshold at a face (55-label model, seed 0). The same models with
 #: this: crowded held-out 0.859 / 0.879 / 0.872 -> 0.873 / 0.875 / 0.884, labelled 0.861 /
 #: 0.851 / 0.825 -> 0.879 / 0.841 / 0.836; insitu 0.901 / 0.887 -> 0.895 / 0.895, labelled

@@ -199,7 +199,7 @@ def localize(
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
-    from milopyp.localize.calibrate import tomogram_threshold
+    from milopyp.localize.calibrate import profile_floor, tomogram_threshold
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks, find_ridge_points
     from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
@@ -235,7 +235,7 @@ def localize(
     if not filament and automatic and "rule" in model.calibration:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=0.0, tomogram=name)
         if reference is not None:  # before the split: look-alikes weigh less, out of its mode
-            picks = _weigh(name, reference, volume, picks, _profile_floor(model.calibration))
+            picks = _weigh(name, reference, volume, picks, profile_floor(model.calibration))
         threshold, rule = tomogram_threshold(model.calibration,
                                              picks["score"].to_numpy(np.float64))
         log.info("%s: automatic threshold %.4g (%s)", name, threshold, rule)
@@ -245,7 +245,7 @@ def localize(
     elif reference is None:
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=threshold, tomogram=name)
     else:  # judged among the peaks the split would see, as the labels were at calibration
-        floor = min(threshold, _profile_floor(model.calibration))
+        floor = min(threshold, profile_floor(model.calibration))
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=floor, tomogram=name)
         picks = _weigh(name, reference, volume, picks, floor)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
@@ -264,17 +264,6 @@ def localize(
     if heatmap_path:
         write_tomogram(heatmap_path, heatmap, voxel_size_a)
     write_coordinates(output, picks)
-
-
-def _profile_floor(calibration: dict) -> float:
-    """The heat-map score above which the model's profile check judges peaks: the one its
-    labels were judged at (models before it was stored: the split's floor)."""
-    from milopyp.localize.calibrate import SPLIT_FLOOR_FRACTION
-
-    reference = calibration["profile"]
-    if "min_score" in reference:
-        return float(reference["min_score"])
-    return SPLIT_FLOOR_FRACTION * calibration["label_peak_median"]
 
 
 def _weigh(name: str, reference: dict, volume, picks, min_score: float = 0.0):
