@@ -57,6 +57,7 @@ def _child(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from milopyp.localize import find_peaks, predict_heatmap, train_localizer
+    from milopyp.localize.train import BATCHNORM_BATCHES
     from milopyp.localize.unet import Localizer
 
     shape = tuple(int(v) for v in args.child_size.split("x"))
@@ -79,10 +80,16 @@ def _child(args: argparse.Namespace) -> None:
                                 seed=0, device=args.device)
         sec = time.perf_counter() - t0
         steps = defaults["epochs"] * defaults["iterations_per_epoch"]
+        # the BatchNorm re-estimation after the last epoch: min(BATCHNORM_BATCHES, steps)
+        # batches, timed by train_localizer, scaled to the default training's count
+        bn_s = model.batchnorm_seconds
+        bn_full = bn_s * min(BATCHNORM_BATCHES, steps) / min(BATCHNORM_BATCHES, iters)
+        step_s = (sec - bn_s) / iters
         result = {"seconds": sec, "note": f"1 epoch of {iters} iterations (bin "
-                  f"{model.config.bin_factor}), {1000 * sec / iters:.0f} ms/it incl. binning; "
-                  f"default {defaults['epochs']} × {defaults['iterations_per_epoch']} it ≈ "
-                  f"{sec / iters * steps:.0f} s"}
+                  f"{model.config.bin_factor}), {1000 * step_s:.0f} ms/it incl. binning, "
+                  f"BatchNorm re-estimation {bn_s:.1f} s; default {defaults['epochs']} × "
+                  f"{defaults['iterations_per_epoch']} it ≈ {step_s * steps + bn_full:.0f} s "
+                  f"(of which BatchNorm {bn_full:.0f} s)"}
     else:
         from milopyp.localize.scale import auto_bin_factor
         from milopyp.localize.unet import LocalizerConfig

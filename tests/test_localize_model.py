@@ -10,7 +10,10 @@ import torch
 
 from milopyp.errors import MilopypError
 from milopyp.localize.augment import FlipRot, apply_flip_rot, flip_rot_index_map, undo_flip_rot
+from milopyp.localize.checkpoint import TrainSettings
+from milopyp.localize.data import TrainingData
 from milopyp.localize.infer import predict_heatmap, prepare_for_inference, tile_geometry
+from milopyp.localize.normalize import intensity_stats
 from milopyp.localize.peaks import find_peaks
 from milopyp.localize.targets import heatmap_target, sigma_from_radius
 from milopyp.localize.train import load_localizer, train_localizer
@@ -228,9 +231,38 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.history[1]["lr"] == pytest.approx(1e-4)
     state = torch.load(ckpt, weights_only=True)
     assert state["epoch"] == 2 and state["network"]["base_channels"] == 4
-    loaded = load_localizer(ckpt)
+    loaded = load_localizer(ckpt)  # the last epoch's, before its BatchNorm re-estimation
     for k, v in resumed.state_dict().items():
-        assert torch.equal(v, loaded.state_dict()[k]), k
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_batchnorm_statistics_are_re_estimated_after_training():
+    from milopyp.localize import train as train_module
+
+    vol, xyz = _blobs((10, 40, 44), 10, seed=13)
+    model = _train(vol, xyz[:4], epochs=2, iterations_per_epoch=3)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not model.training
+    # reset and averaged over the batches (never more than the 6 steps), not the 6 steps'
+    # exponential average; the momentum is restored for any later training
+    assert all(int(m.num_batches_tracked) == 6 for m in norms)
+    assert all(m.momentum == 0.1 for m in norms)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    data = TrainingData(tomograms=[vol], labels=[xyz[:4]], stats=[intensity_stats(vol)])
+    settings = TrainSettings(particle_radius_vox=3.0, crop_zyx=(8, 32, 32), seed=0)
+    train_module.reestimate_batchnorm(model, data, settings, torch.device("cpu"), 5)
+    for k, v in model.state_dict().items():
+        if k.endswith(("running_mean", "running_var")):
+            assert not torch.equal(v, weights[k]), k  # other batches, other statistics
+        elif not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, weights[k]), k  # no weight changes
+    again = {k: v.clone() for k, v in model.state_dict().items()}
+    train_module.reestimate_batchnorm(model, data, settings, torch.device("cpu"), 5)
+    for k, v in model.state_dict().items():  # from the seed alone: the same again
+        assert torch.equal(v, again[k]), k
+    assert not model.training
+
 
 def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, caplog):
     """A checkpoint belongs to its labels, tomograms, network and settings: with any of them

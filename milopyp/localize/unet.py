@@ -13,7 +13,9 @@ a volume and fused by one 3×3×3 convolution + ReLU, then
 Normalisation: BatchNorm after every 2D convolution (the paper says conv + ReLU). BatchNorm
 (not GroupNorm) because in eval mode it is a fixed per-channel affine map, so a voxel's
 output depends only on its receptive field: tiled inference then equals whole-volume
-inference exactly. GroupNorm/InstanceNorm would make the output depend on the tile.
+inference exactly. GroupNorm/InstanceNorm would make the output depend on the tile. The
+statistics of that map are re-estimated after training over many training batches
+(:func:`milopyp.localize.train.reestimate_batchnorm`).
 
 ``stride_xy`` (the paper's output stride R): with 2 a strided 3×3 convolution first halves
 y and x (as the released MiLoPYP code does with ``down_ratio=2``), the UNet, fusion and
