@@ -80,10 +80,10 @@ def _child(args: argparse.Namespace) -> None:
                                 seed=0, device=args.device)
         sec = time.perf_counter() - t0
         steps = defaults["epochs"] * defaults["iterations_per_epoch"]
-        # the BatchNorm re-estimation after the last epoch: min(BATCHNORM_BATCHES, steps)
-        # batches, timed by train_localizer, scaled to the default training's count
+        # the BatchNorm re-estimation after the last epoch, timed by train_localizer,
+        # scaled to the default training's count of batches
         bn_s = model.batchnorm_seconds
-        bn_full = bn_s * min(BATCHNORM_BATCHES, steps) / min(BATCHNORM_BATCHES, iters)
+        bn_full = bn_s * min(BATCHNORM_BATCHES, steps) / model.batchnorm_batches
         step_s = (sec - bn_s) / iters
         result = {"seconds": sec, "note": f"1 epoch of {iters} iterations (bin "
                   f"{model.config.bin_factor}), {1000 * step_s:.0f} ms/it incl. binning, "

@@ -331,7 +331,8 @@ def train_localizer(
     t1 = time.perf_counter()
     batches = min(BATCHNORM_BATCHES, settings.epochs * settings.iterations_per_epoch)
     reestimate_batchnorm(model, data, settings, dev, batches)
-    model.batchnorm_seconds = time.perf_counter() - t1  # read by benchmarks/localize.py
+    # what it cost, read by benchmarks/localize.py
+    model.batchnorm_batches, model.batchnorm_seconds = batches, time.perf_counter() - t1
     log.info("BatchNorm statistics re-estimated over %d batches, %.1f s", batches,
              model.batchnorm_seconds)
     model.history = history
@@ -349,7 +350,7 @@ def reestimate_batchnorm(model: Localizer, data: TrainingData, settings: TrainSe
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average
-    rng = np.random.default_rng([settings.seed, BATCHNORM_BATCHES])
+    rng = np.random.default_rng([settings.seed, BATCHNORM_BATCHES])  # a stream of its own
     model.train()
     try:
         with torch.no_grad():
