@@ -756,6 +756,16 @@ def test_train_localize_command_leaves_no_checkpoint_and_retrains_on_new_labels(
     assert cli.main(["train-localize", "--labels", str(first), *tiny]) == 0
     assert model.exists() and not Path(f"{model}.ckpt").exists()
     weights_a = torch.load(model, weights_only=True)["model"]
+    # the model file holds the trained model (BatchNorm statistics re-estimated after the
+    # last epoch), which the calibration was made with, not the last epoch's checkpoint
+    from milopyp.localize.stage import read_labelled_tomograms
+
+    tomograms, _, labels, _ = read_labelled_tomograms([str(mrc)], [str(first)], None)
+    direct = train_localizer(tomograms, labels, particle_radius_vox=3.0, epochs=2,
+                             iterations_per_epoch=2, crop=(4, 32, 32), bin_factor=1,
+                             base_channels=4, device="cpu")
+    for k, v in direct.state_dict().items():
+        assert torch.equal(v, weights_a[k]), k
     # a checkpoint left by a run on the first labels, killed after epoch 1
     train_localizer([vol], [xyz[:5]], particle_radius_vox=3.0, epochs=1,
                     iterations_per_epoch=2, crop=(4, 32, 32), bin_factor=1, base_channels=4,

@@ -156,6 +156,9 @@ def train_localize(
                                       shape=shape, flips=flips or default_flips(shape),
                                       profile_check=profile_check)
     state = read_localizer(checkpoint, "cpu")
+    # the model the calibration was made with (BatchNorm statistics re-estimated after the
+    # last epoch, train_localizer), not the checkpoint's last epoch
+    state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state["calibration"] = calibration  # torch_threads: recorded by each checkpoint save
     write_localizer(output, state)
     # the model file holds everything the checkpoint did: a rerun (--forcerun, new labels)
