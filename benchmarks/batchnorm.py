@@ -23,7 +23,6 @@ changes the weights after the last epoch, the model it would have returned witho
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp
 
 import torch
 
-from benchmarks.dataset import draw_labels, load_dataset, save_model, table_xyz
+from benchmarks.dataset import first_labels, load_dataset, save_model
 from milopyp.localize.checkpoint import TrainSettings
 from milopyp.localize.data import TrainingData, working_labels
 from milopyp.localize.normalize import intensity_stats
@@ -64,22 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     ds = load_dataset(args.dataset)
     first = ds.tomograms[0]
     radius = ds.diameters_a[args.target] / first.voxel_size_a / 2
-    labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
-                         seed=args.seed, shape_zyx=first.data.shape)
-    if args.labels_csv:
-        labels = table_xyz(args.labels_csv, first.name)
+    labels = first_labels(first, args)
     model = load_localizer(args.model)
     b = int(model.config.bin_factor)
     working = [bin_volume(first.data, b)] if b > 1 else [first.data]
     data = TrainingData(tomograms=working, labels=working_labels([labels], working, b),
                         stats=[intensity_stats(t) for t in working],
                         originals=[first.data], bin_factor=b)
-    defaults = inspect.signature(train_localizer).parameters
-    settings = TrainSettings(particle_radius_vox=radius / b,
-                             crop_zyx=tuple(defaults["crop"].default),
-                             batch_size=defaults["batch_size"].default,
-                             seed=args.train_seed, rotate_xy=defaults["rotate_xy"].default,
-                             flip_z=True)
+    defaults = train_localizer.__kwdefaults__
+    settings = TrainSettings(particle_radius_vox=radius / b, crop_zyx=tuple(defaults["crop"]),
+                             batch_size=defaults["batch_size"], seed=args.train_seed,
+                             rotate_xy=defaults["rotate_xy"], flip_z=True)
     t0 = time.perf_counter()
     reestimate_batchnorm(model, data, settings, torch.device("cpu"))
     save_model(args.out, model, model.calibration)

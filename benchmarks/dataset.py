@@ -130,6 +130,16 @@ def draw_labels(truth: pd.DataFrame, species: str, n: int, *, jitter_vox: float,
     return np.clip(out, 0, np.asarray(shape_zyx[::-1], dtype=np.float64) - 1)[:n]
 
 
+def first_labels(first: Tomogram, args: argparse.Namespace) -> np.ndarray:
+    """The labels of the first tomogram ``first``: the rows of ``args.labels_csv`` when
+    given, else ``args.labels`` of ``args.target`` drawn from its truth (:func:`draw_labels`,
+    ``args.jitter``, ``args.seed``)."""
+    if args.labels_csv:
+        return table_xyz(args.labels_csv, first.name)
+    return draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
+                       seed=args.seed, shape_zyx=first.data.shape)
+
+
 def table_xyz(path: Path, tomogram: str) -> np.ndarray:
     """(N, 3) x, y, z (voxels) of a coordinate table's rows of ``tomogram`` (all rows when
     the table has no ``tomogram`` column)."""
@@ -589,10 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--diameter: {args.dataset}/dataset.json gives no diameter for "
                          f"{args.target!r}")
     diameter, radius = diameter_a / voxel_a, diameter_a / voxel_a / 2
-    labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
-                         seed=args.seed, shape_zyx=first.data.shape)
-    if args.labels_csv:
-        labels = table_xyz(args.labels_csv, first.name)
+    labels = first_labels(first, args)
     if args.write_labels:
         args.write_labels.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"tomogram": first.name, "x": labels[:, 0], "y": labels[:, 1],

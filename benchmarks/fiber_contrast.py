@@ -58,6 +58,12 @@ def wall_contrast(volume: np.ndarray, centre_line: np.ndarray, wall_vox: float,
     return 0.5 * (mean_at(-wall_vox) + mean_at(wall_vox)) - mean_at(0.0)
 
 
+def median_along(volume: np.ndarray, centre_line: np.ndarray) -> float:
+    """Median of ``volume`` [z, y, x] at the voxels nearest the (N, 3) x, y, z points."""
+    ijk = np.clip(np.rint(centre_line[:, ::-1]).astype(int), 0, np.array(volume.shape) - 1)
+    return float(np.median(volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]]))
+
+
 def oriented_response(volume: np.ndarray, radius_vox: float, sigma_along: float,
                       sigma_z: float, directions: int = 36) -> np.ndarray:
     """The two-wall line filter of ``--oriented`` on a [z, y, x] ``volume`` (normalised
@@ -130,15 +136,10 @@ def main(argv: list[str] | None = None) -> None:
             contrast = [wall_contrast(volume, line, args.wall, s) for s in Z_SHIFTS]
             along = "-"
             if heat is not None:
-                ijk = np.rint(line[:, ::-1]).astype(int)
-                ijk = np.clip(ijk, 0, np.array(heat.shape) - 1)
-                along = f"{np.median(heat[ijk[:, 0], ijk[:, 1], ijk[:, 2]]):.2f}"
+                along = f"{median_along(heat, line):.2f}"
             filtered = ""
             if response is not None:
-                ijk = np.clip(np.rint(line[:, ::-1]).astype(int), 0,
-                              np.array(response.shape) - 1)
-                filtered = (f"   line filter median "
-                            f"{np.median(response[ijk[:, 0], ijk[:, 1], ijk[:, 2]]):.3f}")
+                filtered = f"   line filter median {median_along(response, line):.3f}"
             print(f"{tomo.name:8s}  {int(fid):8d}  {len(line):6d}  {angle:14.0f}  "
                   + " ".join(f"{c:+.2f}" for c in contrast) + f"   {along}{filtered}")
 
