@@ -38,7 +38,8 @@ inside TS_01's virions).
 Experiments (not the workflow's settings): ``--train-kwargs '{"seed": 1}'`` another
 training seed, ``--unlabelled`` the other tomograms join the training as unlabelled data,
 ``--prior-update-epochs`` / ``--prior-lower-bound`` when and how low the PU class prior is
-re-estimated (:mod:`milopyp.localize.prior`).
+re-estimated, ``--prior-count-fraction`` the level it counts hidden particles at
+(:mod:`milopyp.localize.prior`).
 """
 
 from __future__ import annotations
@@ -565,6 +566,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="epochs after which the PU prior is re-estimated (library default)")
     p.add_argument("--prior-lower-bound", type=float, default=None, metavar="F",
                    help="lowest re-estimated hidden count, in labels (library default)")
+    p.add_argument("--prior-count-fraction", type=float, default=None, metavar="F",
+                   help="the prior counts hidden particles above F x the labels' median "
+                        "peak (library default)")
     p.add_argument("--no-profile-check", action="store_true",
                    help="keep the picks whose radial profile is unlike the labels' "
                         "(milopyp.localize.profile; the workflow checks them by default)")
@@ -585,11 +589,13 @@ def main(argv: list[str] | None = None) -> None:
 
         train_module.PRIOR_UPDATE_EPOCHS = tuple(int(e) for e in
                                                  args.prior_update_epochs.split(","))
-    if args.prior_lower_bound is not None:
-        import milopyp.localize.prior as prior_module
+    import milopyp.localize.prior as prior_module
 
+    if args.prior_lower_bound is not None:
         prior_module.PRIOR_UPDATE_BOUNDS = (args.prior_lower_bound,
                                             prior_module.PRIOR_UPDATE_BOUNDS[1])
+    if args.prior_count_fraction is not None:
+        prior_module.PRIOR_COUNT_FRACTION = args.prior_count_fraction
     t_start = time.perf_counter()
     ds = load_dataset(args.dataset)
     first = ds.tomograms[0]

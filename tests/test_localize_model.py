@@ -455,6 +455,25 @@ def test_count_particles_counts_bumps_above_threshold_once_and_skips_labels():
     assert np.isnan(auto_threshold(np.array([])))
 
 
+def test_hidden_particles_counts_unlabelled_peaks_above_the_labels_level():
+    """The prior's count of unlabelled particles: the peaks above PRIOR_COUNT_FRACTION x the
+    labels' median peak, each particle once, none at a label and no background bump."""
+    from milopyp.localize.prior import PRIOR_COUNT_FRACTION, hidden_particles
+
+    rng = np.random.default_rng(0)
+    grid = np.array([[x, y, z] for x in range(8, 96, 10) for y in range(8, 96, 10)
+                     for z in (8, 20)], float)
+    order = rng.permutation(len(grid))
+    labelled, hidden, background = grid[order[:16]], grid[order[16:36]], grid[order[36:]]
+    heights = np.concatenate([rng.uniform(0.8, 1.2, 16), rng.uniform(0.6, 1.2, 20),
+                              np.minimum(rng.exponential(0.07, len(background)), 0.3)])
+    heat = _heat_bumps((28, 104, 104), np.concatenate([labelled, hidden, background]),
+                       heights, sigma=1.5)
+    found, threshold = hidden_particles(heat, labelled, radius_vox=4)
+    assert threshold == pytest.approx(PRIOR_COUNT_FRACTION * np.median(heights[:16]), rel=1e-4)
+    assert 0 < found == np.sum(heights[16:36] > threshold) < 20
+
+
 def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     from milopyp.localize.calibrate import split_threshold
 
