@@ -148,10 +148,10 @@ def hidden_particles(heatmap: np.ndarray, xyz: np.ndarray, radius_vox: float) ->
     they were counted at: ``(count, threshold)``; :func:`count_particles` above
     :data:`PRIOR_COUNT_FRACTION` x the labels' median peak, farther than r/2 from every
     label. heatmap: [z, y, x]; xyz: (N, 3) labels, x, y, z voxels."""
-    from milopyp.localize.calibrate import label_peak_scores
+    from milopyp.localize.calibrate import auto_threshold, label_peak_scores
 
-    threshold = PRIOR_COUNT_FRACTION * float(np.median(label_peak_scores(heatmap, xyz,
-                                                                         radius_vox / 2)))
+    threshold = auto_threshold(label_peak_scores(heatmap, xyz, radius_vox / 2),
+                               PRIOR_COUNT_FRACTION)
     return count_particles(heatmap, threshold, radius_vox, exclude_xyz=xyz), threshold
 
 
