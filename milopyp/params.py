@@ -59,6 +59,7 @@ FLAGS = {
                        "flips": "--flips", "recentre_labels": "--recentre-labels",
                        "no_profile_check": "--no-profile-check",
                        "class_prior": "--class-prior", "expected_particles": "--expected-particles",
+                       "labels_from_seeds": "--labels-from-seeds",
                        "no_contrastive": "--no-contrastive", "no_pu": "--no-pu",
                        "seed": "--seed", "device": "--device"},
     "localize": {"threshold": "--threshold", "nms_kernel": "--nms-kernel-vox",
@@ -239,6 +240,8 @@ def train_localize(campaign: Campaign, target: Target) -> str:
         ("class_prior", settings["class_prior"] or None),
         ("expected_particles", _if(not settings["class_prior"],
                                    settings["expected_particles"] or None)),
+        ("labels_from_seeds", _if(settings["labels_from_seeds"] != "auto",
+                                  "yes" if settings["labels_from_seeds"] else "no")),
         ("no_contrastive", not settings["contrastive"]), ("no_pu", not settings["pu"]),
         ("seed", campaign.config["seed"]), ("device", campaign.config["device"]))
 

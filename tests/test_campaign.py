@@ -162,6 +162,8 @@ def test_shape_decides_nms_kernel_and_recentring(tmp_path):
     assert "--shape fiber" in params.train_localize(campaign, mt)
     # the profile check: on for every selection unless switched off (auto: on, as true)
     assert "--no-profile-check" not in params.train_localize(campaign, rib)
+    # auto: train-localize reads the labels' selection.json
+    assert "--labels-from-seeds" not in params.train_localize(campaign, rib)
     for check, selection, off in (("auto", "seeds.yaml", False), (True, "seeds.yaml", False),
                                   (False, "a.csv", True), (False, "seeds.yaml", True)):
         c = make_campaign(tmp_path, localize={"profile_check": check},
@@ -174,7 +176,7 @@ def test_every_option_emitted_is_named_in_flags(tmp_path):
         tmp_path, voxel_size=12.0, tiltseries="ts/{tomogram}.st", tiltseries_pixel_size=3.0,
         tiltseries_geometry={"sign": -1, "offset": [1.5, -2]},
         localize={"threshold": 0.3, "write_heatmap": True, "class_prior": 0.01, "pu": False,
-                  "profile_check": False},
+                  "profile_check": False, "labels_from_seeds": False},
         targets={"mt": {"shape": "fiber", "selection": "copick:mt:u:s"}})
     mt = campaign.targets["mt"]
     built = {
@@ -193,6 +195,7 @@ def test_every_option_emitted_is_named_in_flags(tmp_path):
         "report": params.report("m.csv", "fm.csv", ["f.csv"]),
         "provenance": params.provenance(["g.json"], ["s.json"]),
     }
+    assert "--labels-from-seeds no" in built["train-localize"]
     for command, options in built.items():
         flags = set(re.findall(r"(?:^| )(--[a-z][a-z-]*)", options))
         assert flags and flags <= set(params.FLAGS[command].values()), (command, options)

@@ -474,6 +474,73 @@ def test_hidden_particles_counts_unlabelled_peaks_above_the_labels_level():
     assert 0 < found == np.sum(heights[16:36] > threshold) < 20
 
 
+def test_estimated_prior_rests_on_its_lower_bound_when_no_particle_is_found(monkeypatch):
+    """With no particle away from the labels, the estimate is PRIOR_UPDATE_BOUNDS[0] x the
+    labels per voxel, or min_hidden_per_label x the labels; particles found above the bound
+    count as found, and the count per label is returned beside the prior."""
+    from milopyp.localize import infer
+    from milopyp.localize.prior import PRIOR_UPDATE_BOUNDS, estimate_class_prior
+
+    labelled = np.array([[x, y, 8.0] for x in (10, 30, 50) for y in (10, 30)])
+    heat = _heat_bumps((16, 60, 60), labelled, np.ones(len(labelled)))
+    monkeypatch.setattr(infer, "predict_heatmap", lambda *a, **k: heat)
+    vol = np.zeros(heat.shape, np.float32)
+
+    def prior(**kw):
+        return estimate_class_prior(None, [vol], [labelled], [(0.0, 1.0)], 4.0, "cpu", **kw)
+
+    n = len(labelled) / heat.size
+    assert prior() == (pytest.approx(PRIOR_UPDATE_BOUNDS[0] * n), 0.0)
+    assert prior(min_hidden_per_label=1.0) == (pytest.approx(n), 0.0)
+    hidden = np.array([[x, 50.0, 8.0] for x in (10, 20, 30, 40, 50)])  # 5 > 0.5 x 6 labels
+    heat[:] = np.maximum(heat, _heat_bumps(heat.shape, hidden, np.ones(len(hidden))))
+    assert prior() == (pytest.approx(len(hidden) / heat.size), pytest.approx(5 / 6))
+    assert prior(min_hidden_per_label=1.0)[0] == pytest.approx(n)
+
+
+def test_seed_lower_bound_rises_to_one_per_label_but_not_above_the_first_count():
+    from milopyp.localize.prior import PRIOR_UPDATE_BOUNDS, SEED_HIDDEN_PER_LABEL, seed_lower_bound
+
+    assert seed_lower_bound(0.0) == PRIOR_UPDATE_BOUNDS[0]  # nothing hidden: the default
+    assert seed_lower_bound(0.8) == pytest.approx(0.8)
+    assert seed_lower_bound(3.0) == SEED_HIDDEN_PER_LABEL == 1.0
+
+
+def test_labels_from_seeds_raise_the_prior_bound_after_the_first_estimate(
+        tmp_path, caplog, monkeypatch):
+    """A seed selection's training: the first re-estimation as by default, the later ones
+    bounded below by seed_lower_bound(first count) x the labels; resumed bit-identical.
+    The model's counts are fixed here: 6 hidden particles for the 8 labels, then 1."""
+    import milopyp.localize.prior as prior_module
+
+    counts = {"n": 0}
+
+    def hidden(heat, xyz, radius_vox):
+        counts["n"] += 1
+        return (6 if counts["n"] % 2 else 1), 0.1  # two updates per training (epochs 2, 4)
+
+    monkeypatch.setattr(prior_module, "hidden_particles", hidden)
+    vol, xyz = _blobs((12, 48, 56), 24, seed=21)
+    kw = {"epochs": 5, "iterations_per_epoch": 4, "lr": 1e-2, "lr_step_epochs": 10,
+          "expected_particles": None}
+    plain = _train(vol, xyz[:8], **kw)
+    with caplog.at_level("INFO", logger="milopyp.localize.train"):
+        seeds = _train(vol, xyz[:8], **kw, labels_from_seeds=True)
+    assert [h.get("hidden_found") for h in seeds.history] == [None, 0.75, None, 0.125, None]
+    # epoch 2: 6 found (above half the labels) in both; epoch 4: 1 found, bounded below by
+    # half the labels by default, by the first count (6 < 8 labels) for seed labels
+    assert plain.history[1]["prior"] == seeds.history[1]["prior"] == pytest.approx(6 / vol.size)
+    assert plain.history[3]["prior"] == pytest.approx(4 / vol.size)
+    assert seeds.history[3]["prior"] == pytest.approx(6 / vol.size)
+    assert "labels from seeds: at least 0.75 unlabelled particles per label" in caplog.text
+    ckpt = tmp_path / "model.pt"  # interrupted after epoch 3, between the two updates
+    _train(vol, xyz[:8], **{**kw, "epochs": 3}, labels_from_seeds=True, checkpoint_path=ckpt)
+    resumed = _train(vol, xyz[:8], **kw, labels_from_seeds=True, checkpoint_path=ckpt)
+    assert [h["prior"] for h in resumed.history] == [h["prior"] for h in seeds.history]
+    for k, v in seeds.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
 def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     from milopyp.localize.calibrate import split_threshold
 

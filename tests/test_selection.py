@@ -516,6 +516,38 @@ def test_seed_selection_is_few_shot_and_logs_where_labels_came_from(tmp_path, ca
     assert summary(out)["label_counts"] == {"tomo_a": 30, "tomo_b": 30}
 
 
+def test_labels_from_seeds_is_read_from_the_selection_summary(tmp_path):
+    """`milopyp train-localize --labels-from-seeds auto` reads the labels' selection.json:
+    labels from a few seeds (each seed's candidate and the nearest members) are a seed
+    selection's; whole clusters, explicit clusters beside the seeds, coordinate tables and
+    tables without a summary are not."""
+    from milopyp.localize.stage import labels_from_seeds
+
+    points, feats = ring_points()
+    points["umap_x"], points["umap_y"] = feats[:, 0], feats[:, 1]
+    pts = tmp_path / "points.csv"
+    points.to_csv(pts, index=False)
+    s = write(tmp_path / "seeds.yaml", "seeds:\n  - {tomogram: tomo_a, x: 2, y: 5, z: 3}\n")
+
+    def read(out):
+        return labels_from_seeds(sorted(str(p) for p in out.glob("*.csv")))
+
+    assert read(run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"))) == (
+        True, "20 labels from 1 seeds")
+    whole = run(tmp_path, s, pts, tomograms=("tomo_a", "tomo_b"),
+                extra=["--seed-labels", "clusters"])
+    assert read(whole)[0] is False
+    both = write(tmp_path / "both.yaml", "clusters: [4]\nseeds:\n"
+                 "  - {tomogram: tomo_a, x: 2, y: 5, z: 3}\n")
+    assert read(run(tmp_path, both, pts, tomograms=("tomo_a", "tomo_b"))) == (
+        False, "labels of a seeds selection")
+    table = write(tmp_path / "manual.csv", "tomogram,x,y,z\ntomo_a,10,11,12\n")
+    assert read(run(tmp_path, table, tomograms=("tomo_a", "tomo_b"))) == (
+        False, "labels of a coordinates selection")
+    loose = write(tmp_path / "elsewhere" / "tomo_a.csv", "tomogram,x,y,z\ntomo_a,10,11,12\n")
+    assert labels_from_seeds([str(loose)]) == (False, "labels without a selection summary")
+
+
 def test_seed_labels_ranked_in_embedding_space(tmp_path, caplog):
     points, feats = ring_points()
     points["umap_x"] = points["umap_y"] = 0.0  # UMAP says nothing; the embeddings do

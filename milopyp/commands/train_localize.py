@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="particle centres per voxel (PU prior); default from --expected-particles")
     arg("--expected-particles", type=float, default=None,
         help="expected particles per tomogram (sets the PU prior)")
+    arg("--labels-from-seeds", choices=["auto", "yes", "no"], default="auto",
+        help="the labels are a few seeds' picks, a few of many particles: the PU prior's "
+             "estimate assumes more unlabelled particles; auto = as the labels' "
+             "selection.json says (import-selection)")
     arg("--no-contrastive", action="store_true", help="drop the contrastive terms")
     arg("--no-pu", action="store_true", help="plain focal loss instead of PU")
     arg("--flips", type=int, choices=[1, 2, 4], default=None,
@@ -91,4 +95,5 @@ def main(args: argparse.Namespace) -> None:
         base_channels=args.base_channels, stride_xy=args.stride_xy,
         z_dilations=stage.parse_z_dilations(args.z_dilations),
         bin_factor=stage.parse_bin(args.bin), recentre_labels=args.recentre_labels,
+        from_seeds={"auto": "auto", "yes": True, "no": False}[args.labels_from_seeds],
     )

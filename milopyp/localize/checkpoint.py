@@ -42,6 +42,7 @@ class TrainSettings:
     rotate_xy: bool = False
     flip_z: bool = False
     grad_clip: bool = False
+    labels_from_seeds: bool = False
     loss: dict = field(default_factory=dict)  # LossSettings as a dict
 
 

@@ -100,6 +100,34 @@ def read_labelled_tomograms(tomogram_paths: list[str], label_paths: list[str],
     return tomograms, names_in_order, labels, voxel_sizes
 
 
+def labels_from_seeds(label_paths: list[str]) -> tuple[bool, str]:
+    """Whether the label tables that ``milopyp import-selection`` wrote are a few seeds'
+    picks, and why: ``(from_seeds, reason)``. True when the folder's ``selection.json`` says
+    every label came from seeds (each seed's candidate and the chosen clusters' members
+    nearest the seeds, ``seed_labels: nearest``); False for labels a user placed (a
+    coordinate table, copick picks), whole clusters, clusters listed beside the seeds, and
+    tables without a summary."""
+    import json
+
+    from milopyp.io.labels import SUMMARY_NAME
+
+    folders = {Path(p).parent for p in label_paths}
+    if len(folders) != 1:
+        return False, "label tables from several folders"
+    path = folders.pop() / SUMMARY_NAME
+    if not path.is_file():
+        return False, "labels without a selection summary"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MilopypError(f"{path}: cannot read the selection summary ({exc}); run "
+                           f"`milopyp import-selection` again") from exc
+    from_seeds = summary.get("labels_from_seeds", 0) + summary.get("labels_from_clusters", 0)
+    if summary.get("seed_labels") == "nearest" and from_seeds == summary.get("n_selected"):
+        return True, f"{summary.get('n_labels')} labels from {summary.get('n_seeds')} seeds"
+    return False, f"labels of a {summary.get('format', 'selection')} selection"
+
+
 def train_localize(
     tomogram_paths: list[str],
     label_paths: list[str],
@@ -114,6 +142,7 @@ def train_localize(
     flips: int | None = None,
     profile_check: bool = True,
     device: str = "auto",
+    from_seeds: bool | str = "auto",
     **training,
 ) -> None:
     """Train the localiser on ``label_paths`` (one table per tomogram of
@@ -123,8 +152,10 @@ def train_localize(
     ``crop_xy_vox``, ``crop_z_vox``: training crop, voxels of the working (binned) grid;
     ``flips``: test-time flips of the calibration (None: by shape); ``profile_check``: store
     the labels' radial profiles, against which ``milopyp localize`` checks globular picks
-    (:mod:`milopyp.localize.profile`); ``training``: the
-    other keywords of :func:`milopyp.localize.train.train_localizer`."""
+    (:mod:`milopyp.localize.profile`); ``from_seeds``: the labels are a few seeds' picks
+    (``labels_from_seeds`` of the training; "auto": :func:`labels_from_seeds` of the label
+    tables); ``training``: the other keywords of
+    :func:`milopyp.localize.train.train_localizer`."""
     import torch
 
     from milopyp.io.atomic import prepare_outputs
@@ -145,13 +176,18 @@ def train_localize(
     negatives = read_negatives(negative_paths, names, tomograms) if negative_paths else None
     voxel_size_a = common_voxel_size(dict(zip(names, voxel_sizes)), "--tomograms")
     radius_vox = particle_diameter_a / 2 / voxel_size_a
+    if from_seeds == "auto":
+        from_seeds, why = labels_from_seeds(label_paths)
+        log.info("%s: %s", why, "the PU prior assumes more unlabelled particles (a few "
+                 "clicks' labels)" if from_seeds else "the PU prior's default bounds")
     log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels, "
              "%d torch thread(s)", len(tomograms), sum(len(xyz) for xyz in labels),
              sum(len(xyz) for xyz in negatives or []), radius_vox, torch.get_num_threads())
     model = train_localizer(tomograms, labels, negatives=negatives,
                             particle_radius_vox=radius_vox, shape=shape,
                             crop=(crop_z_vox, crop_xy_vox, crop_xy_vox), device=device,
-                            checkpoint_path=checkpoint, **training)
+                            checkpoint_path=checkpoint, labels_from_seeds=bool(from_seeds),
+                            **training)
     calibration = calibrate_threshold(model, tomograms, labels, radius_vox, device,
                                       shape=shape, flips=flips or default_flips(shape),
                                       profile_check=profile_check)

@@ -66,6 +66,7 @@ from milopyp.localize.prior import (
     PRIOR_UPDATE_EPOCHS,
     estimate_class_prior,
     resolve_class_prior,
+    seed_lower_bound,
     with_prior,
 )
 from milopyp.localize.scale import auto_bin_factor, bin_volume, to_binned
@@ -156,6 +157,7 @@ def train_localizer(
     rotate_xy: bool = True,
     flip_z: bool | None = None,
     grad_clip: bool | None = None,
+    labels_from_seeds: bool = False,
 ) -> Localizer:
     """Train the localiser on tomograms with a few labelled particle centres.
 
@@ -193,6 +195,9 @@ def train_localizer(
         median norm (None: globular targets yes, fibres no). With the turned crops one
         crowded training diverged without it; on the demo's microtubules it lowered the
         traced centre lines' F1 with both seeds tried (0.953 → 0.880, 0.773 → 0.660).
+    labels_from_seeds: the labels are a few seeds' picks (the chosen clusters' members
+        nearest the clicks): after the first re-estimation of the prior its lower bound
+        rises to :func:`~milopyp.localize.prior.seed_lower_bound` hidden particles per label.
 
     Returns the trained model in eval mode, on ``device``; ``model.history`` lists the
     per-epoch mean losses (total, heat, sup, unsup, consistency), lr, seconds, the median
@@ -200,7 +205,8 @@ def train_localizer(
     :data:`GRAD_CLIP_FACTOR` × the previous epoch's, ``clipped`` counts those steps) and the PU
     prior in effect after the epoch (``prior``: with neither ``class_prior`` nor
     ``expected_particles`` given, it is re-estimated from the model after the epochs in
-    :data:`PRIOR_UPDATE_EPOCHS`, see :func:`estimate_class_prior`).
+    :data:`PRIOR_UPDATE_EPOCHS`, see :func:`estimate_class_prior`; after those epochs
+    ``hidden_found`` holds the unlabelled particles its count found per label).
     """
     target = shape_named(shape)  # an unknown shape fails here
     shape, filament = target.name, target.filament
@@ -247,6 +253,7 @@ def train_localizer(
         seed=int(seed), recentre_labels=bool(recentre_labels) and not filament,
         rotate_xy=bool(rotate_xy), flip_z=not filament if flip_z is None else bool(flip_z),
         grad_clip=not filament if grad_clip is None else bool(grad_clip),
+        labels_from_seeds=bool(labels_from_seeds),
         loss=asdict(loss_settings),
     )
     net_config = LocalizerConfig(n_blocks=n_blocks, base_channels=base_channels,
@@ -278,6 +285,8 @@ def train_localizer(
                 and not filament)
     if history and "prior" in history[-1]:  # resumed after a prior update
         loss_settings = with_prior(loss_settings, history[-1]["prior"], per_particle)
+    # particles per label the first re-estimation found (a seed selection's bound follows it)
+    first_found = next((h["hidden_found"] for h in history if "hidden_found" in h), None)
     log.info("training localiser: %d tomogram(s), %d labels, %d negatives, π_p = %.3g, %s, "
              "epochs %d-%d", len(tomograms), sum(len(lab) for lab in labels),
              sum(len(n) for n in negatives or []), loss_settings.prior, dev, start + 1, epochs)
@@ -300,13 +309,21 @@ def train_localizer(
         sched.step()
         if estimate and epoch + 1 in PRIOR_UPDATE_EPOCHS and epoch + 1 < settings.epochs:
             t1 = time.perf_counter()
-            new_prior = estimate_class_prior(model, originals, original_labels,
-                                             [intensity_stats(t) for t in originals],
-                                             original_radius, dev)
+            lower = None  # the default bound, and always at the first re-estimation
+            if settings.labels_from_seeds and first_found is not None:
+                lower = seed_lower_bound(first_found)
+                log.info("labels from seeds: at least %.2f unlabelled particles per label "
+                         "(the first count found %.2f)", lower, first_found)
+            new_prior, found = estimate_class_prior(model, originals, original_labels,
+                                                    [intensity_stats(t) for t in originals],
+                                                    original_radius, dev,
+                                                    min_hidden_per_label=lower)
             new_prior = min(0.5, new_prior * b**3)  # per voxel of the binned grid
             log.info("π_p re-estimated from the model: %.3g (was %.3g), %.1f s", new_prior,
                      loss_settings.prior, time.perf_counter() - t1)
             loss_settings = with_prior(loss_settings, new_prior, per_particle)
+            sums["hidden_found"] = found
+            first_found = found if first_found is None else first_found
         if settings.recentre_labels and epoch + 1 == RECENTRE_EPOCH < settings.epochs:
             t1 = time.perf_counter()
             moved = move_labels_to_maxima(model, originals, original_labels,
