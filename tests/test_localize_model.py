@@ -513,17 +513,18 @@ def test_labels_from_seeds_raise_the_prior_bound_after_the_first_estimate(
     The model's counts are fixed here: 6 hidden particles for the 8 labels, then 1."""
     import milopyp.localize.prior as prior_module
 
-    counts = {"n": 0}
+    updates = []  # the counts the next re-estimations find, in order
 
     def hidden(heat, xyz, radius_vox):
-        counts["n"] += 1
-        return (6 if counts["n"] % 2 else 1), 0.1  # two updates per training (epochs 2, 4)
+        return updates.pop(0), 0.1
 
     monkeypatch.setattr(prior_module, "hidden_particles", hidden)
     vol, xyz = _blobs((12, 48, 56), 24, seed=21)
     kw = {"epochs": 5, "iterations_per_epoch": 4, "lr": 1e-2, "lr_step_epochs": 10,
           "expected_particles": None}
+    updates[:] = [6, 1]  # after epochs 2 and 4
     plain = _train(vol, xyz[:8], **kw)
+    updates[:] = [6, 1]
     with caplog.at_level("INFO", logger="milopyp.localize.train"):
         seeds = _train(vol, xyz[:8], **kw, labels_from_seeds=True)
     assert [h.get("hidden_found") for h in seeds.history] == [None, 0.75, None, 0.125, None]
@@ -534,8 +535,11 @@ def test_labels_from_seeds_raise_the_prior_bound_after_the_first_estimate(
     assert seeds.history[3]["prior"] == pytest.approx(6 / vol.size)
     assert "labels from seeds: at least 0.75 unlabelled particles per label" in caplog.text
     ckpt = tmp_path / "model.pt"  # interrupted after epoch 3, between the two updates
+    updates[:] = [6]
     _train(vol, xyz[:8], **{**kw, "epochs": 3}, labels_from_seeds=True, checkpoint_path=ckpt)
+    updates[:] = [1]  # the first count comes from the checkpoint's history
     resumed = _train(vol, xyz[:8], **kw, labels_from_seeds=True, checkpoint_path=ckpt)
+    assert updates == []
     assert [h["prior"] for h in resumed.history] == [h["prior"] for h in seeds.history]
     for k, v in seeds.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k

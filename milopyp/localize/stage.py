@@ -178,8 +178,7 @@ def train_localize(
     radius_vox = particle_diameter_a / 2 / voxel_size_a
     if from_seeds == "auto":
         from_seeds, why = labels_from_seeds(label_paths)
-        log.info("%s: %s", why, "the PU prior assumes more unlabelled particles (a few "
-                 "clicks' labels)" if from_seeds else "the PU prior's default bounds")
+        log.info("labels from seeds: %s (%s)", "yes" if from_seeds else "no", why)
     log.info("training on %d tomogram(s), %d labels, %d negatives, particle radius %.1f voxels, "
              "%d torch thread(s)", len(tomograms), sum(len(xyz) for xyz in labels),
              sum(len(xyz) for xyz in negatives or []), radius_vox, torch.get_num_threads())
