@@ -199,13 +199,13 @@ def estimate_class_prior(
     from milopyp.localize.calibrate import most_labelled
     from milopyp.localize.infer import predict_heatmap
 
+    lo, hi = PRIOR_UPDATE_BOUNDS
+    lo = lo if min_hidden_per_label is None else float(min_hidden_per_label)
     hidden, n_vox, found_all, n_labels = 0.0, 0.0, 0, 0
     for i in most_labelled(labels, PRIOR_TOMOGRAMS):
         lab = labels[i]
         heat = predict_heatmap(model, tomograms[i], device=device, stats=stats[i])
         found, threshold = hidden_particles(heat, lab, radius_vox)
-        lo, hi = PRIOR_UPDATE_BOUNDS
-        lo = lo if min_hidden_per_label is None else float(min_hidden_per_label)
         hidden += float(np.clip(found, lo * len(lab), hi * len(lab)))
         n_vox += float(heat.size)
         found_all, n_labels = found_all + found, n_labels + len(lab)

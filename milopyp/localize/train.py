@@ -285,8 +285,6 @@ def train_localizer(
                 and not filament)
     if history and "prior" in history[-1]:  # resumed after a prior update
         loss_settings = with_prior(loss_settings, history[-1]["prior"], per_particle)
-    # particles per label the first re-estimation found (a seed selection's bound follows it)
-    first_found = next((h["hidden_found"] for h in history if "hidden_found" in h), None)
     log.info("training localiser: %d tomogram(s), %d labels, %d negatives, π_p = %.3g, %s, "
              "epochs %d-%d", len(tomograms), sum(len(lab) for lab in labels),
              sum(len(n) for n in negatives or []), loss_settings.prior, dev, start + 1, epochs)
@@ -309,7 +307,11 @@ def train_localizer(
         sched.step()
         if estimate and epoch + 1 in PRIOR_UPDATE_EPOCHS and epoch + 1 < settings.epochs:
             t1 = time.perf_counter()
-            lower = None  # the default bound, and always at the first re-estimation
+            # a seed selection's bound follows what the first re-estimation found (history,
+            # so a resumed run finds it too); the default bound before it and otherwise
+            first_found = next((h["hidden_found"] for h in history if "hidden_found" in h),
+                               None)
+            lower = None
             if settings.labels_from_seeds and first_found is not None:
                 lower = seed_lower_bound(first_found)
                 log.info("labels from seeds: at least %.2f unlabelled particles per label "
@@ -323,7 +325,6 @@ def train_localizer(
                      loss_settings.prior, time.perf_counter() - t1)
             loss_settings = with_prior(loss_settings, new_prior, per_particle)
             sums["hidden_found"] = found
-            first_found = found if first_found is None else first_found
         if settings.recentre_labels and epoch + 1 == RECENTRE_EPOCH < settings.epochs:
             t1 = time.perf_counter()
             moved = move_labels_to_maxima(model, originals, original_labels,
