@@ -546,6 +546,7 @@ def test_labels_from_seeds_raise_the_prior_bound_after_the_first_estimate(
 
 
 def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
+    from milopyp.localize import calibrate
     from milopyp.localize.calibrate import split_threshold
 
     rng = np.random.default_rng(3)
@@ -559,7 +560,8 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     assert t < 0.9 * np.median(labels)  # the label rule would drop most unseen particles
     # a clean map (nothing but particles above the floor) stays within the bounds
     t, _ = split_threshold(np.median(labels), np.r_[background, rng.uniform(0.55, 0.7, 100)])
-    assert 0.3 * np.median(labels) <= t <= 0.9 * np.median(labels)
+    assert (calibrate.MIN_THRESHOLD_FRACTION * np.median(labels) <= t
+            <= calibrate.THRESHOLD_FRACTION * np.median(labels))
     # too few peaks to split: the label rule
     t, rule = split_threshold(np.median(labels), labels[:5])
     assert t == pytest.approx(0.9 * np.median(labels)) and "only 5 peaks" in rule
