@@ -568,6 +568,27 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     assert np.isnan(split_threshold(float("nan"), background)[0])
 
 
+def test_a_level_the_mixture_finds_below_the_old_bound_is_kept():
+    """Unseen particles whose lower tail reaches down to the mixture's floor (the insitu
+    devset's held-out tomogram: levels 0.23-0.29 x the label median): the threshold is the
+    fit's own level, not a bound above it (0.3 x until stop 34), and keeps more of them."""
+    from milopyp.localize import calibrate
+
+    rng = np.random.default_rng(3)
+    median = 0.3
+    background = median * rng.exponential(1 / 30.0, 1500)
+    particles = median * rng.normal(0.6, 0.25, 70)
+    peaks = np.r_[background, particles]
+
+    def f1(t):
+        return 2 * np.sum(particles > t) / (np.sum(peaks > t) + len(particles))
+
+    t, rule = calibrate.split_threshold(median, peaks)
+    assert "mixture of" in rule, rule
+    assert calibrate.MIXTURE_FLOOR_FRACTION * median <= t < 0.3 * median, t / median
+    assert f1(t) > f1(0.3 * median) + 0.01, (f1(t), f1(0.3 * median))
+
+
 def test_split_holds_when_background_peaks_far_outnumber_the_particles():
     """Virus-like peaks: thousands of background maxima whose count falls off exponentially
     with the score, and a particle mode of ~90 at the label median. Otsu's split lands in
