@@ -568,25 +568,34 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     assert np.isnan(split_threshold(float("nan"), background)[0])
 
 
+def _background_and_particle_peaks(seed, median, background_mean, n_background,
+                                   particle_centre, particle_sd, n_particles):
+    """Synthetic heat-map peaks (in units of ``median``): an exponential background of mean
+    ``background_mean`` and a Gaussian particle mode. Returns (all peaks, the particles)."""
+    rng = np.random.default_rng(seed)
+    background = median * rng.exponential(background_mean, n_background)
+    particles = median * rng.normal(particle_centre, particle_sd, n_particles)
+    return np.r_[background, particles], particles
+
+
+def _pick_f1(t, peaks, particles):
+    """F1 of keeping the peaks above ``t`` when ``particles`` are the true ones."""
+    return 2 * np.sum(particles > t) / (np.sum(peaks > t) + len(particles))
+
+
 def test_a_level_the_mixture_finds_below_the_old_bound_is_kept():
     """Unseen particles whose lower tail reaches down to the mixture's floor (the insitu
     devset's held-out tomogram: levels 0.23-0.29 x the label median): the threshold is the
     fit's own level, not a bound above it (0.3 x until stop 34), and keeps more of them."""
     from milopyp.localize import calibrate
 
-    rng = np.random.default_rng(3)
     median = 0.3
-    background = median * rng.exponential(1 / 30.0, 1500)
-    particles = median * rng.normal(0.6, 0.25, 70)
-    peaks = np.r_[background, particles]
-
-    def f1(t):
-        return 2 * np.sum(particles > t) / (np.sum(peaks > t) + len(particles))
-
+    peaks, particles = _background_and_particle_peaks(3, median, 1 / 30.0, 1500, 0.6, 0.25, 70)
     t, rule = calibrate.split_threshold(median, peaks)
     assert "mixture of" in rule, rule
     assert calibrate.MIXTURE_FLOOR_FRACTION * median <= t < 0.3 * median, t / median
-    assert f1(t) > f1(0.3 * median) + 0.01, (f1(t), f1(0.3 * median))
+    old = _pick_f1(0.3 * median, peaks, particles)
+    assert _pick_f1(t, peaks, particles) > old + 0.01, (_pick_f1(t, peaks, particles), old)
 
 
 def test_split_holds_when_background_peaks_far_outnumber_the_particles():
@@ -596,15 +605,11 @@ def test_split_holds_when_background_peaks_far_outnumber_the_particles():
     picks where the particles take over."""
     from milopyp.localize.calibrate import split_threshold
 
-    rng = np.random.default_rng(7)
     median = 0.3
-    background = median * rng.exponential(1 / 7.0, 8000)
-    particles = median * rng.normal(0.95, 0.17, 90)
-    peaks = np.r_[background, particles]
+    peaks, particles = _background_and_particle_peaks(7, median, 1 / 7.0, 8000, 0.95, 0.17, 90)
 
     def f1(t):
-        tp, fp = np.sum(particles > t), np.sum(background > t)
-        return 2 * tp / (2 * tp + fp + (len(particles) - tp))
+        return _pick_f1(t, peaks, particles)
 
     best = max(f1(t) for t in np.linspace(0, median * 1.5, 301))
     t_otsu, _ = split_threshold(median, peaks, "otsu")
