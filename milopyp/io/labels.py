@@ -13,9 +13,10 @@ Read:
 - the ``milopyp embed`` files a seed selection ranks cluster members with
   (:func:`read_embeddings`).
 
-Write (:func:`write_labels_folder`) a *labels folder*, the Snakemake checkpoint of
-``milopyp import-selection``: ``{tomogram}.csv`` (``tomogram, x, y, z[, score, cluster]``,
-voxels) per tomogram with labels, and ``selection.json`` (the summary); and optionally a
+Write (:func:`write_labels_folder`; its summary is read back by :func:`read_labels_summary`)
+a *labels folder*, the Snakemake checkpoint of ``milopyp import-selection``:
+``{tomogram}.csv`` (``tomogram, x, y, z[, score, cluster]``, voxels) per tomogram with
+labels, and ``selection.json`` (the summary); and optionally a
 *negatives folder*: ``{tomogram}.csv`` (``tomogram, x, y, z, source``, possibly empty) per
 campaign tomogram. Each folder is built in a hidden sibling folder and renamed into place,
 so a failed run leaves neither.
@@ -191,6 +192,19 @@ def read_embeddings(paths: Iterable[str], wanted: set[str]) -> dict[str, tuple]:
             f"of every tomogram the seeds' labels come from"
         )
     return found
+
+
+def read_labels_summary(folder: Path) -> dict | None:
+    """The ``selection.json`` summary :func:`write_labels_folder` wrote into ``folder``;
+    None when there is none (label tables a user placed there)."""
+    path = Path(folder) / SUMMARY_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MilopypError(f"{path}: cannot read the selection summary ({exc}); run "
+                           f"`milopyp import-selection` again") from exc
 
 
 # --------------------------------------------------------------------------- writing

@@ -168,11 +168,12 @@ def hidden_particles(heatmap: np.ndarray, xyz: np.ndarray, radius_vox: float) ->
     return count_particles(heatmap, threshold, radius_vox, exclude_xyz=xyz), threshold
 
 
-def seed_lower_bound(first_found_per_label: float, most: float = SEED_HIDDEN_PER_LABEL) -> float:
+def seed_lower_bound(first_found_per_label: float) -> float:
     """The prior's lower bound (hidden particles per label) for a seed selection's labels
     after the first update, whose count found ``first_found_per_label`` per label: up to
-    ``most``, never above that first count, never below ``PRIOR_UPDATE_BOUNDS[0]``."""
-    return max(PRIOR_UPDATE_BOUNDS[0], min(float(most), float(first_found_per_label)))
+    :data:`SEED_HIDDEN_PER_LABEL`, never above that first count, never below
+    ``PRIOR_UPDATE_BOUNDS[0]``."""
+    return max(PRIOR_UPDATE_BOUNDS[0], min(SEED_HIDDEN_PER_LABEL, float(first_found_per_label)))
 
 
 def estimate_class_prior(

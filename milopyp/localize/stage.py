@@ -107,21 +107,14 @@ def labels_from_seeds(label_paths: list[str]) -> tuple[bool, str]:
     nearest the seeds, ``seed_labels: nearest``); False for labels a user placed (a
     coordinate table, copick picks), whole clusters, clusters listed beside the seeds, and
     tables without a summary."""
-    import json
-
-    from milopyp.io.labels import SUMMARY_NAME
+    from milopyp.io.labels import read_labels_summary
 
     folders = {Path(p).parent for p in label_paths}
     if len(folders) != 1:
         return False, "label tables from several folders"
-    path = folders.pop() / SUMMARY_NAME
-    if not path.is_file():
+    summary = read_labels_summary(folders.pop())
+    if summary is None:
         return False, "labels without a selection summary"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MilopypError(f"{path}: cannot read the selection summary ({exc}); run "
-                           f"`milopyp import-selection` again") from exc
     from_seeds = summary.get("labels_from_seeds", 0) + summary.get("labels_from_clusters", 0)
     if summary.get("seed_labels") == "nearest" and from_seeds == summary.get("n_selected"):
         return True, f"{summary.get('n_labels')} labels from {summary.get('n_seeds')} seeds"
