@@ -111,7 +111,7 @@ def test_pu_loss_without_clamp_is_risk_over_prior():
     assert torch.allclose(pu_focal_loss(z, y, prior), r / prior, rtol=1e-5)
 
 
-def test_nnpu_clamp_steps_on_minus_bracket():
+def _clamped_case():
     gen = torch.Generator().manual_seed(5)
     y = _target(gen)
     # over-fitted model: labelled voxels predicted high, unlabelled predicted very low
@@ -121,8 +121,12 @@ def test_nnpu_clamp_steps_on_minus_bracket():
     rp, rm, ru = _ref_risks(z, y)
     bracket = ru - prior * rm
     assert float(bracket.detach()) < 0, "test case must make the non-negative clamp active"
+    return z, y, prior, rp, bracket
 
-    loss = pu_focal_loss(z, y, prior)
+
+def test_nnpu_clamp_steps_on_minus_bracket():
+    z, y, prior, rp, bracket = _clamped_case()
+    loss = pu_focal_loss(z, y, prior)  # Kiryo's step, the default
     # value: R / π_p with max(0, bracket) = 0
     assert math.isclose(float(loss.detach()), float(rp.detach()), rel_tol=1e-5)
     (g_loss,) = torch.autograd.grad(loss, z)
@@ -132,8 +136,25 @@ def test_nnpu_clamp_steps_on_minus_bracket():
     (g_r,) = torch.autograd.grad(rp + bracket / prior, z)
     assert not torch.allclose(g_loss, g_r)
     assert float(g_loss[y < 0].sum()) < 0
+    # and lowers the labelled centres (the gradient of −B at them is that of R_p⁻)
+    assert float(g_loss[y == 1].sum()) > 0
     # the unbiased (uPU) variant keeps the negative bracket
     assert float(pu_focal_loss(z, y, prior, nonnegative=False).detach()) < float(loss.detach())
+
+
+def test_nnpu_clamp_can_keep_the_labelled_particles_term():
+    z, y, prior, rp, bracket = _clamped_case()
+    loss = pu_focal_loss(z, y, prior, positive_on_clamp=True)
+    assert math.isclose(float(loss.detach()), float(rp.detach()), rel_tol=1e-5)
+    (g_loss,) = torch.autograd.grad(loss, z)
+    (g_want,) = torch.autograd.grad(rp - bracket / prior, z, retain_graph=True)
+    assert torch.allclose(g_loss, g_want, rtol=1e-4, atol=1e-7)
+    # the bracket is still pushed back up (unlabelled predictions rise) ...
+    assert float(g_loss[y < 0].sum()) < 0
+    # ... and the labelled centres keep their own term: descent lowers them less than
+    # Kiryo's step, which lowers them (the bracket's R_p⁻ part) with nothing against it
+    (g_kiryo,) = torch.autograd.grad(pu_focal_loss(z, y, prior), z)
+    assert float(g_loss[y == 1].sum()) < float(g_kiryo[y == 1].sum())
 
 
 def _unit(gen, shape):

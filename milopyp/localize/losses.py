@@ -41,11 +41,15 @@ class LossSettings:
 
     prior: π_p for the PU loss (particle centres per voxel; fibres: tube voxels per voxel).
     contrastive_prior: τ⁺ for the contrastive terms (positive voxels per voxel).
+    positive_on_clamp: on a negative PU bracket, step on the labelled particles' term as well
+    as on the bracket (:func:`milopyp.localize.pu.pu_focal_loss`); False (the default):
+    Kiryo's step on the bracket alone.
     """
 
     prior: float
     contrastive_prior: float
     pu: bool = True
+    positive_on_clamp: bool = False
     contrastive: bool = True
     lambda1: float = 0.1
     lambda2: float = 0.5
@@ -96,7 +100,7 @@ def localizer_loss(
     logits = torch.cat([logits1, logits2])
     target2 = torch.cat([target, target])
     if s.pu:
-        heat = pu_focal_loss(logits, target2, s.prior)
+        heat = pu_focal_loss(logits, target2, s.prior, positive_on_clamp=s.positive_on_clamp)
     else:
         heat = focal_loss(logits, target2)
     prob1, prob2 = torch.sigmoid(logits1), torch.sigmoid(logits2)

@@ -142,6 +142,7 @@ def train_localizer(
     expected_particles: float | None = None,
     contrastive: bool = True,
     pu: bool = True,
+    pu_positive_on_clamp: bool = False,
     seed: int = 0,
     device: str | torch.device = "auto",
     checkpoint_path: str | Path | None = None,
@@ -172,6 +173,9 @@ def train_localizer(
         schedule (lr × 0.1 every ``lr_step_epochs`` epochs).
     class_prior: π_p, particle centres per voxel; or ``expected_particles`` per tomogram.
     contrastive, pu: switch off the contrastive term / the PU loss (paper's ablations).
+    pu_positive_on_clamp: where the PU loss's bracket goes negative, step on the labelled
+        particles' term as well as on the bracket; False (the default): Kiryo's step on the
+        bracket alone (:func:`milopyp.localize.pu.pu_focal_loss`).
     seed: all randomness; device: "auto" | "cpu" | "cuda".
     checkpoint_path: written atomically after each epoch; resumed from when it exists and
         was written by a run on the same inputs (:func:`inputs_fingerprint`), network and
@@ -245,7 +249,8 @@ def train_localizer(
                                 [t.shape for t in tomograms], shape=shape)
     per_particle = 1 if filament else core_voxels(particle_radius_vox)
     loss_settings = LossSettings(prior=prior, contrastive_prior=min(0.5, prior * per_particle),
-                                 pu=pu, contrastive=contrastive, temperature=temperature)
+                                 pu=pu, positive_on_clamp=bool(pu_positive_on_clamp),
+                                 contrastive=contrastive, temperature=temperature)
     settings = TrainSettings(
         particle_radius_vox=float(particle_radius_vox), shape=shape, epochs=int(epochs),
         iterations_per_epoch=int(iterations_per_epoch), crop_zyx=crop,
