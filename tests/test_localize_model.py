@@ -168,6 +168,26 @@ def _train(vol, xyz, **kw):
     return train_localizer([vol], [xyz], **args)
 
 
+def test_training_passes_the_clamped_step_choice_to_the_pu_loss(monkeypatch):
+    import milopyp.localize.losses as losses_module
+
+    seen = []
+    real = losses_module.pu_focal_loss
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("positive_on_clamp"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(losses_module, "pu_focal_loss", recording)
+    vol, xyz = _blobs((12, 48, 56), 20, seed=12)
+    kw = {"epochs": 1, "iterations_per_epoch": 2}
+    _train(vol, xyz[:6], **kw)
+    assert seen == [False, False]  # Kiryo's step by default
+    seen.clear()
+    _train(vol, xyz[:6], **kw, pu_positive_on_clamp=True)
+    assert seen == [True, True]
+
+
 def test_gradients_are_clipped_to_a_multiple_of_the_last_epochs_median(monkeypatch):
     import milopyp.localize.train as train_module
 
