@@ -614,8 +614,8 @@ def test_a_level_the_mixture_finds_below_the_old_bound_is_kept():
     t, rule = calibrate.split_threshold(median, peaks)
     assert "mixture of" in rule, rule
     assert calibrate.MIXTURE_FLOOR_FRACTION * median <= t < 0.3 * median, t / median
-    old = _pick_f1(0.3 * median, peaks, particles)
-    assert _pick_f1(t, peaks, particles) > old + 0.01, (_pick_f1(t, peaks, particles), old)
+    new, old = _pick_f1(t, peaks, particles), _pick_f1(0.3 * median, peaks, particles)
+    assert new > old + 0.01, (new, old)
 
 
 def test_split_holds_when_background_peaks_far_outnumber_the_particles():
@@ -651,13 +651,12 @@ def test_a_narrow_particle_mode_is_fitted_again_wider(monkeypatch):
     negatives = np.r_[median * rng.exponential(1 / 9.0, 1500),
                       median * (0.1 + rng.exponential(1 / 3.0, 15))]
     particles = median * np.r_[rng.normal(1.0, 0.2, 50), rng.uniform(0.25, 0.7, 40)]
+    peaks = np.r_[negatives, particles]
 
     def f1(t):
-        tp = np.sum(particles > t)
-        return 2 * tp / (tp + len(particles) + np.sum(negatives > t))
+        return _pick_f1(t, peaks, particles)
 
     best = max(f1(t) for t in np.linspace(0, 1.5 * median, 451))
-    peaks = np.r_[negatives, particles]
     t_wide, rule = calibrate.split_threshold(median, peaks)
     assert f"± {calibrate.TYPICAL_MODE_WIDTH:.2f}" in rule, rule
     monkeypatch.setattr(calibrate, "TYPICAL_MODE_WIDTH", 0.0)  # the free fit only
