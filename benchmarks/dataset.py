@@ -301,7 +301,7 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                    negatives: np.ndarray | None = None,
                    save_picks: Path | None = None, device: str = "cpu",
                    flips: int = DEFAULT_FLIPS,
-                   model_path: Path | None = None,
+                   model_path: list[Path] | None = None,
                    self_train: float = 0.0, unlabelled: bool = False,
                    profile_check: bool = True) -> dict[str, dict]:
     """Train on the first tomogram's labels (and ``negatives``, if any), pick everywhere;
@@ -317,11 +317,13 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
     ``round1 auto``/``round1 tuned`` the first's, ``pseudo`` the pseudo-labels' precision."""
     first = ds.tomograms[0]
     t0 = time.perf_counter()
-    if model_path is not None:  # a model this benchmark trained and saved (--save-picks)
+    if model_path is not None:  # model(s) this benchmark trained and saved (--save-picks)
         from milopyp.localize.train import load_localizer
 
-        model = load_localizer(model_path, device=device)
-        model.history = []
+        models = [load_localizer(path, device=device) for path in model_path]
+        for m in models:
+            m.history = []
+        model = models[0] if len(models) == 1 else models  # a list: heat maps averaged
     else:
         others = ds.tomograms[1:] if unlabelled else []
         empty = [np.zeros((0, 3))] * len(others)
@@ -405,7 +407,8 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
         save_picks.parent.mkdir(parents=True, exist_ok=True)
         picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
-        save_model(save_picks.with_suffix(".pt"), model, calibration)
+        if not isinstance(model, list):  # an ensemble has no one model file
+            save_model(save_picks.with_suffix(".pt"), model, calibration)
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = tomogram_thresholds(calibration, picks_df, names)
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
@@ -552,9 +555,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="the fiber row picks box maxima of side K (odd) instead of the heat "
                         "map's ridge points (as localize --nms-kernel-vox)")
     p.add_argument("--threads", type=int, default=2, help="torch / DoG threads (2)")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=lambda t: [Path(x) for x in t.split(",") if x],
+                   default=None,
                    help="score this saved model (DIR/full_model.pt of an earlier --save-picks "
-                        "run on the same dataset and labels) instead of training the full row")
+                        "run on the same dataset and labels) instead of training the full row; "
+                        "a comma list: the mean of their heat maps (an ensemble), calibrated "
+                        "and picked as one model")
     p.add_argument("--flips", type=int, choices=[1, 2, 4], default=DEFAULT_FLIPS,
                    help=f"test-time flips of the heat maps ({DEFAULT_FLIPS}, as the workflow)")
     p.add_argument("--self-train", type=float, default=0.0, metavar="FRACTION",
@@ -668,7 +674,8 @@ def main(argv: list[str] | None = None) -> None:
         results[f"{name}, tuned"] = r["tuned"]
         print(line(f"{name}, automatic threshold", r["auto"]))
         print(line(f"{name}, threshold tuned on truth", r["tuned"])
-              + (f"  (model {args.model}" if args.model and name == "full model" else
+              + (f"  (model {','.join(map(str, args.model))}" if args.model
+                 and name == "full model" else
                  f"  (train {r['auto']['train_s']:.0f} s")
               + f", infer {r['auto']['infer_s']:.1f} s, {args.flips} flips)",
               flush=True)

@@ -175,17 +175,17 @@ def test_training_passes_the_clamped_step_choice_to_the_pu_loss(monkeypatch):
     real = losses_module.pu_focal_loss
 
     def recording(*args, **kwargs):
-        seen.append(kwargs.get("positive_on_clamp"))
+        seen.append((kwargs.get("positive_on_clamp"), kwargs.get("negative_loss")))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(losses_module, "pu_focal_loss", recording)
     vol, xyz = _blobs((12, 48, 56), 20, seed=12)
     kw = {"epochs": 1, "iterations_per_epoch": 2}
     _train(vol, xyz[:6], **kw)
-    assert seen == [False, False]  # Kiryo's step by default
+    assert seen == [(False, "voxels")] * 2  # Kiryo's step by default
     seen.clear()
-    _train(vol, xyz[:6], **kw, pu_positive_on_clamp=True)
-    assert seen == [True, True]
+    _train(vol, xyz[:6], **kw, pu_positive_on_clamp=True, negative_loss="peaks")
+    assert seen == [(True, "peaks")] * 2
 
 
 def test_gradients_are_clipped_to_a_multiple_of_the_last_epochs_median(monkeypatch):
@@ -869,6 +869,60 @@ def test_negatives_in_the_target_map_and_the_loss():
     assert float(logits.grad[0, 0, 5, 16, 16]) > 0  # gradient descent lowers it
 
 
+def test_negative_peaks_step_on_each_objects_highest_voxel():
+    """``negative_loss="peaks"``: each known-negative object (a connected y = −2 region of
+    one crop, never joined across the batch) adds softplus of its highest logit, per
+    labelled centre; only that voxel gets a gradient."""
+    from milopyp.errors import MilopypError
+    from milopyp.localize.pu import negative_peak_risk, pu_focal_loss
+    from milopyp.localize.targets import NEGATIVE
+
+    target = torch.full((2, 1, 6, 10, 10), -1.0)
+    target[0, 0, 1, 1, 1] = target[0, 0, 4, 8, 8] = 1.0  # two labelled centres
+    target[0, 0, 2:4, 2:4, 5:8] = NEGATIVE  # object a
+    target[0, 0, 4:6, 6:8, 0:2] = NEGATIVE  # object b
+    target[1, 0, 2:4, 2:4, 5:8] = NEGATIVE  # object c: a's place, other crop
+    logits = torch.randn(target.shape, generator=torch.Generator().manual_seed(3))
+    logits.requires_grad_(True)
+    flat = logits.detach()[:, 0]
+    peaks = torch.stack([flat[0, 2:4, 2:4, 5:8].max(), flat[0, 4:6, 6:8, 0:2].max(),
+                         flat[1, 2:4, 2:4, 5:8].max()])
+    risk = negative_peak_risk(logits, target)
+    assert risk.item() == pytest.approx(float(torch.nn.functional.softplus(peaks).sum()),
+                                        rel=1e-6)
+    risk.backward()
+    hit = logits.grad != 0
+    assert int(hit.sum()) == 3  # one voxel per object
+    assert torch.allclose(logits.grad[hit].sort().values, torch.sigmoid(peaks).sort().values)
+    assert bool((logits.detach()[hit][:, None] == peaks[None, :]).any(0).all())
+    # in the PU loss: per labelled centre, outside the clamp; the voxels' term is the default
+    unlabelled = target.clone()
+    unlabelled[unlabelled == NEGATIVE] = -2.5  # neither unlabelled nor negative: ignored
+    without = pu_focal_loss(logits.detach(), unlabelled, 1e-3)
+    with_peaks = pu_focal_loss(logits.detach(), target, 1e-3, negative_loss="peaks")
+    from milopyp.localize.pu import pu_focal_risks
+
+    b = pu_focal_risks(logits.detach(), target)
+    bw = pu_focal_risks(logits.detach(), unlabelled)
+    assert [float(x) for x in b] == pytest.approx([float(x) for x in bw])
+    assert float(with_peaks - without) == pytest.approx(risk.item() / 2, rel=1e-5)
+    assert float(pu_focal_loss(logits.detach(), target, 1e-3)) != pytest.approx(
+        float(with_peaks))
+    # "ranked": below the labelled centres' mean logit (a level the heat map sets itself)
+    reference = logits.detach()[target == 1].mean()
+    ranked = pu_focal_loss(logits.detach(), target, 1e-3, negative_loss="ranked")
+    expected = float(torch.nn.functional.softplus(peaks - reference).sum()) / 2
+    assert float(ranked - without) == pytest.approx(expected, rel=1e-5)
+    no_centres = target.clone()
+    no_centres[no_centres == 1] = -1.0
+    assert float(pu_focal_loss(logits.detach(), no_centres, 1e-3, negative_loss="ranked")) \
+        == pytest.approx(float(pu_focal_loss(logits.detach(), no_centres.masked_fill(
+            no_centres == NEGATIVE, -2.5), 1e-3)))
+    with pytest.raises(MilopypError, match="negative loss"):
+        pu_focal_loss(logits, target, 1e-3, negative_loss="centres")
+    assert float(negative_peak_risk(logits, unlabelled)) == 0.0
+
+
 def test_train_localize_command_leaves_no_checkpoint_and_retrains_on_new_labels(tmp_path,
                                                                                 caplog):
     """Issue 13: after a finished run the checkpoint is gone (``--forcerun`` and new labels
@@ -936,6 +990,24 @@ def test_test_time_flips_average_the_mirrored_heat_maps():
         model, np.ascontiguousarray(np.flip(vol, 2)), device="cpu"), 2)), atol=1e-6)
     with pytest.raises(MilopypError, match="flips"):
         predict_heatmap(model, vol, device="cpu", flips=3)
+
+
+def test_a_list_of_models_gives_the_mean_of_their_heat_maps():
+    """An ensemble: predict_heatmap of several localisers (one binned) is the mean of each
+    one's heat map with the same flips; an empty list is an error."""
+    models = []
+    for seed, b in ((3, 1), (4, 2)):
+        torch.manual_seed(seed)
+        models.append(_randomise_bn(Localizer(LocalizerConfig(**TINY, bin_factor=b)), seed))
+    vol = np.random.default_rng(5).normal(size=(10, 36, 44)).astype(np.float32)
+    each = [predict_heatmap(m, vol, device="cpu", flips=2) for m in models]
+    assert not np.allclose(each[0], each[1], atol=1e-3)
+    both = predict_heatmap(models, vol, device="cpu", flips=2)
+    assert both.dtype == np.float32 and both.shape == vol.shape
+    assert np.allclose(both, 0.5 * (each[0] + each[1]), atol=1e-6)
+    assert np.array_equal(predict_heatmap(models[:1], vol, device="cpu", flips=2), each[0])
+    with pytest.raises(MilopypError, match="empty list of models"):
+        predict_heatmap([], vol, device="cpu")
 
 
 def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path):

@@ -158,7 +158,7 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def predict_heatmap(
-    model: Localizer,
+    model: Localizer | list[Localizer] | tuple[Localizer, ...],
     tomogram: np.ndarray,
     *,
     device: str | torch.device = "auto",
@@ -170,6 +170,9 @@ def predict_heatmap(
 ) -> np.ndarray:
     """Heat map (particle-centre probability per voxel) of a whole tomogram.
 
+    model: a trained localiser, or a list of them (an ensemble: the mean of their heat
+        maps, each with the same arguments; that many times the compute, one more heat map
+        in memory).
     tomogram: [z, y, x] array or np.memmap (read tile by tile, never whole).
     device: "auto" | "cpu" | "cuda" | torch.device.
     tile_zyx: kept core of a tile (z, y, x) in voxels of the network's grid (the binned
@@ -186,6 +189,16 @@ def predict_heatmap(
     heat map is upsampled trilinearly to the tomogram's grid. Returns the float32 heat map
     [z, y, x] in [0, 1] on the tomogram's grid (``out`` when given).
     """
+    if isinstance(model, (list, tuple)):
+        if not model:
+            raise MilopypError("predict_heatmap: an empty list of models")
+        kw = {"device": device, "tile_zyx": tile_zyx, "memory_mb": memory_mb, "stats": stats,
+              "flips": flips}
+        out = predict_heatmap(model[0], tomogram, out=out, **kw)
+        for other in model[1:]:
+            out += predict_heatmap(other, tomogram, **kw)
+        out /= np.float32(len(model))
+        return out
     if tomogram.ndim != 3:
         raise MilopypError(f"expected a 3-D tomogram [z, y, x], got shape {tomogram.shape}")
     shape = tuple(int(s) for s in tomogram.shape)

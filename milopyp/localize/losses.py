@@ -44,12 +44,15 @@ class LossSettings:
     positive_on_clamp: on a negative PU bracket, step on the labelled particles' term as well
     as on the bracket (:func:`milopyp.localize.pu.pu_focal_loss`); False (the default):
     Kiryo's step on the bracket alone.
+    negative_loss: known negatives' term, "voxels" (the default), "peaks" or "ranked"
+    (:func:`milopyp.localize.pu.pu_focal_loss`).
     """
 
     prior: float
     contrastive_prior: float
     pu: bool = True
     positive_on_clamp: bool = False
+    negative_loss: str = "voxels"
     contrastive: bool = True
     lambda1: float = 0.1
     lambda2: float = 0.5
@@ -100,7 +103,8 @@ def localizer_loss(
     logits = torch.cat([logits1, logits2])
     target2 = torch.cat([target, target])
     if s.pu:
-        heat = pu_focal_loss(logits, target2, s.prior, positive_on_clamp=s.positive_on_clamp)
+        heat = pu_focal_loss(logits, target2, s.prior, positive_on_clamp=s.positive_on_clamp,
+                             negative_loss=s.negative_loss)
     else:
         heat = focal_loss(logits, target2)
     prob1, prob2 = torch.sigmoid(logits1), torch.sigmoid(logits2)

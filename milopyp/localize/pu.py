@@ -14,7 +14,13 @@ particle) and unlabelled U (y = −1). With the focal terms l⁺ (loss as positi
 Known negatives N (y = −2, voxels of objects the user marked as not the target) are not
 in U; they add ``R_n⁻ = (1/n) · Σ_N l⁻`` (per labelled centre, as the positives) to the
 returned loss, outside the non-negative clamp: a PNU risk in which the negatives are
-labelled data, not an estimate.
+labelled data, not an estimate. Two other forms of that term are options
+(``negative_loss``, :func:`pu_focal_loss`): each object's highest voxel as a negative, or
+ranked below the labelled centres. On the devset's virus set (82 attached spikes labelled,
+TS_01's 7 free spikes as negatives) none of the three taught the network to reject free
+spikes: after training, those 7 scored 0.98 / 0.95 / 1.09 × the median label peak
+(voxels / peaks / ranked; median heat-map peak), as without negatives (1.01; README,
+"Tried at stop 36").
 
 Soft positives join the positive terms with their focal weight (1 − y)^β, so R_p⁺ is the
 CenterNet loss of the labelled particles. Risks are normalised per labelled particle and
@@ -55,7 +61,9 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
+from scipy import ndimage
 
 from milopyp.errors import MilopypError
 from milopyp.localize.focal import negative_term, positive_term
@@ -84,6 +92,32 @@ def pu_focal_risks(
     return r_p_plus, r_p_minus, r_u_minus
 
 
+#: how known negatives enter the loss: every voxel's focal term, or each object's peak
+NEGATIVE_LOSSES = ("voxels", "peaks", "ranked")
+
+
+def negative_peak_risk(logits: torch.Tensor, target: torch.Tensor,
+                       reference: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Σ over the known-negative objects (connected y = −2 regions of each crop) of
+    softplus(max logit − ``reference``): with reference 0 the binary cross-entropy of the
+    object's highest voxel as a negative. logits, target: same shape (B, 1, D, H, W) or
+    (B, D, H, W). 0 without negatives."""
+    known = target == NEGATIVE
+    if not bool(known.any()):
+        return logits.new_zeros(())
+    mask = known.detach().cpu().numpy().reshape(known.shape[0], -1, *known.shape[-3:])
+    mask = mask.any(axis=1)  # (B, D, H, W); the channel axis is 1
+    structure = np.zeros((3, 3, 3, 3), bool)  # 6-connected in space, never across the batch
+    structure[1] = ndimage.generate_binary_structure(3, 1)
+    objects, n_objects = ndimage.label(mask, structure)
+    ids = torch.from_numpy(objects.astype(np.int64)).to(logits.device)
+    flat = logits.reshape(logits.shape[0], -1, *logits.shape[-3:])[:, 0]
+    inside = ids > 0
+    peaks = flat.new_full((n_objects,), float("-inf")).scatter_reduce(
+        0, ids[inside] - 1, flat[inside], reduce="amax", include_self=True)
+    return torch.nn.functional.softplus(peaks - reference).sum()
+
+
 def pu_focal_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -93,21 +127,37 @@ def pu_focal_loss(
     beta: float = 4.0,
     nonnegative: bool = True,
     positive_on_clamp: bool = False,
+    negative_loss: str = "voxels",
 ) -> torch.Tensor:
     """Non-negative PU focal loss R / π_p (scalar); on a negative bracket B Kiryo's gradient
     of −B/π_p, or that of R_p⁺ − B/π_p with ``positive_on_clamp``.
 
     logits, target: same shape; prior: π_p, expected particle centres per voxel (0, 1).
-    ``nonnegative=False`` gives the unbiased (uPU) risk with no clamp.
+    ``nonnegative=False`` gives the unbiased (uPU) risk with no clamp. ``negative_loss``:
+    known negatives as every voxel's focal term ("voxels", the default), as each object's
+    highest voxel ("peaks": :func:`negative_peak_risk`, binary cross-entropy) or as that
+    voxel ranked below the mean logit of the crop's labelled centres ("ranked", nothing
+    where the batch holds none), per labelled centre.
     """
+    if negative_loss not in NEGATIVE_LOSSES:
+        raise MilopypError(f"negative loss: expected one of {NEGATIVE_LOSSES}, got "
+                           f"{negative_loss!r}")
     if not 0.0 < prior < 1.0:
         raise MilopypError(f"class prior: expected 0 < π_p < 1 (particle centres per voxel), "
                            f"got {prior}")
     r_p_plus, r_p_minus, r_u_minus = pu_focal_risks(logits, target, alpha=alpha, beta=beta)
     bracket = r_u_minus / prior - r_p_minus  # B / π_p
     known = target == NEGATIVE
-    r_n = (negative_term(logits[known], alpha).sum() / (target == 1).sum().clamp(min=1)
-           if bool(known.any()) else logits.new_zeros(()))
+    if not bool(known.any()):
+        r_n = logits.new_zeros(())
+    elif negative_loss == "peaks":
+        r_n = negative_peak_risk(logits, target) / (target == 1).sum().clamp(min=1)
+    elif negative_loss == "ranked":  # below the labelled centres' mean logit
+        centres = target == 1
+        r_n = (negative_peak_risk(logits, target, logits[centres].detach().mean())
+               / centres.sum() if bool(centres.any()) else logits.new_zeros(()))
+    else:
+        r_n = negative_term(logits[known], alpha).sum() / (target == 1).sum().clamp(min=1)
     if not nonnegative or bracket.item() >= 0.0:
         return r_p_plus + bracket + r_n
     if positive_on_clamp:  # value R / π_p = R_p⁺ (max(0, B) = 0), gradient of R_p⁺ − B

@@ -143,6 +143,7 @@ def train_localizer(
     contrastive: bool = True,
     pu: bool = True,
     pu_positive_on_clamp: bool = False,
+    negative_loss: str = "voxels",
     seed: int = 0,
     device: str | torch.device = "auto",
     checkpoint_path: str | Path | None = None,
@@ -176,6 +177,9 @@ def train_localizer(
     pu_positive_on_clamp: where the PU loss's bracket goes negative, step on the labelled
         particles' term as well as on the bracket; False (the default): Kiryo's step on the
         bracket alone (:func:`milopyp.localize.pu.pu_focal_loss`).
+    negative_loss: how ``negatives`` enter the PU loss: "voxels" (each voxel's focal term,
+        the default), "peaks" (each object's highest voxel) or "ranked" (that voxel below
+        the labelled centres; :func:`milopyp.localize.pu.pu_focal_loss`).
     seed: all randomness; device: "auto" | "cpu" | "cuda".
     checkpoint_path: written atomically after each epoch; resumed from when it exists and
         was written by a run on the same inputs (:func:`inputs_fingerprint`), network and
@@ -250,6 +254,7 @@ def train_localizer(
     per_particle = 1 if filament else core_voxels(particle_radius_vox)
     loss_settings = LossSettings(prior=prior, contrastive_prior=min(0.5, prior * per_particle),
                                  pu=pu, positive_on_clamp=bool(pu_positive_on_clamp),
+                                 negative_loss=str(negative_loss),
                                  contrastive=contrastive, temperature=temperature)
     settings = TrainSettings(
         particle_radius_vox=float(particle_radius_vox), shape=shape, epochs=int(epochs),
