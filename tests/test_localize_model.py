@@ -872,9 +872,10 @@ def test_negatives_in_the_target_map_and_the_loss():
 def test_negative_peaks_step_on_each_objects_highest_voxel():
     """``negative_loss="peaks"``: each known-negative object (a connected y = −2 region of
     one crop, never joined across the batch) adds softplus of its highest logit, per
-    labelled centre; only that voxel gets a gradient."""
+    labelled centre; only that voxel gets a gradient. ``"ranked"``: softplus of that logit
+    less the labelled centres' mean, nothing in a batch without labelled centres."""
     from milopyp.errors import MilopypError
-    from milopyp.localize.pu import negative_peak_risk, pu_focal_loss
+    from milopyp.localize.pu import negative_peak_risk, pu_focal_loss, pu_focal_risks
     from milopyp.localize.targets import NEGATIVE
 
     target = torch.full((2, 1, 6, 10, 10), -1.0)
@@ -900,8 +901,6 @@ def test_negative_peaks_step_on_each_objects_highest_voxel():
     unlabelled[unlabelled == NEGATIVE] = -2.5  # neither unlabelled nor negative: ignored
     without = pu_focal_loss(logits.detach(), unlabelled, 1e-3)
     with_peaks = pu_focal_loss(logits.detach(), target, 1e-3, negative_loss="peaks")
-    from milopyp.localize.pu import pu_focal_risks
-
     b = pu_focal_risks(logits.detach(), target)
     bw = pu_focal_risks(logits.detach(), unlabelled)
     assert [float(x) for x in b] == pytest.approx([float(x) for x in bw])
@@ -918,9 +917,22 @@ def test_negative_peaks_step_on_each_objects_highest_voxel():
     assert float(pu_focal_loss(logits.detach(), no_centres, 1e-3, negative_loss="ranked")) \
         == pytest.approx(float(pu_focal_loss(logits.detach(), no_centres.masked_fill(
             no_centres == NEGATIVE, -2.5), 1e-3)))
+    assert float(negative_peak_risk(logits, unlabelled)) == 0.0
     with pytest.raises(MilopypError, match="negative loss"):
         pu_focal_loss(logits, target, 1e-3, negative_loss="centres")
-    assert float(negative_peak_risk(logits, unlabelled)) == 0.0
+
+
+def test_an_unknown_negative_loss_stops_training_before_it_starts(monkeypatch):
+    import milopyp.localize.train as train_module
+    from milopyp.errors import MilopypError
+
+    def no_step(*args, **kwargs):
+        raise AssertionError("a training step ran")
+
+    monkeypatch.setattr(train_module, "localizer_loss", no_step)
+    vol, xyz = _blobs((12, 48, 56), 20, seed=12)
+    with pytest.raises(MilopypError, match="negative loss"):
+        _train(vol, xyz[:6], negative_loss="centres")
 
 
 def test_train_localize_command_leaves_no_checkpoint_and_retrains_on_new_labels(tmp_path,

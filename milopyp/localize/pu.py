@@ -92,7 +92,8 @@ def pu_focal_risks(
     return r_p_plus, r_p_minus, r_u_minus
 
 
-#: how known negatives enter the loss: every voxel's focal term, or each object's peak
+#: how known negatives enter the loss: every voxel's focal term, each object's highest
+#: voxel, or that voxel ranked below the labelled centres (:func:`pu_focal_loss`)
 NEGATIVE_LOSSES = ("voxels", "peaks", "ranked")
 
 
