@@ -213,7 +213,10 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
 
     thresholds = {n: tomogram_threshold(calibration, peaks.loc[peaks["tomogram"] == n, "score"]
                                         .to_numpy(np.float64), method)[0] for n in names}
-    return peaks[peaks["score"] > peaks["tomogram"].map(thresholds)], thresholds
+    # as numbers: a heat map with no peak at all (a collapsed training) gives an empty table
+    keep = (peaks["score"].to_numpy(np.float64)
+            > peaks["tomogram"].map(thresholds).to_numpy(np.float64))
+    return peaks[keep], thresholds
 
 
 def weigh_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
