@@ -180,7 +180,9 @@ def train_localizer(
         bracket alone (:func:`milopyp.localize.pu.pu_focal_loss`).
     negative_loss: how ``negatives`` enter the PU loss: "voxels" (each voxel's focal term,
         the default), "peaks" (each object's highest voxel) or "ranked" (that voxel below
-        the labelled centres; :func:`milopyp.localize.pu.pu_focal_loss`).
+        the labelled centres; :func:`milopyp.localize.pu.pu_focal_loss`). Neither option
+        helped on the devset, and "ranked" collapsed one training (crowded, 20 negatives) to
+        a heat map of zeros (README, "Tried at stop 36").
     seed: all randomness; device: "auto" | "cpu" | "cuda".
     checkpoint_path: written atomically after each epoch; resumed from when it exists and
         was written by a run on the same inputs (:func:`inputs_fingerprint`), network and
