@@ -97,6 +97,13 @@ def pu_focal_risks(
 NEGATIVE_LOSSES = ("voxels", "peaks", "ranked")
 
 
+def check_negative_loss(name: str) -> None:
+    """Raise :class:`MilopypError` naming the choices unless ``name`` is in
+    :data:`NEGATIVE_LOSSES`."""
+    if name not in NEGATIVE_LOSSES:
+        raise MilopypError(f"negative loss: expected one of {NEGATIVE_LOSSES}, got {name!r}")
+
+
 def negative_peak_risk(logits: torch.Tensor, target: torch.Tensor,
                        reference: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Σ over the known-negative objects (connected y = −2 regions of each crop) of
@@ -140,25 +147,23 @@ def pu_focal_loss(
     voxel ranked below the mean logit of the crop's labelled centres ("ranked", nothing
     where the batch holds none), per labelled centre.
     """
-    if negative_loss not in NEGATIVE_LOSSES:
-        raise MilopypError(f"negative loss: expected one of {NEGATIVE_LOSSES}, got "
-                           f"{negative_loss!r}")
+    check_negative_loss(negative_loss)
     if not 0.0 < prior < 1.0:
         raise MilopypError(f"class prior: expected 0 < π_p < 1 (particle centres per voxel), "
                            f"got {prior}")
     r_p_plus, r_p_minus, r_u_minus = pu_focal_risks(logits, target, alpha=alpha, beta=beta)
     bracket = r_u_minus / prior - r_p_minus  # B / π_p
-    known = target == NEGATIVE
+    known, centres = target == NEGATIVE, target == 1
+    n = centres.sum().clamp(min=1)
     if not bool(known.any()):
         r_n = logits.new_zeros(())
     elif negative_loss == "peaks":
-        r_n = negative_peak_risk(logits, target) / (target == 1).sum().clamp(min=1)
+        r_n = negative_peak_risk(logits, target) / n
     elif negative_loss == "ranked":  # below the labelled centres' mean logit
-        centres = target == 1
-        r_n = (negative_peak_risk(logits, target, logits[centres].detach().mean())
-               / centres.sum() if bool(centres.any()) else logits.new_zeros(()))
+        r_n = (negative_peak_risk(logits, target, logits[centres].detach().mean()) / n
+               if bool(centres.any()) else logits.new_zeros(()))
     else:
-        r_n = negative_term(logits[known], alpha).sum() / (target == 1).sum().clamp(min=1)
+        r_n = negative_term(logits[known], alpha).sum() / n
     if not nonnegative or bracket.item() >= 0.0:
         return r_p_plus + bracket + r_n
     if positive_on_clamp:  # value R / π_p = R_p⁺ (max(0, B) = 0), gradient of R_p⁺ − B

@@ -69,7 +69,7 @@ from milopyp.localize.prior import (
     seed_lower_bound,
     with_prior,
 )
-from milopyp.localize.pu import NEGATIVE_LOSSES
+from milopyp.localize.pu import check_negative_loss
 from milopyp.localize.scale import auto_bin_factor, bin_volume, to_binned
 from milopyp.localize.targets import core_voxels
 from milopyp.localize.unet import Localizer, LocalizerConfig, LocalizerOutput
@@ -220,9 +220,7 @@ def train_localizer(
     ``hidden_found`` holds the unlabelled particles its count found per label).
     """
     target = shape_named(shape)  # an unknown shape fails here
-    if negative_loss not in NEGATIVE_LOSSES:
-        raise MilopypError(f"negative loss: expected one of {NEGATIVE_LOSSES}, got "
-                           f"{negative_loss!r}")
+    check_negative_loss(negative_loss)
     shape, filament = target.name, target.filament
     crop = tuple(int(c) for c in crop)
     if z_dilations is None:  # filaments: the paper's fusion (z-context not measured on them)
