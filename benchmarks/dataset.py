@@ -398,6 +398,11 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips,
                                       profile_check=profile_check)
     auto = calibration["threshold"]
+    if "separated" in calibration and "label_heat_median" in calibration:
+        log.info("labels' median heat-map peak %.4g, at random places %.4g (%.1f x; "
+                 "learned: %s)", calibration["label_heat_median"],
+                 calibration["background_peak_median"], calibration["label_heat_median"]
+                 / max(calibration["background_peak_median"], 1e-12), calibration["separated"])
     reference, floor = calibration.get("profile"), profile_floor(calibration)
     picks = [weigh_peaks(reference, v.data, p, floor) for v, p in zip(ds.tomograms, picks)]
     log.info("profile check: %s peaks weigh below 0.5",

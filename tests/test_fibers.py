@@ -816,7 +816,9 @@ def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):
     assert "profile" not in cal  # no profile check for fibres
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu")
     assert set(cal) == {"threshold", "label_peak_median", "n_labels", "rule", "flips",
-                        "profile"}
+                        "profile", "label_heat_median", "background_peak_median",
+                        "separated"}
+    assert cal["separated"] is True
     # one ridge of equal peaks gives nothing to split: the label rule (without the profile
     # check, whose weights would make the ridge's peaks unequal)
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu", profile_check=False)

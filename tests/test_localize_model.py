@@ -588,6 +588,74 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
     assert np.isnan(split_threshold(float("nan"), background)[0])
 
 
+def _blob_heatmap(shape_zyx, xyz, heights, rng, *, floor=0.0, noise=0.005):
+    """A globular heat map: Gaussian bumps (sigma 1.5 voxels) of ``heights`` at ``xyz``
+    (x, y, z voxels) on ``floor`` plus uniform noise up to ``noise``."""
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij")
+    heat = floor + noise * rng.random(shape_zyx)
+    for (x, y, z), h in zip(xyz, heights):
+        bump = h * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * 1.5**2))
+        heat = np.maximum(heat, bump)
+    return heat.astype(np.float32)
+
+
+def test_a_globular_model_that_did_not_learn_its_labels_says_so(tmp_path, monkeypatch,
+                                                                  caplog):
+    """A training that collapsed (heat map 0 everywhere) or never left the initial bias
+    (issue 11: every blob ~0.094 on a 0.09 background) is flagged by its calibration
+    (``separated: False``, one warning) and again by every `milopyp localize` with it; a
+    model that raised its labels above the background is not."""
+    import sys
+    import types
+
+    from milopyp import cli
+    from milopyp.io.mrc import write_tomogram
+    from milopyp.localize.calibrate import calibrate_threshold
+
+    rng = np.random.default_rng(11)
+    shape = (24, 96, 96)
+    xyz = rng.uniform([8, 8, 6], [88, 88, 18], size=(20, 3))
+    labels = [xyz[:12]]
+    learned = _blob_heatmap(shape, xyz, [0.6] * 12 + [0.4] * 8, rng)
+    saturated = _blob_heatmap(shape, xyz, [0.094] * 20, rng, floor=0.088, noise=0.004)
+    collapsed = np.zeros(shape, np.float32)
+    heat = {}
+    monkeypatch.setitem(sys.modules, "milopyp.localize.infer",
+                        types.SimpleNamespace(predict_heatmap=lambda m, t, **k: heat["map"]))
+    calibrations = {}
+    for name, heatmap in (("learned", learned), ("saturated", saturated),
+                          ("collapsed", collapsed)):
+        heat["map"] = heatmap
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="milopyp.localize.calibrate"):
+            cal = calibrate_threshold(None, [heatmap], labels, 3.0, "cpu",
+                                      profile_check=False)
+        calibrations[name] = cal
+        learnt = name == "learned"
+        assert cal["separated"] is learnt, (name, cal)
+        assert ("did not learn the target" in caplog.text) is not learnt, caplog.text
+        assert len(caplog.records) == (0 if learnt else 1)
+    assert 0.5 < calibrations["learned"]["label_heat_median"] <= 0.6  # bumps off the grid
+    assert calibrations["learned"]["background_peak_median"] < 0.01
+
+    model = types.SimpleNamespace(settings={"shape": "globular", "particle_radius_vox": 3.0},
+                                  config=types.SimpleNamespace(bin_factor=1),
+                                  calibration=calibrations["collapsed"])
+    monkeypatch.setitem(sys.modules, "milopyp.localize.train",
+                        types.SimpleNamespace(load_localizer=lambda path: model))
+    heat["map"] = collapsed
+    mrc = tmp_path / "TS_01.mrc"
+    write_tomogram(mrc, np.zeros(shape, np.float32), 10.0)
+    for name in ("collapsed", "learned"):
+        model.calibration = calibrations[name]
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert cli.main(["localize", "--model", "m.pt", "--tomogram", str(mrc), "-o",
+                             str(tmp_path / f"{name}.csv")]) == 0
+        assert ("TS_01: the model did not learn the target" in caplog.text) is (
+            name == "collapsed"), caplog.text
+
+
 def _background_and_particle_peaks(seed, median, background_mean, n_background,
                                    particle_centre, particle_sd, n_particles):
     """Synthetic heat-map peaks (in units of ``median``): an exponential background of mean

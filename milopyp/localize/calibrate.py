@@ -105,6 +105,15 @@ FIBER_MAX_VOXEL_FRACTION = 0.03
 #: earlier test (0.6 x the median above the background, 1.67) let pass, and it traced 21
 #: false fibres in the held-out tomogram without a word.
 FIBER_MIN_CONTRAST = 3.0
+#: A globular model has learned its target when its labels' median heat-map peak is at
+#: least this many times the median peak at random places of the same tomograms
+#: (:func:`label_contrast`), as :data:`FIBER_MIN_CONTRAST` for filaments. A training that
+#: collapsed (the devset's crowded set with 20 negatives and ``negative_loss="ranked"``:
+#: heat map 0 everywhere) or never left the heat map's initial bias (issue 11: every blob
+#: 0.085-0.094, labels 0.094) gives 0 or about 1, and `milopyp localize` then picked nothing,
+#: or everything, without a word. A default training on the devset's crowded set (seed 0,
+#: held-out F1 0.905) gave 154 (label peaks 0.296, random places 0.0019).
+MIN_LABEL_CONTRAST = 3.0
 #: Heat-map voxels sampled (evenly strided) for its quantiles (16 MB of float32).
 QUANTILE_SAMPLES = 1 << 22
 #: Tomograms (those with the most labels) whose heat maps calibrate the pick threshold.
@@ -379,6 +388,23 @@ def fiber_threshold(label_scores: np.ndarray, bulk: float, background_scores: np
     return threshold, separated, note
 
 
+def label_contrast(label_median: float, background_median: float) -> tuple[bool, str]:
+    """Whether a globular model's labels stand out from its heat map's background:
+    ``(separated, note)``. ``separated`` is False when the labels' median heat-map peak
+    (:func:`label_peak_scores`) is 0, or less than :data:`MIN_LABEL_CONTRAST` x the median
+    of the same statistic at random places (``background_median``); ``note`` then says so
+    in one line for the log (else "")."""
+    separated = bool(label_median > 0 and label_median >= MIN_LABEL_CONTRAST * background_median)
+    if separated:
+        return True, ""
+    return False, (
+        f"the model did not learn the target: at training, its labels' median heat-map peak "
+        f"{label_median:.4g} was not {MIN_LABEL_CONTRAST:g} x the peaks at random places "
+        f"(median {background_median:.4g}), so its picks are not the target's: check that the "
+        f"labels lie on particles and retrain (more labels, another seed, or without the "
+        f"training option that changed)")
+
+
 def guard_fiber_threshold(heatmap: np.ndarray, threshold: float,
                           calibration: dict | None = None) -> tuple[float, str]:
     """The fibre threshold to apply to one tomogram's heat map ([z, y, x]): ``threshold``,
@@ -416,11 +442,14 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     the split; None with too few labels or peaks). With a reference, the split is of those
     peaks weighed by it (:func:`milopyp.localize.profile.weigh_peaks`), and
     ``label_peak_median`` is the median of the weighed peaks at the labels
-    (:func:`label_pick_scores`), as `milopyp localize` scores its picks. For
-    filaments (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the
-    bulk of those heat maps), with ``bulk_level``, ``background_peak_median`` and
-    ``separated`` instead of ``rule``; a model whose label peaks do not stand out gets a
-    warning."""
+    (:func:`label_pick_scores`), as `milopyp localize` scores its picks. A globular
+    target's calibration also holds ``label_heat_median`` (the labels' median heat-map peak
+    before any weighing), ``background_peak_median`` (the same at random places) and
+    ``separated`` (:func:`label_contrast`). For filaments (``shape="fiber"``) the threshold
+    is :func:`fiber_threshold` (at least the bulk of those heat maps), with ``bulk_level``,
+    ``background_peak_median`` and ``separated`` instead of ``rule``. A model whose label
+    peaks do not stand out gets a warning (one line), and so does every `milopyp localize`
+    with it."""
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
     from milopyp.localize.profile import profile_reference, weigh_peaks
@@ -431,17 +460,17 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     for i in most_labelled(labels, CALIBRATION_TOMOGRAMS):
         heat = predict_heatmap(model, tomograms[i], device=device, flips=flips)
         scores.append(label_peak_scores(heat, labels[i], radius_vox / 2))
+        places = rng.uniform(0, 1, (max(200, len(labels[i])), 3)) * (
+            np.array(heat.shape[::-1]) - 1)
+        background.append(label_peak_scores(heat, places, radius_vox / 2))
         if not filament:  # as `milopyp localize` picks them (NMS box ~ the radius)
             peaks.append((i, find_peaks(heat, kernel_vox=nms_kernel_vox(radius_vox),
                                         threshold=0.0)))
         else:
-            places = rng.uniform(0, 1, (max(200, len(labels[i])), 3)) * (
-                np.array(heat.shape[::-1]) - 1)
-            background.append(label_peak_scores(heat, places, radius_vox / 2))
             bulk.append(heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION))
     scores = np.concatenate(scores)
+    background = np.concatenate(background)
     if filament:
-        background = np.concatenate(background)
         threshold, separated, note = fiber_threshold(scores, max(bulk), background)
         if note:
             log.warning("%s", note)
@@ -449,6 +478,10 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
                  "background_peak_median": float(np.median(background)),
                  "separated": separated}
     else:
+        heat_median = float(np.median(scores))  # before any profile weighing
+        separated, note = label_contrast(heat_median, float(np.median(background)))
+        if note:
+            log.warning("%s", note)
         floor = SPLIT_FLOOR_FRACTION * float(np.median(scores))
         # the labels against the peaks the split sees, as `milopyp localize` judges them
         seen = [np.zeros((0, 3))] * len(tomograms)
@@ -464,7 +497,9 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
         threshold, rule = split_threshold(
             float(np.median(scores)),
             np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
-        extra = {"rule": rule}
+        extra = {"rule": rule, "label_heat_median": heat_median,
+                 "background_peak_median": float(np.median(background)),
+                 "separated": separated}
         if profile_check:
             extra["profile"] = reference
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g%s",
