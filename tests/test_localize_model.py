@@ -1090,9 +1090,10 @@ def test_a_list_of_models_gives_the_mean_of_their_heat_maps():
         predict_heatmap([], vol, device="cpu")
 
 
-def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path):
+def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys):
     """The workflow, the command and the benchmark use DEFAULT_FLIPS; the model file keeps
-    the flips its threshold was calibrated with, and `localize` picks with those."""
+    the flips its threshold was calibrated with, and `localize` picks with those; it also
+    keeps its voxel size, and `localize` stops on a tomogram of another."""
     import argparse
 
     import pandas as pd
@@ -1134,6 +1135,20 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path):
     written, _ = read_tomogram(heat)
     expected = predict_heatmap(load_localizer(model), vol, device="cpu", flips=2)
     assert np.allclose(written, expected, atol=1e-6)
+
+    # the model knows its voxel size: a tomogram of another one stops localize in one line
+    # naming both files, before any output; a header within 1 % or --voxel-size passes
+    assert load_localizer(model).voxel_size_a == 10.0
+    binned = tmp_path / "TS_01_bin2.mrc"
+    write_tomogram(binned, vol, 20.0)
+    picks = tmp_path / "picks_bin2.csv"
+    argv = ["localize", "--model", str(model), "--tomogram", str(binned), "-o", str(picks),
+            "--device", "cpu"]
+    assert cli.main(argv) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(binned) in message and str(model) in message and "20 Å" in message
+    assert "10 Å" in message and not picks.exists()
+    assert cli.main([*argv, "--voxel-size", "10.05"]) == 0 and picks.exists()
 
 
 def test_split_threshold_rejects_an_unknown_method():

@@ -12,6 +12,9 @@ facebookresearch/simsiam's ``{'epoch', 'arch', 'state_dict', 'optimizer'}``):
   a checkpoint written during training;
 - ``torch_threads``: the torch thread count of the run (float sums, hence the weights,
   depend on it);
+- ``voxel_size_a``: Å per voxel of the tomograms the finished model was trained on (its
+  particle size and heat map are in those voxels; `milopyp localize` stops on a tomogram
+  of another voxel size); None in files written before it was stored;
 - what resuming needs: ``epoch``, ``inputs`` (digest of the tomograms, labels and
   negatives), ``optimizer``, ``scheduler``, ``rng`` (numpy bit-generator and torch generator
   states), ``history`` (per-epoch losses) and ``working_labels`` (the labels in training).
@@ -38,9 +41,10 @@ REQUIRED = ("network", "model", "settings")
 
 
 def _v1_defaults() -> dict:
-    """What a version-1 file may lack, and the value it reads as (fresh objects per read)."""
+    """What a version-1 file may lack, and the value it reads as (fresh objects per read);
+    ``voxel_size_a`` also in version-2 files written before it was stored."""
     return {"calibration": {}, "torch_threads": None, "epoch": 0, "inputs": None,
-            "history": [], "working_labels": None}
+            "history": [], "working_labels": None, "voxel_size_a": None}
 
 
 def write_localizer(path: str | os.PathLike, state: dict) -> None:

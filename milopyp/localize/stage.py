@@ -188,6 +188,7 @@ def train_localize(
     # last epoch, train_localizer), not the checkpoint's last epoch
     state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state["calibration"] = calibration  # torch_threads: recorded by each checkpoint save
+    state["voxel_size_a"] = float(voxel_size_a)
     write_localizer(output, state)
     # the model file holds everything the checkpoint did: a rerun (--forcerun, new labels)
     # must train, not find a finished checkpoint to resume
@@ -205,6 +206,27 @@ def nms_kernel_from_model(model) -> int:
     # training stores the radius on its working grid; picks are on the tomogram's grid
     return target.nms_kernel_vox(float(settings.get("particle_radius_vox", 3.0))
                                  * model.config.bin_factor)
+
+
+#: Largest relative difference between a tomogram's voxel size and its model's that
+#: `milopyp localize` accepts (headers round: 11.98 against 12.0 Å)
+VOXEL_SIZE_TOLERANCE = 0.01
+
+
+def check_model_voxel_size(model, voxel_size_a: float, model_path, tomogram_path) -> None:
+    """Stop, in one line naming both files and the fix, when the tomogram's voxel size
+    (Å) differs from the one ``model`` was trained at by more than
+    :data:`VOXEL_SIZE_TOLERANCE`: the network's particle size, binning and NMS box are in
+    the training tomograms' voxels, so its picks would be silently wrong. Models whose file
+    does not record a voxel size (written before it was stored) are not checked."""
+    trained_a = getattr(model, "voxel_size_a", None)
+    if trained_a is None or abs(voxel_size_a - trained_a) <= VOXEL_SIZE_TOLERANCE * trained_a:
+        return
+    raise MilopypError(
+        f"{tomogram_path}: {voxel_size_a:g} Å per voxel, but {model_path} was trained on "
+        f"tomograms of {trained_a:g} Å per voxel and sees particles at that size; bin or "
+        f"rescale the tomogram to {trained_a:g} Å, fix its header (or --voxel-size) if "
+        f"{voxel_size_a:g} Å is wrong, or train a model at {voxel_size_a:g} Å")
 
 
 def localize(
@@ -240,6 +262,7 @@ def localize(
     name = tomogram_name or io_tomogram_name(tomogram_path)
     model = load_localizer(model_path)
     volume, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
+    check_model_voxel_size(model, voxel_size_a, model_path, tomogram_path)
     # the flips the threshold was calibrated with (models before them: none)
     flips = int(model.calibration.get("flips", 1))
     heatmap = predict_heatmap(model, volume, device=device, memory_mb=memory_mb, flips=flips)

@@ -399,7 +399,8 @@ def load_localizer(path: str | Path, *, device: str | torch.device = "cpu") -> L
     """The trained model (eval mode) from a file written by :func:`train_localizer` or
     ``milopyp train-localize`` (:func:`milopyp.io.localizer.read_localizer`: keys and
     versions), with the file's ``settings`` and ``calibration`` (label peak scores and the
-    automatic threshold, see :mod:`milopyp.localize.calibrate`) and ``history``."""
+    automatic threshold, see :mod:`milopyp.localize.calibrate`), ``history`` and
+    ``voxel_size_a`` (None when the file does not say)."""
     dev = resolve_device(device)
     state = read_localizer(path, dev)
     model = Localizer(LocalizerConfig.from_dict(state["network"]))
@@ -407,4 +408,5 @@ def load_localizer(path: str | Path, *, device: str | torch.device = "cpu") -> L
     model.settings = dict(state["settings"])
     model.calibration = dict(state["calibration"])
     model.history = list(state["history"])
+    model.voxel_size_a = state["voxel_size_a"]
     return model.to(dev).eval()
