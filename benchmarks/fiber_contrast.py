@@ -7,7 +7,12 @@ voxels across it in the x-y plane less the density on its centre line, after a G
 of σ 1 voxel; negative: walls darker than the lumen, as protein is dark) at its true z and
 with the centre line shifted in z, and, with ``--heatmaps DIR`` (a ``benchmarks/
 accuracy.py --rows fiber --save-picks DIR`` folder), the median of the heat map's
-5 × 5 × 5 maximum along its centre line.
+5 × 5 × 5 maximum along its centre line, beside the heat map's 97th, 99th and 99.9th
+percentiles (the 97th is the fibre threshold's floor, ``FIBER_MAX_VOXEL_FRACTION``): a
+filament whose centre line lies below the bulk of its heat map cannot be picked by any
+threshold. ``--thresholds`` then picks each heat map's ridge points at each given threshold
+(as ``milopyp localize`` with ``--threshold``), traces them (link distance 0.6 × the
+diameter, as the workflow) and scores the fibres against the truth, per tomogram.
 
 A filament across the tilt axis (along x) is seen edge-on by every tilt, so the missing
 wedge takes its cross-section's z detail: its walls are fainter and spread in z.
@@ -92,6 +97,36 @@ def oriented_response(volume: np.ndarray, radius_vox: float, sigma_along: float,
     return best
 
 
+def trace_at_thresholds(ds, heatmaps: Path, species: str, radius_vox: float,
+                        thresholds: list[float]) -> None:
+    """Ridge picks of each saved fibre heat map at each threshold, traced and scored per
+    tomogram (true fibres found, fibres traced, centre-line point precision and recall)."""
+    import pandas as pd
+
+    from milopyp.evaluate import evaluate_fibers
+    from milopyp.fibers import trace_table
+    from milopyp.localize.peaks import find_ridge_points
+
+    print("threshold  tomogram  picks  fibres traced  true fibres found (of)  "
+          "point precision  point recall")
+    for threshold in thresholds:
+        for tomo in ds.tomograms:
+            path = heatmaps / f"fiber_{tomo.name}.npy"
+            truth = tomo.truth[tomo.truth["species"] == species]
+            if truth.empty or not path.exists():
+                continue
+            picks = find_ridge_points(np.load(path), threshold=threshold, tomogram=tomo.name)
+            traced = trace_table(picks, link_distance_vox=0.6 * 2 * radius_vox)
+            truth = truth[["tomogram", "x", "y", "z", "filament_id"]].rename(
+                columns={"filament_id": "fiber_id"})
+            m = evaluate_fibers(traced, pd.DataFrame(truth), radius_vox=radius_vox,
+                                tomograms=[tomo.name]).iloc[-1]
+            print(f"{threshold:9.3f}  {tomo.name:8s}  {len(picks):5d}  "
+                  f"{int(m['n_traced_fibers']):13d}  {int(m['found_fibers']):11d} "
+                  f"({int(m['n_true_fibers'])})  {m['point_precision']:15.3f}  "
+                  f"{m['point_recall']:12.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", type=Path, required=True, help="dataset folder")
@@ -109,8 +144,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="--oriented: averaging along the direction, voxels (20)")
     p.add_argument("--sigma-z", type=float, default=8.0,
                    help="--oriented: smoothing in z, voxels (8)")
+    p.add_argument("--thresholds", default=None, metavar="T1,T2,...",
+                   help="with --heatmaps: pick, trace and score the fibres at each of these "
+                        "heat-map thresholds")
     args = p.parse_args(argv)
     ds = load_dataset(args.dataset)
+    if args.thresholds and args.heatmaps is not None:
+        trace_at_thresholds(ds, args.heatmaps, args.species, args.radius,
+                            [float(t) for t in args.thresholds.split(",")])
     print("tomogram  filament  points  angle to x (°)  wall contrast at z shift "
           + " ".join(f"{s:+d}" for s in Z_SHIFTS) + "   heat map median")
     for tomo in ds.tomograms:
@@ -128,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
         volume = gaussian_filter((volume - volume.mean()) / volume.std(), 1.0)
         heat = None
         if args.heatmaps is not None and (args.heatmaps / f"fiber_{tomo.name}.npy").exists():
-            heat = maximum_filter(np.load(args.heatmaps / f"fiber_{tomo.name}.npy"), size=5)
+            raw = np.load(args.heatmaps / f"fiber_{tomo.name}.npy")
+            print(f"{tomo.name}: heat map 97 % {np.quantile(raw, 0.97):.3f}, 99 % "
+                  f"{np.quantile(raw, 0.99):.3f}, 99.9 % {np.quantile(raw, 0.999):.3f}")
+            heat = maximum_filter(raw, size=5)
         for fid, f in fil.groupby("filament_id"):
             line = f[["x", "y", "z"]].to_numpy(np.float64)
             d = line[-1] - line[0]

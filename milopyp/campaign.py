@@ -344,9 +344,10 @@ class Campaign:
                 "fibers": f"{folder}/fibers/{name}.csv" if target.shape.filament else []}
 
     def report_inputs(self, target: Target) -> dict:
-        """Picks, candidates and figures of a target's report; metrics with truth; fibres."""
+        """Picks, candidates, model and figures of a target's report; metrics with truth;
+        fibres."""
         folder = self.target_dir(target.name)
-        inputs = {"picks": self.per_tomogram(f"{folder}/picks"),
+        inputs = {"picks": self.per_tomogram(f"{folder}/picks"), "model": f"{folder}/model.pt",
                   "candidates": self.per_tomogram(f"{self.results}/candidates"),
                   "figures": [f"{folder}/overlay.png", *self.exploration_figures()]}
         if self.config["truth"]:

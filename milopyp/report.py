@@ -149,7 +149,57 @@ th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: ta
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 img { max-width: 100%; height: auto; }
 .note { color: #555; }
+.warning { border-left: 4px solid #c62828; background: #fdecea; padding: 0.5em 0.8em; }
 """
+
+
+def model_summary(state: dict) -> tuple[pd.DataFrame, list[str]]:
+    """What a localiser file (:func:`milopyp.io.localizer.read_localizer`'s dict) says about
+    its training: a two-column table (``item``, ``value``) and the warnings to show above
+    everything else (the model did not learn its target). Files that predate a field show
+    "not recorded"."""
+    from milopyp.localize.calibrate import FIBER_MIN_CONTRAST, MIN_LABEL_CONTRAST, label_contrast
+
+    cal = dict(state.get("calibration") or {})
+    settings = dict(state.get("settings") or {})
+    shape = str(settings.get("shape", "globular"))
+    fibre = shape == "fiber"
+    label = cal.get("label_heat_median", cal.get("label_peak_median"))
+    background = cal.get("background_peak_median")
+    separated = cal.get("separated")
+
+    def show(value, fmt="{:.4g}"):
+        return "not recorded" if value is None else fmt.format(value)
+
+    contrast = (label / background if label is not None and background else None)
+    rows = [
+        ("shape", shape),
+        ("labels (calibration tomograms)", show(cal.get("n_labels"), "{:d}")),
+        ("voxel size trained at (Å)", show(state.get("voxel_size_a"), "{:g}")),
+        ("automatic threshold", show(cal.get("threshold"))),
+        ("threshold rule", cal.get("rule", "0.6 x label median, at least the heat map's bulk"
+                                   if fibre else "not recorded")),
+        ("labels' median heat-map peak", show(label)),
+        ("median heat-map peak at random places", show(background)),
+        (f"contrast (at least {FIBER_MIN_CONTRAST if fibre else MIN_LABEL_CONTRAST:g} x)",
+         show(contrast, "{:.1f} x")),
+        ("learned the target", "not checked" if separated is None else
+         ("yes" if separated else "NO")),
+        ("test-time flips", show(cal.get("flips"), "{:d}")),
+    ]
+    warnings = []
+    if separated is False:
+        if fibre:
+            warnings.append(
+                f"The model did not learn the filaments: its labels' median heat-map peak "
+                f"{show(label)} is less than {FIBER_MIN_CONTRAST:g} x the peaks at random "
+                f"places ({show(background)}); its picks will not follow filaments. Train "
+                f"longer, or with more or better labels.")
+        else:
+            note = label_contrast(float("nan") if label is None else float(label),
+                                  float("nan") if background is None else float(background))[1]
+            warnings.append(f"{note[0].upper()}{note[1:]}.")
+    return pd.DataFrame(rows, columns=["item", "value"]), warnings
 
 
 def render_report(
@@ -162,16 +212,20 @@ def render_report(
     sources: Sequence[str] = (),
     fibers: pd.DataFrame | None = None,
     fiber_metrics: pd.DataFrame | None = None,
+    model: pd.DataFrame | None = None,
+    warnings: Sequence[str] = (),
 ) -> str:
     """The report page. ``figures``: ``(caption, bytes, mime type)``; ``sources``: input
     file names listed at the end; ``fibers``: per-tomogram fibre counts
-    (:func:`fiber_table`); ``fiber_metrics``: :func:`milopyp.evaluate.evaluate_fibers`.
+    (:func:`fiber_table`); ``fiber_metrics``: :func:`milopyp.evaluate.evaluate_fibers`;
+    ``model`` and ``warnings``: :func:`model_summary` (warnings go first, under the title).
     """
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *(f'<p class="warning">{html.escape(w)}</p>' for w in warnings),
         "<h2>Picks per tomogram</h2>",
         html_table(counts),
         "<h2>Score distribution</h2>",
@@ -189,6 +243,8 @@ def render_report(
         parts += ["<h2>Accuracy against ground truth</h2>", html_table(metrics)]
     if fiber_metrics is not None:
         parts += ["<h2>Fibres against ground truth</h2>", html_table(fiber_metrics)]
+    if model is not None:
+        parts += ["<h2>Model</h2>", html_table(model)]
     if figures:
         parts.append("<h2>Figures</h2>")
         for caption, data, mime in figures:
@@ -264,10 +320,12 @@ def run(picks: Sequence[str | os.PathLike], output: str | os.PathLike, *,
         metrics: str | os.PathLike | None = None,
         fibers: Sequence[str | os.PathLike] | None = None,
         fiber_metrics: str | os.PathLike | None = None,
-        figures: Sequence[str | os.PathLike] = (), title: str = "milopyp report") -> None:
+        figures: Sequence[str | os.PathLike] = (), title: str = "milopyp report",
+        model: str | os.PathLike | None = None) -> None:
     """Write the HTML report ``output`` of the pick tables ``picks`` (and ``candidates``),
     the metrics tables of ``milopyp evaluate`` (``metrics``; ``fiber_metrics`` with
-    ``--fibers``), the traced ``fibers`` and the images ``figures``."""
+    ``--fibers``), the traced ``fibers``, the images ``figures`` and what the localiser
+    file ``model`` says about its training (:func:`model_summary`)."""
     from milopyp.io.atomic import prepare_outputs, write_text
 
     prepare_outputs(output)
@@ -277,12 +335,21 @@ def run(picks: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     fiber_metrics_table = read_metrics(fiber_metrics) if fiber_metrics else None
     fiber_rows = fiber_table(read_tables(fibers)) if fibers else None
     images = [read_figure(f) for f in figures]
+    model_table, warnings = None, []
+    if model is not None:
+        from milopyp.io.localizer import read_localizer
+
+        model_table, warnings = model_summary(read_localizer(model))
+        for warning in warnings:
+            log.warning("%s: %s", model, warning)
     counts = count_table(pick_table, candidate_table)
-    sources = [*picks, *(candidates or []), *([metrics] if metrics else []), *(fibers or [])]
+    sources = [*picks, *(candidates or []), *([metrics] if metrics else []), *(fibers or []),
+               *([model] if model else [])]
     page = render_report(
         title=title, counts=counts, histogram_png=score_histogram_png(pick_table),
         metrics=metrics_table, figures=images, sources=[str(p) for p in sources],
-        fibers=fiber_rows, fiber_metrics=fiber_metrics_table,
+        fibers=fiber_rows, fiber_metrics=fiber_metrics_table, model=model_table,
+        warnings=warnings,
     )
     write_text(output, page)
     log.info("wrote %s (%d picks in %d tomogram(s), %d figure(s))", output, len(pick_table),

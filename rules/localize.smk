@@ -233,5 +233,5 @@ rule report:
         CONDA_ENV
     shell:
         "milopyp report --picks {input.picks} --candidates {input.candidates}"
-        " {params.options} --figure {input.figures} --title 'milopyp: {wildcards.target}'"
+        " --model {input.model} {params.options} --figure {input.figures} --title 'milopyp: {wildcards.target}'"
         " -o {output} 2> {log}"

@@ -129,3 +129,52 @@ def test_report_shows_traced_fibres(tmp_path):
     out = tmp_path / "r.html"
     run(["--picks", p, "--fibers", f1, "-o", str(out)])
     assert "Traced fibres per tomogram" in out.read_text()
+
+
+def _model_file(tmp_path, name, settings, calibration, **extra):
+    from milopyp.io.localizer import write_localizer
+
+    path = tmp_path / f"{name}.pt"
+    write_localizer(path, {"network": {}, "model": {}, "settings": settings,
+                           "calibration": calibration, **extra})
+    return str(path)
+
+
+def test_report_shows_the_model_and_warns_first_when_it_did_not_learn(tmp_path, caplog):
+    """`milopyp report --model`: the localiser's calibration as a table; a model that did
+    not learn its target (globular or fibre) gets a warning above everything else and in
+    the log; a file from before the check says "not recorded" / "not checked"."""
+    picks = write(tmp_path, "picks", "tomo_a", table("tomo_a", 4, 0))
+    learned = _model_file(tmp_path, "learned", {"shape": "globular"}, {
+        "threshold": 0.17, "label_peak_median": 0.29, "label_heat_median": 0.296,
+        "background_peak_median": 0.0019, "separated": True, "n_labels": 55, "flips": 4,
+        "rule": "mixture of 120 peaks"}, voxel_size_a=12.0)
+    collapsed = _model_file(tmp_path, "collapsed", {"shape": "globular"}, {
+        "threshold": 0.0, "label_peak_median": 0.0, "label_heat_median": 0.0,
+        "background_peak_median": 0.0, "separated": False, "n_labels": 55, "flips": 4,
+        "rule": "only 0 peaks to split"}, voxel_size_a=12.0)
+    flat_fibre = _model_file(tmp_path, "fibre", {"shape": "fiber"}, {
+        "threshold": 0.052, "label_peak_median": 0.087, "background_peak_median": 0.093,
+        "separated": False, "n_labels": 100, "flips": 1, "bulk_level": 0.1})
+    old = _model_file(tmp_path, "old", {"shape": "globular"}, {"threshold": 0.2,
+                                                                 "label_peak_median": 0.4})
+    pages = {}
+    for name, model in (("learned", learned), ("collapsed", collapsed), ("fibre", flat_fibre),
+                        ("old", old)):
+        out = tmp_path / f"{name}.html"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="milopyp.report"):
+            run(["--picks", picks, "--model", model, "-o", str(out)])
+        pages[name] = out.read_text()
+        assert "<h2>Model</h2>" in pages[name] and model in pages[name]
+        assert bool(caplog.records) is (name in ("collapsed", "fibre")), caplog.text
+    warning = re.compile(r'<h1>[^<]*</h1>\s*<p class="warning">([^<]*)</p>')
+    assert not warning.search(pages["learned"]) and not warning.search(pages["old"])
+    assert "155.8 x" in pages["learned"] and ">yes<" in pages["learned"]
+    assert ">12<" in pages["learned"]  # the voxel size it was trained at
+    first = warning.search(pages["collapsed"]).group(1)
+    assert first.startswith("The model did not learn the target") and ">NO<" in pages[
+        "collapsed"]
+    assert warning.search(pages["fibre"]).group(1).startswith(
+        "The model did not learn the filaments")
+    assert "not checked" in pages["old"] and "not recorded" in pages["old"]

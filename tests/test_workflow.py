@@ -268,6 +268,9 @@ def test_two_targets_share_exploration_and_get_their_own_outputs(tmp_path, datas
         assert "rlnCenteredCoordinateXAngst" in star and "rlnTomoName" in star
         report = (folder / "report.html").read_text()
         assert "data:image/png;base64," in report and "overlay.png" in report
+        # the model's calibration, and whether it learned the target, as the training log
+        assert "<h2>Model</h2>" in report and "learned the target" in report
+        assert ("did not learn" in report) is ("did not learn" in train_log)
         metrics = pd.read_csv(folder / "evaluation" / "picks.csv")
         assert set(metrics["tomogram"]) == {"tomo_000", "tomo_001", "overall"}
         assert str(folder / "report.html").split("results/", 1)[1] in result.stdout

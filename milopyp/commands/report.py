@@ -1,7 +1,8 @@
 """``milopyp report``: options -> :func:`milopyp.report.run`.
 
 A self-contained HTML page: picks per tomogram (and candidates with ``--candidates``), the
-pick score histogram, the accuracy tables of ``milopyp evaluate`` and any ``--figure`` images,
+pick score histogram, the accuracy tables of ``milopyp evaluate``, what the localiser file says
+about its training (``--model``; a warning first when it did not learn) and any ``--figure`` images,
 all embedded (``data:`` URIs, inline style) so the file opens offline.
 """
 
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fibre accuracy table of `milopyp evaluate --fibers`")
     add("--figure", nargs="*", default=[], metavar="IMAGE",
         help="images to embed (PNG, JPEG, SVG, ...)")
+    add("--model", default=None, metavar="PT",
+        help="the target's localiser file (model.pt): its calibration, and a warning at the "
+             "top when it did not learn the target")
     add("--title", default="milopyp report", help="page title")
     add("-o", "--output", required=True, help="HTML file to write")
 
@@ -33,4 +37,4 @@ def main(args: argparse.Namespace) -> None:
 
     run(args.picks, args.output, candidates=args.candidates, metrics=args.metrics,
         fibers=args.fibers, fiber_metrics=args.fiber_metrics, figures=args.figure,
-        title=args.title)
+        title=args.title, model=args.model)
