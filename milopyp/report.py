@@ -156,22 +156,26 @@ img { max-width: 100%; height: auto; }
 def model_summary(state: dict) -> tuple[pd.DataFrame, list[str]]:
     """What a localiser file (:func:`milopyp.io.localizer.read_localizer`'s dict) says about
     its training: a two-column table (``item``, ``value``) and the warnings to show above
-    everything else (the model did not learn its target). Files that predate a field show
-    "not recorded"."""
-    from milopyp.localize.calibrate import FIBER_MIN_CONTRAST, MIN_LABEL_CONTRAST, label_contrast
+    everything else (the model did not learn its target,
+    :func:`milopyp.localize.calibrate.not_learned_note`). Fields a file predates show "not
+    recorded"."""
+    from milopyp.localize.calibrate import (
+        FIBER_MIN_CONTRAST,
+        MIN_LABEL_CONTRAST,
+        not_learned_note,
+    )
 
     cal = dict(state.get("calibration") or {})
-    settings = dict(state.get("settings") or {})
-    shape = str(settings.get("shape", "globular"))
+    shape = str(dict(state.get("settings") or {}).get("shape", "globular"))
     fibre = shape == "fiber"
-    label = cal.get("label_heat_median", cal.get("label_peak_median"))
+    # the labels' heat-map peaks before any profile weighing (fibres are not weighed)
+    label = cal.get("label_peak_median" if fibre else "label_heat_median")
     background = cal.get("background_peak_median")
     separated = cal.get("separated")
 
     def show(value, fmt="{:.4g}"):
         return "not recorded" if value is None else fmt.format(value)
 
-    contrast = (label / background if label is not None and background else None)
     rows = [
         ("shape", shape),
         ("labels (calibration tomograms)", show(cal.get("n_labels"), "{:d}")),
@@ -179,26 +183,17 @@ def model_summary(state: dict) -> tuple[pd.DataFrame, list[str]]:
         ("automatic threshold", show(cal.get("threshold"))),
         ("threshold rule", cal.get("rule", "0.6 x label median, at least the heat map's bulk"
                                    if fibre else "not recorded")),
+        ("labels' median score (the threshold's scale)", show(cal.get("label_peak_median"))),
         ("labels' median heat-map peak", show(label)),
         ("median heat-map peak at random places", show(background)),
         (f"contrast (at least {FIBER_MIN_CONTRAST if fibre else MIN_LABEL_CONTRAST:g} x)",
-         show(contrast, "{:.1f} x")),
+         show(label / background if label is not None and background else None, "{:.1f} x")),
         ("learned the target", "not checked" if separated is None else
          ("yes" if separated else "NO")),
         ("test-time flips", show(cal.get("flips"), "{:d}")),
     ]
-    warnings = []
-    if separated is False:
-        if fibre:
-            warnings.append(
-                f"The model did not learn the filaments: its labels' median heat-map peak "
-                f"{show(label)} is less than {FIBER_MIN_CONTRAST:g} x the peaks at random "
-                f"places ({show(background)}); its picks will not follow filaments. Train "
-                f"longer, or with more or better labels.")
-        else:
-            note = label_contrast(float("nan") if label is None else float(label),
-                                  float("nan") if background is None else float(background))[1]
-            warnings.append(f"{note[0].upper()}{note[1:]}.")
+    note = not_learned_note(cal, shape)
+    warnings = [f"{note[0].upper()}{note[1:]}."] if note else []
     return pd.DataFrame(rows, columns=["item", "value"]), warnings
 
 

@@ -405,6 +405,22 @@ def label_contrast(label_median: float, background_median: float) -> tuple[bool,
         f"training option that changed)")
 
 
+def not_learned_note(calibration: dict, shape: str) -> str:
+    """One line for the logs and the report when a model's ``calibration`` (of
+    :func:`calibrate_threshold`) says that it did not learn its target of ``shape``
+    (``separated`` False), else "". Files without the check give ""."""
+    if calibration.get("separated") is not False:
+        return ""
+    nan = float("nan")
+    if shape_named(shape).filament:
+        return (f"the model did not learn the filaments (at training: label peaks median "
+                f"{calibration.get('label_peak_median', nan):.4g}, at random places "
+                f"{calibration.get('background_peak_median', nan):.4g}); train longer, or with "
+                f"more or better labels")
+    return label_contrast(calibration.get("label_heat_median", nan),
+                          calibration.get("background_peak_median", nan))[1]
+
+
 def guard_fiber_threshold(heatmap: np.ndarray, threshold: float,
                           calibration: dict | None = None) -> tuple[float, str]:
     """The fibre threshold to apply to one tomogram's heat map ([z, y, x]): ``threshold``,
@@ -416,9 +432,7 @@ def guard_fiber_threshold(heatmap: np.ndarray, threshold: float,
     calibration = calibration or {}
     notes = []
     if calibration.get("separated") is False:
-        notes.append(f"the model did not learn the filaments (at training: label peaks median "
-                     f"{calibration.get('label_peak_median', float('nan')):.4g}, at random "
-                     f"places {calibration.get('background_peak_median', float('nan')):.4g})")
+        notes.append(not_learned_note(calibration, "fiber"))
     if bulk > threshold:
         above = float(np.mean(_sample(heatmap) > threshold))
         notes.append(f"flat fibre heat map: {100 * above:.3g}% of its voxels lie above the "

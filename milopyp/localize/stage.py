@@ -252,7 +252,11 @@ def localize(
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
-    from milopyp.localize.calibrate import label_contrast, profile_floor, tomogram_threshold
+    from milopyp.localize.calibrate import (
+        not_learned_note,
+        profile_floor,
+        tomogram_threshold,
+    )
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks, find_ridge_points
     from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
@@ -281,10 +285,8 @@ def localize(
         threshold, limit, note = _guard_fiber(heatmap, threshold, model.calibration, limit)
         if note:
             log.warning("%s: %s", name, note)
-    if not filament and model.calibration.get("separated") is False:
-        log.warning("%s: %s", name, label_contrast(
-            model.calibration.get("label_heat_median", float("nan")),
-            model.calibration.get("background_peak_median", float("nan")))[1])
+    if not filament and model.calibration.get("separated") is False:  # fibres: the guard's
+        log.warning("%s: %s", name, not_learned_note(model.calibration, "globular"))
     reference = None if filament else model.calibration.get("profile")
     if not filament and reference is None:
         log.info("%s: no profile check (the model holds no label profiles: trained with "
