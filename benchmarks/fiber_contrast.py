@@ -107,21 +107,22 @@ def trace_at_thresholds(ds, heatmaps: Path, species: str, radius_vox: float,
     from milopyp.fibers import trace_table
     from milopyp.localize.peaks import find_ridge_points
 
+    scored = {}  # tomogram -> (heat map, its fibres' truth), each read once
+    for tomo in ds.tomograms:
+        path = heatmaps / f"fiber_{tomo.name}.npy"
+        truth = tomo.truth[tomo.truth["species"] == species]
+        if not truth.empty and path.exists():
+            scored[tomo.name] = (np.load(path), pd.DataFrame(
+                truth[["tomogram", "x", "y", "z", "filament_id"]].rename(
+                    columns={"filament_id": "fiber_id"})))
     print("threshold  tomogram  picks  fibres traced  true fibres found (of)  "
           "point precision  point recall")
     for threshold in thresholds:
-        for tomo in ds.tomograms:
-            path = heatmaps / f"fiber_{tomo.name}.npy"
-            truth = tomo.truth[tomo.truth["species"] == species]
-            if truth.empty or not path.exists():
-                continue
-            picks = find_ridge_points(np.load(path), threshold=threshold, tomogram=tomo.name)
+        for name, (heat, truth) in scored.items():
+            picks = find_ridge_points(heat, threshold=threshold, tomogram=name)
             traced = trace_table(picks, link_distance_vox=0.6 * 2 * radius_vox)
-            truth = truth[["tomogram", "x", "y", "z", "filament_id"]].rename(
-                columns={"filament_id": "fiber_id"})
-            m = evaluate_fibers(traced, pd.DataFrame(truth), radius_vox=radius_vox,
-                                tomograms=[tomo.name]).iloc[-1]
-            print(f"{threshold:9.3f}  {tomo.name:8s}  {len(picks):5d}  "
+            m = evaluate_fibers(traced, truth, radius_vox=radius_vox, tomograms=[name]).iloc[-1]
+            print(f"{threshold:9.3f}  {name:8s}  {len(picks):5d}  "
                   f"{int(m['n_traced_fibers']):13d}  {int(m['found_fibers']):11d} "
                   f"({int(m['n_true_fibers'])})  {m['point_precision']:15.3f}  "
                   f"{m['point_recall']:12.3f}")

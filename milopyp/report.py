@@ -161,6 +161,7 @@ def model_summary(state: dict) -> tuple[pd.DataFrame, list[str]]:
     recorded"."""
     from milopyp.localize.calibrate import (
         FIBER_MIN_CONTRAST,
+        FIBER_THRESHOLD_FRACTION,
         MIN_LABEL_CONTRAST,
         not_learned_note,
     )
@@ -181,8 +182,8 @@ def model_summary(state: dict) -> tuple[pd.DataFrame, list[str]]:
         ("labels (calibration tomograms)", show(cal.get("n_labels"), "{:d}")),
         ("voxel size trained at (Å)", show(state.get("voxel_size_a"), "{:g}")),
         ("automatic threshold", show(cal.get("threshold"))),
-        ("threshold rule", cal.get("rule", "0.6 x label median, at least the heat map's bulk"
-                                   if fibre else "not recorded")),
+        ("threshold rule", cal.get("rule", f"{FIBER_THRESHOLD_FRACTION:g} x label median, at "
+                                   "least the heat map's bulk" if fibre else "not recorded")),
         ("labels' median score (the threshold's scale)", show(cal.get("label_peak_median"))),
         ("labels' median heat-map peak", show(label)),
         ("median heat-map peak at random places", show(background)),

@@ -591,12 +591,9 @@ def test_split_threshold_separates_particles_from_look_alikes_within_bounds():
 def _blob_heatmap(shape_zyx, xyz, heights, rng, *, floor=0.0, noise=0.005):
     """A globular heat map: Gaussian bumps (sigma 1.5 voxels) of ``heights`` at ``xyz``
     (x, y, z voxels) on ``floor`` plus uniform noise up to ``noise``."""
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij")
-    heat = floor + noise * rng.random(shape_zyx)
-    for (x, y, z), h in zip(xyz, heights):
-        bump = h * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * 1.5**2))
-        heat = np.maximum(heat, bump)
-    return heat.astype(np.float32)
+    background = floor + noise * rng.random(shape_zyx)
+    return np.maximum(background, _heat_bumps(shape_zyx, xyz, heights, sigma=1.5)).astype(
+        np.float32)
 
 
 def test_a_globular_model_that_did_not_learn_its_labels_says_so(tmp_path, monkeypatch,

@@ -484,19 +484,19 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
             bulk.append(heatmap_quantile(heat, 1.0 - FIBER_MAX_VOXEL_FRACTION))
     scores = np.concatenate(scores)
     background = np.concatenate(background)
+    background_median = float(np.median(background))
     if filament:
         threshold, separated, note = fiber_threshold(scores, max(bulk), background)
         if note:
             log.warning("%s", note)
-        extra = {"bulk_level": float(max(bulk)),
-                 "background_peak_median": float(np.median(background)),
+        extra = {"bulk_level": float(max(bulk)), "background_peak_median": background_median,
                  "separated": separated}
     else:
         heat_median = float(np.median(scores))  # before any profile weighing
-        separated, note = label_contrast(heat_median, float(np.median(background)))
+        separated, note = label_contrast(heat_median, background_median)
         if note:
             log.warning("%s", note)
-        floor = SPLIT_FLOOR_FRACTION * float(np.median(scores))
+        floor = SPLIT_FLOOR_FRACTION * heat_median
         # the labels against the peaks the split sees, as `milopyp localize` judges them
         seen = [np.zeros((0, 3))] * len(tomograms)
         for i, found in peaks:
@@ -512,8 +512,7 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
             float(np.median(scores)),
             np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
         extra = {"rule": rule, "label_heat_median": heat_median,
-                 "background_peak_median": float(np.median(background)),
-                 "separated": separated}
+                 "background_peak_median": background_median, "separated": separated}
         if profile_check:
             extra["profile"] = reference
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g%s",

@@ -285,8 +285,9 @@ def localize(
         threshold, limit, note = _guard_fiber(heatmap, threshold, model.calibration, limit)
         if note:
             log.warning("%s: %s", name, note)
-    if not filament and model.calibration.get("separated") is False:  # fibres: the guard's
-        log.warning("%s: %s", name, not_learned_note(model.calibration, "globular"))
+    note = "" if filament else not_learned_note(model.calibration, "globular")  # fibres: the guard's
+    if note:
+        log.warning("%s: %s", name, note)
     reference = None if filament else model.calibration.get("profile")
     if not filament and reference is None:
         log.info("%s: no profile check (the model holds no label profiles: trained with "
