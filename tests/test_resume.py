@@ -132,7 +132,9 @@ def wait_for(predicate, proc: subprocess.Popen, timeout_s: float, what: str) -> 
 
 @pytest.mark.slow
 def test_sigkill_during_training_then_resume_redoes_only_unfinished_jobs(tmp_path, dataset):
-    work = campaign(tmp_path, dataset, ["tomo_000", "tomo_001"], epochs=10)
+    # training on both tomograms: it starts only once both patch files exist (with one, the
+    # scheduler could start it before tomo_001's patches, and the kill then caught 3 of 4)
+    work = campaign(tmp_path, dataset, ["tomo_000", "tomo_001"], epochs=10, train_tomograms=2)
     results = work / "results"
     checkpoint = results / "explore" / "model.pt.ckpt"
     with open(work / "first.log", "w") as log:
