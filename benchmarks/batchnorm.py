@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                              rotate_xy=defaults["rotate_xy"], flip_z=True)
     t0 = time.perf_counter()
     reestimate_batchnorm(model, data, settings, torch.device("cpu"))
-    save_model(args.out, model, model.calibration)
+    save_model(args.out, model, model.calibration, voxel_size_a=first.voxel_size_a)
     print(f"{args.model}: BatchNorm statistics re-estimated over {BATCHNORM_BATCHES} batches "
           f"({time.perf_counter() - t0:.0f} s) -> {args.out}")
 

@@ -368,14 +368,17 @@ def localizer_rows(ds: Dataset, species: str, labels: np.ndarray, radius: float,
                        "fraction": self_train}}
 
 
-def save_model(path: Path, model, calibration: dict, settings: dict | None = None) -> None:
-    """A trained model with its ``calibration`` as ``milopyp train-localize`` writes one
-    (:func:`milopyp.localize.load_localizer` reads it; ``--model`` / ``--fiber-model``)."""
+def save_model(path: Path, model, calibration: dict, settings: dict | None = None,
+               voxel_size_a: float | None = None) -> None:
+    """A trained model with its ``calibration`` and the voxel size it was trained at as
+    ``milopyp train-localize`` writes one (:func:`milopyp.localize.load_localizer` reads it;
+    ``--model`` / ``--fiber-model``; ``milopyp localize`` and ``benchmarks/voxel_size.py``
+    take it)."""
     from milopyp.io.localizer import write_localizer
 
     write_localizer(path, {"epoch": len(model.history), "network": model.config.to_dict(),
                            "settings": settings or {}, "model": model.state_dict(),
-                           "calibration": calibration})
+                           "calibration": calibration, "voxel_size_a": voxel_size_a})
 
 
 def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: float,
@@ -416,7 +419,8 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
         picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
             save_picks, index=False)
         if not isinstance(model, list):  # an ensemble has no one model file
-            save_model(save_picks.with_suffix(".pt"), model, calibration)
+            save_model(save_picks.with_suffix(".pt"), model, calibration,
+                       voxel_size_a=ds.tomograms[0].voxel_size_a)
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = tomogram_thresholds(calibration, picks_df, names)
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
@@ -485,7 +489,8 @@ def fiber_rows(ds: Dataset, species: str, n_labels: int, radius: float, kwargs: 
     if save_heatmaps is not None:
         save_heatmaps.mkdir(parents=True, exist_ok=True)
         np.save(save_heatmaps / "fiber_labels.npy", labels)
-        save_model(save_heatmaps / "fiber_model.pt", model, cal, {"shape": "fiber"})
+        save_model(save_heatmaps / "fiber_model.pt", model, cal, {"shape": "fiber"},
+                   voxel_size_a=first.voxel_size_a)
     for v in ds.tomograms:
         heat = predict_heatmap(model, v.data, device=device)
         if save_heatmaps is not None:

@@ -358,6 +358,52 @@ def test_tiled_inference_equals_whole_volume(tmp_path, stride):
     assert np.allclose(whole, direct, atol=1e-4)
 
 
+def test_resampling_to_a_model_grid_of_any_factor_keeps_positions_and_binning():
+    """A tomogram at another voxel size than its model's is read on a grid of a factor that
+    is not an integer: integer factors still give the block means, a particle lands where
+    ``to_binned`` puts it on a coarser or finer grid, and the heat map comes back on the
+    tomogram's grid."""
+    from milopyp.localize.scale import (
+        bin_volume,
+        resample_volume,
+        resampled_shape,
+        to_binned,
+        upsample,
+    )
+
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(21, 50, 61)).astype(np.float32)
+    assert np.allclose(resample_volume(vol, 2.0), bin_volume(vol, 2), atol=1e-6)
+    assert np.allclose(resample_volume(vol, 3), bin_volume(vol, 3), atol=1e-6)
+    assert resampled_shape((21, 50, 61), 1.5) == (14, 33, 40)
+    assert resampled_shape((21, 50, 61), 0.75) == (28, 66, 81)
+    # a Gaussian blob (sigma 3 voxels) off the grid's centre: its centroid moves as a
+    # coordinate does, within a tenth of a voxel, on a coarser and on a finer grid
+    z, y, x = np.indices((40, 64, 72)).astype(np.float64)
+    centre = np.array([41.3, 27.6, 19.2])  # x, y, z
+    blob = np.exp(-((x - centre[0])**2 + (y - centre[1])**2 + (z - centre[2])**2) / 18.0)
+    for factor in (1.5, 2.0, 0.75):
+        out = resample_volume(blob.astype(np.float32), factor).astype(np.float64)
+        k = np.indices(out.shape).astype(np.float64)
+        found = [(k[axis] * out).sum() / out.sum() for axis in (2, 1, 0)]
+        assert np.allclose(found, to_binned(centre[None], factor)[0], atol=0.1), factor
+        # and back on the original grid (what predict_heatmap does with the heat map)
+        back = upsample(out.astype(np.float32), blob.shape, factor).astype(np.float64)
+        found = [(i * back).sum() / back.sum() for i in (x, y, z)]
+        assert np.allclose(found, centre, atol=0.15), factor
+    # predict_heatmap with a factor: the network on the resampled volume, upsampled back
+    model = _randomise_bn(Localizer(LocalizerConfig(**TINY)), 4)
+    heat = predict_heatmap(model, vol, device="cpu", bin_factor=1.25)
+    grid = resample_volume(vol, 1.25)
+    x_in = torch.from_numpy((grid - grid.mean()) / grid.std())[None, None]
+    with torch.no_grad():
+        direct = torch.sigmoid(model(x_in).logits)[0, 0].numpy()
+    assert heat.shape == vol.shape
+    assert np.allclose(heat, upsample(direct, vol.shape, 1.25), atol=1e-4)
+    with pytest.raises(MilopypError, match="bin_factor"):
+        predict_heatmap(model, vol, device="cpu", bin_factor=0.0)
+
+
 @pytest.mark.parametrize("z_dilations,bin_factor", [((1, 2), 1), ((1, 2, 4), 2)])
 def test_tiled_inference_with_z_context_and_binning_equals_whole_volume(z_dilations,
                                                                         bin_factor):
@@ -1087,10 +1133,11 @@ def test_a_list_of_models_gives_the_mean_of_their_heat_maps():
         predict_heatmap([], vol, device="cpu")
 
 
-def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys):
+def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys, caplog):
     """The workflow, the command and the benchmark use DEFAULT_FLIPS; the model file keeps
     the flips its threshold was calibrated with, and `localize` picks with those; it also
-    keeps its voxel size, and `localize` stops on a tomogram of another."""
+    keeps its voxel size: `localize` resamples a tomogram of another to the model's grid, and
+    stops on one more than 4 times off."""
     import argparse
 
     import pandas as pd
@@ -1133,17 +1180,38 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys
     expected = predict_heatmap(load_localizer(model), vol, device="cpu", flips=2)
     assert np.allclose(written, expected, atol=1e-6)
 
-    # the model knows its voxel size: a tomogram of another one stops localize in one line
-    # naming both files, before any output; a header within 1 % or --voxel-size passes
+    # the model knows its voxel size: a tomogram binned by 2 (20 Å) is read resampled to
+    # the model's grid, with the heat map and picks on the tomogram's own grid
     assert load_localizer(model).voxel_size_a == 10.0
+    from milopyp.localize.scale import bin_volume
+
     binned = tmp_path / "TS_01_bin2.mrc"
-    write_tomogram(binned, vol, 20.0)
-    picks = tmp_path / "picks_bin2.csv"
+    write_tomogram(binned, bin_volume(vol, 2), 20.0)
+    picks, heat2 = tmp_path / "picks_bin2.csv", tmp_path / "heat_bin2.mrc"
     argv = ["localize", "--model", str(model), "--tomogram", str(binned), "-o", str(picks),
+            "--device", "cpu"]
+    with caplog.at_level("INFO", logger="milopyp.localize.stage"):
+        assert cli.main([*argv, "--heatmap", str(heat2)]) == 0
+    assert "resampled to 10 Å voxels (0.5 of its voxels)" in caplog.text
+    written, voxel_a = read_tomogram(heat2)
+    assert written.shape == (6, 24, 28) and voxel_a == 20.0
+    expected = predict_heatmap(load_localizer(model), bin_volume(vol, 2), device="cpu",
+                               flips=2, bin_factor=0.5)
+    assert np.allclose(written, expected, atol=1e-6)
+    assert not np.allclose(written, predict_heatmap(load_localizer(model), bin_volume(vol, 2),
+                                                    device="cpu", flips=2), atol=1e-3)
+    found = pd.read_csv(picks)
+    assert len(found) and (found[["x", "y", "z"]].to_numpy() < [28, 24, 6]).all()
+    # one 5 times coarser stops it in one line naming both files, before any output; a
+    # header within 1 % or --voxel-size passes unresampled
+    coarse = tmp_path / "TS_01_50A.mrc"
+    write_tomogram(coarse, vol, 50.0)
+    picks = tmp_path / "picks_50A.csv"
+    argv = ["localize", "--model", str(model), "--tomogram", str(coarse), "-o", str(picks),
             "--device", "cpu"]
     assert cli.main(argv) == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert str(binned) in message and str(model) in message and "20 Å" in message
+    assert str(coarse) in message and str(model) in message and "50 Å" in message
     assert "10 Å" in message and not picks.exists()
     assert cli.main([*argv, "--voxel-size", "10.05"]) == 0 and picks.exists()
 

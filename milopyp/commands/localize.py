@@ -13,7 +13,11 @@ weighed score too), and the log says how many peaks weigh less than half. A fibr
 automatic threshold is raised to the bulk of each heat map and its picks capped at what
 filaments can give (:func:`milopyp.localize.calibrate.guard_fiber_threshold`,
 ``max_fiber_picks``), with a warning, so that a flat (saturated) heat map does not turn into
-the whole tomogram. The work: :func:`milopyp.localize.stage.localize`.
+the whole tomogram. A tomogram at another voxel size than the model's training tomograms
+(more than 1 % off, at most 4 times) is read resampled to the model's grid, without the
+profile check, and its picks are in the tomogram's voxels
+(:func:`milopyp.localize.stage.model_rescale`). The work:
+:func:`milopyp.localize.stage.localize`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from torch import nn
 from milopyp.device import resolve_device
 from milopyp.errors import MilopypError
 from milopyp.localize.normalize import intensity_stats, normalize
-from milopyp.localize.scale import bin_volume, upsample
+from milopyp.localize.scale import bin_volume, is_whole, resample_volume, upsample
 from milopyp.localize.unet import Localizer, receptive_radius
 from milopyp.shapes import shape as shape_named
 
@@ -167,6 +167,7 @@ def predict_heatmap(
     stats: tuple[float, float] | None = None,
     out: np.ndarray | None = None,
     flips: int = 1,
+    bin_factor: float | None = None,
 ) -> np.ndarray:
     """Heat map (particle-centre probability per voxel) of a whole tomogram.
 
@@ -184,16 +185,22 @@ def predict_heatmap(
     flips: average the heat maps of the first ``flips`` of :data:`FLIPS_YX` (1, 2 or 4;
         test-time augmentation, ``flips`` times the compute, one more heat map in memory).
 
+    bin_factor: voxels of the tomogram per voxel of the network's grid; None: the model's
+        ``config.bin_factor``. A tomogram at another voxel size than the model's training
+        tomograms needs that times their ratio (:func:`milopyp.localize.stage.model_rescale`),
+        usually not an integer.
+
     A model with ``bin_factor`` b > 1 reads the tomogram binned by b
-    (:func:`milopyp.localize.scale.bin_volume`, b³ times smaller, held in memory) and its
-    heat map is upsampled trilinearly to the tomogram's grid. Returns the float32 heat map
+    (:func:`milopyp.localize.scale.bin_volume`, b³ times smaller, held in memory; a factor
+    that is not an integer: :func:`~milopyp.localize.scale.resample_volume`) and its heat
+    map is upsampled trilinearly to the tomogram's grid. Returns the float32 heat map
     [z, y, x] in [0, 1] on the tomogram's grid (``out`` when given).
     """
     if isinstance(model, (list, tuple)):
         if not model:
             raise MilopypError("predict_heatmap: an empty list of models")
         kw = {"device": device, "tile_zyx": tile_zyx, "memory_mb": memory_mb, "stats": stats,
-              "flips": flips}
+              "flips": flips, "bin_factor": bin_factor}
         out = predict_heatmap(model[0], tomogram, out=out, **kw)
         for other in model[1:]:
             out += predict_heatmap(other, tomogram, **kw)
@@ -209,9 +216,13 @@ def predict_heatmap(
                            f"{out.dtype} {tuple(out.shape)}")
     if flips not in (1, 2, 4):
         raise MilopypError(f"flips: expected 1, 2 or 4 test-time flips, got {flips}")
-    b = model.config.bin_factor
-    if b > 1:
-        binned = bin_volume(tomogram, b)
+    b = model.config.bin_factor if bin_factor is None else float(bin_factor)
+    if not b > 0:
+        raise MilopypError(f"bin_factor: expected a positive number, got {bin_factor}")
+    if is_whole(b):
+        b = round(b)
+    if b != 1:
+        binned = bin_volume(tomogram, b) if is_whole(b) else resample_volume(tomogram, b)
         # binning averages b³ voxels: normalise the binned volume by its own statistics
         heat = _flipped_sweeps(model, binned, device, tile_zyx, memory_mb,
                                intensity_stats(binned), np.empty(binned.shape, np.float32),

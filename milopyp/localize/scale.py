@@ -60,6 +60,64 @@ def bin_volume(volume: np.ndarray, bin_factor: int, *, chunk_z: int = 16) -> np.
     return out
 
 
+def is_whole(factor: float) -> bool:
+    """Whether a bin factor is an integer (to 1e-6): those bin by block means."""
+    return abs(float(factor) - round(float(factor))) < 1e-6
+
+
+def resampled_shape(shape_zyx: tuple[int, ...], factor: float) -> tuple[int, int, int]:
+    """Shape of a [z, y, x] grid whose voxels are ``factor`` voxels of ``shape_zyx`` wide
+    (a partial voxel at the far end is dropped, as :func:`bin_volume` drops one)."""
+    out = tuple(int(np.floor(int(s) / factor + 1e-9)) for s in shape_zyx)
+    if min(out) < 1:
+        raise MilopypError(f"tomogram of shape {tuple(shape_zyx)} is smaller than one voxel "
+                           f"of {factor:g} of its voxels")
+    return out  # type: ignore[return-value]
+
+
+def _axis_weights(n_in: int, n_out: int, factor: float) -> np.ndarray:
+    """(n_out, n_in) float32: output voxel k from the input voxels. Coarser output
+    (``factor`` ≥ 1): the mean over the input voxels it covers, ``[k·f, (k + 1)·f)``,
+    partial voxels weighed by their overlap (block means for an integer ``f``); finer
+    output: linear interpolation at its centre ``(k + 0.5)·f − 0.5`` (edge voxels repeat)."""
+    w = np.zeros((n_out, n_in), dtype=np.float64)
+    k = np.arange(n_out)
+    if factor >= 1.0:
+        lo, hi = k * factor, (k + 1) * factor
+        for i in range(int(np.floor(lo.min())), min(n_in, int(np.ceil(hi.max())))):
+            w[:, i] = np.clip(np.minimum(hi, i + 1) - np.maximum(lo, i), 0.0, None)
+        w /= w.sum(axis=1, keepdims=True)
+    else:
+        src = np.clip((k + 0.5) * factor - 0.5, 0.0, n_in - 1)
+        i0 = np.floor(src).astype(int)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        np.add.at(w, (k, i0), 1.0 - (src - i0))
+        np.add.at(w, (k, i1), src - i0)
+    return w.astype(np.float32)
+
+
+def resample_volume(volume: np.ndarray, factor: float, *, chunk_z: int = 16) -> np.ndarray:
+    """A [z, y, x] array (np.memmap fine: read slab by slab) on a grid of voxels ``factor``
+    of its voxels wide, any positive ``factor`` (:func:`resampled_shape`; float32): the
+    area-weighted mean where the new grid is coarser, linear interpolation where finer
+    (:func:`_axis_weights`), axis by axis. For an integer ``factor`` this is
+    :func:`bin_volume`'s block mean; coordinates map as with :func:`to_binned`."""
+    shape = tuple(int(s) for s in volume.shape)
+    nz, ny, nx = resampled_shape(shape, factor)
+    wz = _axis_weights(shape[0], nz, factor)
+    wy = _axis_weights(shape[1], ny, factor)
+    wx_t = _axis_weights(shape[2], nx, factor).T.copy()
+    out = np.empty((nz, ny, nx), dtype=np.float32)
+    for k0 in range(0, nz, max(1, chunk_z)):
+        k1 = min(nz, k0 + max(1, chunk_z))
+        used = np.flatnonzero(wz[k0:k1].any(axis=0))
+        i0, i1 = int(used[0]), int(used[-1]) + 1
+        slab = np.asarray(volume[i0:i1], dtype=np.float32) @ wx_t  # (z, y, nx)
+        slab = np.matmul(wy, slab)  # (z, ny, nx)
+        out[k0:k1] = np.tensordot(wz[k0:k1, i0:i1], slab, axes=(1, 0))
+    return out
+
+
 def to_binned(xyz: np.ndarray, bin_factor: int) -> np.ndarray:
     """(N, 3) coordinates in voxels of the tomogram -> voxels of the binned tomogram."""
     return (np.asarray(xyz, dtype=np.float64) + 0.5) / bin_factor - 0.5
@@ -71,7 +129,7 @@ def from_binned(xyz: np.ndarray, bin_factor: int) -> np.ndarray:
     return (np.asarray(xyz, dtype=np.float64) + 0.5) * bin_factor - 0.5
 
 
-def _source(n_out: int, n_in: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _source(n_out: int, n_in: int, b: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear-interpolation sources of output positions 0..n_out−1 on a grid binned by b."""
     src = np.clip((np.arange(n_out) + 0.5) / b - 0.5, 0.0, n_in - 1)
     i0 = np.floor(src).astype(np.int64)
@@ -79,12 +137,13 @@ def _source(n_out: int, n_in: int, b: int) -> tuple[np.ndarray, np.ndarray, np.n
     return i0, i1, (src - i0).astype(np.float32)
 
 
-def upsample(binned: np.ndarray, shape_zyx: tuple[int, int, int], bin_factor: int, *,
+def upsample(binned: np.ndarray, shape_zyx: tuple[int, int, int], bin_factor: float, *,
              out: np.ndarray | None = None, chunk_z: int = 8) -> np.ndarray:
     """Trilinear upsampling of a binned [z, y, x] map back to ``shape_zyx`` (the inverse
-    grid of :func:`bin_volume`; positions beyond the last full bin take the edge value).
-    Writes into ``out`` (float32, e.g. a np.memmap) slab by slab when given."""
-    b = int(bin_factor)
+    grid of :func:`bin_volume`, or of :func:`resample_volume` for a factor that is not an
+    integer; positions beyond the last full bin take the edge value). Writes into ``out``
+    (float32, e.g. a np.memmap) slab by slab when given."""
+    b = round(bin_factor) if is_whole(bin_factor) else float(bin_factor)
     shape_zyx = tuple(int(s) for s in shape_zyx)
     if out is None:
         out = np.empty(shape_zyx, dtype=np.float32)

@@ -196,37 +196,49 @@ def train_localize(
     log.info("wrote %s (automatic pick threshold %.4g)", output, calibration["threshold"])
 
 
-def nms_kernel_from_model(model) -> int:
+def nms_kernel_from_model(model, rescale: float = 1.0) -> int:
     """Odd NMS box side (voxels of the tomogram) from the model's training settings
-    (:meth:`milopyp.shapes.Shape.nms_kernel_vox`: the particle radius, 3 for fibres)."""
+    (:meth:`milopyp.shapes.Shape.nms_kernel_vox`: the particle radius, 3 for fibres);
+    ``rescale``: voxels of the tomogram per voxel of the model's training tomograms
+    (:func:`model_rescale`)."""
     settings = model.settings
     target = shape_named(settings.get("shape", "globular"))
     if target.filament:  # the box does not follow the radius (nor the network's bin)
         return target.nms_kernel_vox(0.0)
     # training stores the radius on its working grid; picks are on the tomogram's grid
     return target.nms_kernel_vox(float(settings.get("particle_radius_vox", 3.0))
-                                 * model.config.bin_factor)
+                                 * model.config.bin_factor * rescale)
 
 
 #: Largest relative difference between a tomogram's voxel size and its model's that
-#: `milopyp localize` accepts (headers round: 11.98 against 12.0 Å)
+#: `milopyp localize` takes as the same (headers round: 11.98 against 12.0 Å)
 VOXEL_SIZE_TOLERANCE = 0.01
+#: Largest ratio of voxel sizes (either way) at which `milopyp localize` resamples a
+#: tomogram to its model's scale; beyond it, it stops (a particle 4 times smaller or larger
+#: in voxels than in training is more likely a wrong header than another binning).
+MAX_RESCALE = 4.0
 
 
-def check_model_voxel_size(model, voxel_size_a: float, model_path, tomogram_path) -> None:
-    """Stop, in one line naming both files and the fix, when the tomogram's voxel size
-    (Å) differs from the one ``model`` was trained at by more than
-    :data:`VOXEL_SIZE_TOLERANCE`: the network's particle size, binning and NMS box are in
-    the training tomograms' voxels, so its picks would be silently wrong. Models whose file
-    does not record a voxel size (written before it was stored) are not checked."""
+def model_rescale(model, voxel_size_a: float, model_path, tomogram_path) -> float:
+    """Voxels of the tomogram per voxel of the tomograms ``model`` was trained on: 1.0 when
+    the voxel sizes agree within :data:`VOXEL_SIZE_TOLERANCE` or the model file does not
+    record one (written before it was stored). Otherwise the model's particle size, working
+    grid and NMS box are in its training voxels, so `localize` reads the tomogram resampled
+    to the model's working grid and finds the picks on the tomogram's own grid (one log
+    line says so). Beyond :data:`MAX_RESCALE` either way, stop in one line naming both
+    files and the fix."""
     trained_a = getattr(model, "voxel_size_a", None)
     if trained_a is None or abs(voxel_size_a - trained_a) <= VOXEL_SIZE_TOLERANCE * trained_a:
-        return
-    raise MilopypError(
-        f"{tomogram_path}: {voxel_size_a:g} Å per voxel, but {model_path} was trained on "
-        f"tomograms of {trained_a:g} Å per voxel and sees particles at that size; bin or "
-        f"rescale the tomogram to {trained_a:g} Å, fix its header (or --voxel-size) if "
-        f"{voxel_size_a:g} Å is wrong, or train a model at {voxel_size_a:g} Å")
+        return 1.0
+    rescale = float(trained_a) / float(voxel_size_a)
+    if not 1.0 / MAX_RESCALE <= rescale <= MAX_RESCALE:
+        raise MilopypError(
+            f"{tomogram_path}: {voxel_size_a:g} Å per voxel, but {model_path} was trained on "
+            f"tomograms of {trained_a:g} Å per voxel, more than {MAX_RESCALE:g} times "
+            f"{'finer' if rescale > 1 else 'coarser'}; fix its header (or --voxel-size) if "
+            f"{voxel_size_a:g} Å is wrong, bin or rescale the tomogram towards "
+            f"{trained_a:g} Å, or train a model at {voxel_size_a:g} Å")
+    return rescale
 
 
 def localize(
@@ -248,7 +260,10 @@ def localize(
     too when ``heatmap_path`` is given (its header's voxel size: ``voxel_size_a`` or the
     tomogram's). ``threshold`` None: automatic (see ``milopyp localize``); ``nms_kernel_vox``
     None: :func:`nms_kernel_from_model`, except for a fibre target, whose picks are then its
-    heat map's ridge centre-line points (:func:`milopyp.localize.peaks.find_ridge_points`)."""
+    heat map's ridge centre-line points (:func:`milopyp.localize.peaks.find_ridge_points`).
+    A tomogram at another voxel size than the model's is read on the model's working grid
+    (:func:`model_rescale`), without the profile check; picks and heat map stay on the
+    tomogram's grid."""
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
@@ -266,11 +281,19 @@ def localize(
     name = tomogram_name or io_tomogram_name(tomogram_path)
     model = load_localizer(model_path)
     volume, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
-    check_model_voxel_size(model, voxel_size_a, model_path, tomogram_path)
+    rescale = model_rescale(model, voxel_size_a, model_path, tomogram_path)
+    bin_factor = model.config.bin_factor * rescale
+    if rescale != 1.0:
+        log.info("%s: %g Å per voxel, the model's training tomograms %g Å: its network reads "
+                 "the tomogram resampled to %g Å voxels (%.3g of its voxels), its particle "
+                 "size and NMS box scaled by %.3g; picks in the tomogram's voxels", name,
+                 voxel_size_a, model.voxel_size_a, model.voxel_size_a * model.config.bin_factor,
+                 bin_factor, rescale)
     # the flips the threshold was calibrated with (models before them: none)
     flips = int(model.calibration.get("flips", 1))
-    heatmap = predict_heatmap(model, volume, device=device, memory_mb=memory_mb, flips=flips)
-    kernel = nms_kernel_vox or nms_kernel_from_model(model)
+    heatmap = predict_heatmap(model, volume, device=device, memory_mb=memory_mb, flips=flips,
+                              bin_factor=bin_factor)
+    kernel = nms_kernel_vox or nms_kernel_from_model(model, rescale)
     automatic, limit = threshold is None, max_picks
     if automatic:
         threshold = model.calibration.get("threshold")
@@ -289,7 +312,11 @@ def localize(
     if note:
         log.warning("%s: %s", name, note)
     reference = None if filament else model.calibration.get("profile")
-    if not filament and reference is None:
+    if reference is not None and rescale != 1.0:
+        reference = None
+        log.info("%s: no profile check (the labels' profiles were taken at %g Å per voxel, "
+                 "this tomogram's would be at %g Å)", name, model.voxel_size_a, voxel_size_a)
+    elif not filament and reference is None:
         log.info("%s: no profile check (the model holds no label profiles: trained with "
                  "--no-profile-check, with fewer than %d labels or %d heat-map peaks, or by "
                  "an earlier version)", name, MIN_PROFILE_LABELS, MIN_BACKGROUND_PEAKS)
