@@ -1202,8 +1202,17 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys
                                                     device="cpu", flips=2), atol=1e-3)
     found = pd.read_csv(picks)
     assert len(found) and (found[["x", "y", "z"]].to_numpy() < [28, 24, 6]).all()
-    # one 5 times coarser stops it in one line naming both files, before any output; a
+    # one 3 times coarser would make the (unbinned) model's grid 27 times larger: it stops
+    # in one line, as one 5 times coarser does, naming both files, before any output; a
     # header within 1 % or --voxel-size passes unresampled
+    coarse = tmp_path / "TS_01_30A.mrc"
+    write_tomogram(coarse, vol, 30.0)
+    picks = tmp_path / "picks_30A.csv"
+    assert cli.main(["localize", "--model", str(model), "--tomogram", str(coarse), "-o",
+                     str(picks), "--device", "cpu"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(coarse) in message and "27 times its voxels" in message
+    assert not picks.exists()
     coarse = tmp_path / "TS_01_50A.mrc"
     write_tomogram(coarse, vol, 50.0)
     picks = tmp_path / "picks_50A.csv"

@@ -217,16 +217,20 @@ VOXEL_SIZE_TOLERANCE = 0.01
 #: tomogram to its model's scale; beyond it, it stops (a particle 4 times smaller or larger
 #: in voxels than in training is more likely a wrong header than another binning).
 MAX_RESCALE = 4.0
+#: Most voxels the network's grid may hold per voxel of a tomogram coarser than it (the
+#: resampled tomogram and its heat map are held in memory).
+MAX_GRID_GROWTH = 8.0
 
 
-def model_rescale(model, voxel_size_a: float, model_path, tomogram_path) -> float:
+def model_rescale(model, voxel_size_a: float, shape_zyx, model_path, tomogram_path) -> float:
     """Voxels of the tomogram per voxel of the tomograms ``model`` was trained on: 1.0 when
     the voxel sizes agree within :data:`VOXEL_SIZE_TOLERANCE` or the model file does not
     record one (written before it was stored). Otherwise the model's particle size, working
     grid and NMS box are in its training voxels, so `localize` reads the tomogram resampled
     to the model's working grid and finds the picks on the tomogram's own grid (one log
-    line says so). Beyond :data:`MAX_RESCALE` either way, stop in one line naming both
-    files and the fix."""
+    line says so). Beyond :data:`MAX_RESCALE` either way, or when the model's grid would
+    hold more than :data:`MAX_GRID_GROWTH` times the voxels of the tomogram (``shape_zyx``),
+    stop in one line naming both files and the fix."""
     trained_a = getattr(model, "voxel_size_a", None)
     if trained_a is None or abs(voxel_size_a - trained_a) <= VOXEL_SIZE_TOLERANCE * trained_a:
         return 1.0
@@ -238,6 +242,17 @@ def model_rescale(model, voxel_size_a: float, model_path, tomogram_path) -> floa
             f"{'finer' if rescale > 1 else 'coarser'}; fix its header (or --voxel-size) if "
             f"{voxel_size_a:g} Å is wrong, bin or rescale the tomogram towards "
             f"{trained_a:g} Å, or train a model at {voxel_size_a:g} Å")
+    from milopyp.localize.scale import resampled_shape
+
+    grid = resampled_shape(shape_zyx, model.config.bin_factor * rescale)
+    growth = float(np.prod(grid, dtype=np.float64) / np.prod(shape_zyx, dtype=np.float64))
+    if growth > MAX_GRID_GROWTH:
+        raise MilopypError(
+            f"{tomogram_path}: {voxel_size_a:g} Å per voxel, coarser than the "
+            f"{trained_a * model.config.bin_factor:g} Å grid {model_path} works on: "
+            f"resampled to it, it would hold {growth:.0f} times its voxels; bin or "
+            f"rescale the tomogram to about {trained_a:g} Å, or train a model at "
+            f"{voxel_size_a:g} Å")
     return rescale
 
 
@@ -281,7 +296,7 @@ def localize(
     name = tomogram_name or io_tomogram_name(tomogram_path)
     model = load_localizer(model_path)
     volume, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
-    rescale = model_rescale(model, voxel_size_a, model_path, tomogram_path)
+    rescale = model_rescale(model, voxel_size_a, volume.shape, model_path, tomogram_path)
     bin_factor = model.config.bin_factor * rescale
     if rescale != 1.0:
         log.info("%s: %g Å per voxel, the model's training tomograms %g Å: its network reads "
