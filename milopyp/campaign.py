@@ -70,6 +70,8 @@ class Target:
     shape: Shape
     #: the selection file (or copick:OBJECT:USER:SESSION); None: waits for the user
     selection: str | None
+    #: a trained model file to pick with instead of a selection and a training; None: train
+    model: str | None
     #: particle (or filament) diameter in Å
     particle_diameter_a: float
     #: species of the truth tables this target is scored against (None: every row)
@@ -81,7 +83,8 @@ class Target:
 
     @property
     def selected(self) -> bool:
-        return bool(self.selection)
+        """Ready to pick: a selection to train on, or a trained model."""
+        return bool(self.selection) or bool(self.model)
 
     @property
     def coordinate_selection(self) -> bool:
@@ -100,11 +103,19 @@ def resolve_targets(config: dict) -> dict[str, Target]:
         )
     if not targets and config["selection"]:
         targets = {"particles": {"selection": config["selection"]}}
+    for name, settings in targets.items():
+        if settings.get("selection") and settings.get("model"):
+            raise MilopypError(
+                f"targets.{name}: set either `selection` (train a model on it) or `model` (pick "
+                f"with a trained one), not both")
+        if settings.get("model"):
+            check_model_file(name, settings["model"], settings.get("shape", "globular"))
     return {
         name: Target(
             name=name,
             shape=shape_named(settings.get("shape", "globular")),
             selection=settings.get("selection"),
+            model=settings.get("model"),
             particle_diameter_a=settings.get("particle_diameter") or config["particle_diameter"],
             truth_species=settings.get("truth_species") or config["evaluation"]["species"],
             localize={**config["localize"], **settings.get("localize", {})},
@@ -112,6 +123,22 @@ def resolve_targets(config: dict) -> dict[str, Target]:
         )
         for name, settings in targets.items()
     }
+
+
+def check_model_file(target: str, path: str, shape: str) -> None:
+    """A target's ``model:`` must be a localiser file (:mod:`milopyp.io.localizer`) of the
+    target's shape; else one line naming the file and the fix."""
+    from milopyp.io.localizer import read_localizer
+
+    if not Path(path).is_file():
+        raise MilopypError(f"targets.{target}.model: {path} not found; give the model.pt of "
+                           "`milopyp train-localize` (an earlier campaign's "
+                           "results/targets/<name>/model.pt)")
+    trained = read_localizer(path, "cpu")["settings"].get("shape", "globular")
+    if shape_named(trained).filament != shape_named(shape).filament:
+        raise MilopypError(f"targets.{target}.model: {path} was trained on a {trained} target, "
+                           f"the target's shape is {shape}; set `shape: {trained}` or give "
+                           f"a {shape} model")
 
 
 def copick_tomograms(config: dict) -> tuple[dict, float]:
@@ -260,10 +287,15 @@ class Campaign:
         return [name for name, target in self.targets.items() if target.selected]
 
     def exploration_needed(self) -> bool:
-        """False only when every target has a coordinate-table selection: then SimSiam, the
-        embeddings, clustering and the explorer are not run."""
+        """False only when every target has a coordinate-table selection or a trained model:
+        then SimSiam, the embeddings, clustering and the explorer are not run."""
         return not self.targets or not all(
-            target.coordinate_selection for target in self.targets.values())
+            target.coordinate_selection or target.model for target in self.targets.values())
+
+    def model_file(self, target: Target) -> str:
+        """The model that picks ``target``: its ``model:``, else the one the workflow trains
+        (targets/<name>/model.pt)."""
+        return target.model or f"{self.target_dir(target.name)}/model.pt"
 
     def selection_file(self, target: Target) -> str:
         """The selection file of ``target`` (for copick picks, the project's config.json)."""
@@ -347,7 +379,7 @@ class Campaign:
         """Picks, candidates, model and figures of a target's report; metrics with truth;
         fibres."""
         folder = self.target_dir(target.name)
-        inputs = {"picks": self.per_tomogram(f"{folder}/picks"), "model": f"{folder}/model.pt",
+        inputs = {"picks": self.per_tomogram(f"{folder}/picks"), "model": self.model_file(target),
                   "candidates": self.per_tomogram(f"{self.results}/candidates"),
                   "figures": [f"{folder}/overlay.png", *self.exploration_figures()]}
         if self.config["truth"]:

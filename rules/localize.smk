@@ -32,7 +32,8 @@ rule train_localize:
 
 rule localize:
     input:
-        model=f"{RESULTS}/targets/{{target}}/model.pt",
+        # the workflow's training, or the target's `model:` (a model trained before)
+        model=for_target(Campaign.model_file),
         tomogram=tomogram_path,
     output:
         picks=f"{RESULTS}/targets/{{target}}/picks/{{tomogram}}.csv",

@@ -347,3 +347,84 @@ def test_same_coordinates_for_any_core_count(tmp_path, dataset):
     # --cores 1, still threads_per_job threads (torch takes at most the machine's cores)
     log = (runs[1] / "logs" / "ribosome" / "train_localize.log").read_text()
     assert f"{min(2, os.cpu_count() or 1)} torch thread(s)" in log, log[-2000:]
+
+
+def tiny_model(work: Path, dataset: Path, name: str, *, shape: str = "globular",
+               voxel_size_a: float | None = None) -> Path:
+    """A model file as `milopyp train-localize` writes it (a few steps on one tomogram's
+    truth, ``shape`` fibre: its filament): what an earlier campaign left behind. With
+    ``voxel_size_a``, trained on a copy of the tomogram carrying that voxel size."""
+    from milopyp import cli
+    from milopyp.io.mrc import read_tomogram, write_tomogram
+
+    truth = pd.read_csv(dataset / "truth" / f"{name}.csv")
+    species = "filament" if shape == "fiber" else "ribosome"
+    labels = work / f"{shape}-labels.csv"
+    truth[truth["species"] == species][["tomogram", "x", "y", "z"]].head(12).to_csv(
+        labels, index=False)
+    tomogram = dataset / "tomograms" / f"{name}.mrc"
+    if voxel_size_a is not None:
+        volume, _ = read_tomogram(tomogram)
+        tomogram = work / f"{name}.mrc"
+        write_tomogram(tomogram, volume, voxel_size_a)
+    model = work / f"{shape}-{voxel_size_a or 'native'}.pt"
+    assert cli.main(["train-localize", "--tomograms", str(tomogram), "--labels", str(labels),
+                     "--epochs", "1", "--iterations-per-epoch", "2", "--crop-xy", "32",
+                     "--crop-z", "4", "--base-channels", "4", "--particle-diameter", "260",
+                     "--shape", shape, "--device", "cpu", "-o", str(model)]) == 0
+    return model
+
+
+def test_a_target_with_a_trained_model_needs_no_selection_training_or_exploration(
+        tmp_path, dataset):
+    """`targets.<name>.model`: an earlier campaign's model picks every tomogram; no
+    selection, exploration or training runs; a bad model file stops before any job."""
+    work = campaign(tmp_path, dataset)
+    model = tiny_model(work, dataset, "tomo_000")
+    write_config(work, targets={"ribosome": {"model": model.name}})
+    dry = snakemake(work, "--dry-run", "--printshellcmds").stdout
+    jobs = job_counts(dry)
+    assert jobs["localize"] == 2 and jobs["report"] == 1 and jobs["candidates"] == 2
+    assert not {"import_selection", "train_localize", "train_explore", "embed", "cluster",
+                "patches"} & set(jobs)
+    assert f"localize --model {model.name} --tomogram data/tomograms/tomo_000.mrc" in dry
+    assert "report --picks" in dry and f"--model {model.name}" in dry
+    for targets, message in (
+            ({"ribosome": {"model": "missing.pt"}}, "targets.ribosome.model: missing.pt not found"),
+            ({"ribosome": {"model": model.name, "selection": "seeds.yaml"}},
+             "set either `selection` (train a model on it) or `model`"),
+            ({"mt": {"model": model.name, "shape": "fiber"}},
+             f"{model.name} was trained on a globular target, the target's shape is fiber")):
+        write_config(work, targets=targets)
+        result = snakemake(work, "--dry-run", check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_model_from_another_voxel_size_picks_a_campaign_and_reruns_when_replaced(
+        tmp_path, dataset):
+    """A model trained at 1.5 times the campaign's voxel size picks through the workflow (the
+    tomograms read resampled to its grid, picks in their voxels); a new model file
+    in its place redoes the picks, not the candidates."""
+    from milopyp.io.mrc import read_tomogram
+    from milopyp.localize.train import load_localizer
+
+    work = campaign(tmp_path, dataset)
+    _, voxel_a = read_tomogram(dataset / "tomograms" / "tomo_000.mrc")
+    model = tiny_model(work, dataset, "tomo_000", voxel_size_a=1.5 * voxel_a)
+    assert load_localizer(model).voxel_size_a == 1.5 * voxel_a
+    write_config(work, targets={"ribosome": {"model": model.name,
+                                             "truth_species": "ribosome"}})
+    snakemake(work)
+    results = work / "results" / "targets" / "ribosome"
+    log = (work / "results" / "logs" / "ribosome" / "localize" / "tomo_001.log").read_text()
+    assert f"the model's training tomograms {1.5 * voxel_a:g} Å" in log
+    volume, _ = read_tomogram(dataset / "tomograms" / "tomo_001.mrc")
+    picks = pd.read_csv(results / "picks" / "tomo_001.csv")
+    assert len(picks) and (picks[["x", "y", "z"]].to_numpy() < volume.shape[::-1]).all()
+    assert "<h2>Model</h2>" in (results / "report.html").read_text()
+    # another model in its place: the picks (and what follows) are redone, nothing else
+    other = tiny_model(work, dataset, "tomo_001", voxel_size_a=1.5 * voxel_a)
+    other.replace(model)
+    dry = job_counts(snakemake(work, "--dry-run").stdout)
+    assert dry["localize"] == 2 and dry["report"] == 1 and "candidates" not in dry
