@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--tomogram-name", default=None, help="name in the table (file stem)")
     arg("--device", default="auto", help="auto, cpu or cuda (auto)")
     arg("--voxel-size-a", *renamed("--voxel-size"), type=float, default=None, metavar="A",
-        help="voxel size in Å for the heat map's header (default: the MRC header's)")
+        help="the tomogram's voxel size in Å (default: the MRC header's): the heat map's "
+             "header, and compared with the model's (resampled to it when they differ)")
 
 
 def main(args: argparse.Namespace) -> None:
