@@ -420,6 +420,8 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
             save_picks, index=False)
         if not isinstance(model, list):  # an ensemble has no one model file
             save_model(save_picks.with_suffix(".pt"), model, calibration,
+                       {"shape": "globular",
+                        "particle_radius_vox": radius / model.config.bin_factor},
                        voxel_size_a=ds.tomograms[0].voxel_size_a)
     # as `milopyp localize` does: each tomogram's own split of its peaks
     kept, thresholds = tomogram_thresholds(calibration, picks_df, names)

@@ -79,10 +79,12 @@ def rescaled_copy(tomogram: Tomogram, voxel_size_a: float) -> Tomogram:
     return Tomogram(tomogram.name, data, truth, voxel_size_a)
 
 
-def stamped_model(path: Path, voxel_size_a: float | None, workdir: Path, *,
-                  profile_check: bool = True) -> Path:
-    """``path`` itself, or a copy recording ``voxel_size_a`` when the file records none
-    (and without the profile check's reference when ``profile_check`` is False)."""
+def stamped_model(path: Path, voxel_size_a: float | None, diameter_a: float, workdir: Path,
+                  *, profile_check: bool = True) -> Path:
+    """``path`` itself, or a copy recording ``voxel_size_a`` when the file records none,
+    the particle radius (from ``diameter_a``, which sets `localize`'s NMS box) when its
+    settings do not hold one (``benchmarks/dataset.py``'s files before stop 38), and without
+    the profile check's reference when ``profile_check`` is False."""
     state = read_localizer(path, "cpu")
     recorded = state["voxel_size_a"]
     if recorded is not None and voxel_size_a is not None and abs(recorded - voxel_size_a) > 1e-6:
@@ -90,10 +92,15 @@ def stamped_model(path: Path, voxel_size_a: float | None, workdir: Path, *,
                          "(--model-voxel-size)")
     if recorded is None and voxel_size_a is None:
         raise SystemExit(f"{path}: the file records no voxel size; give --model-voxel-size")
-    if recorded is not None and profile_check:
+    complete = "particle_radius_vox" in state["settings"]
+    if recorded is not None and profile_check and complete:
         return path
     state = {k: v for k, v in state.items() if k not in ("format", "version")}
     state["voxel_size_a"] = float(recorded if recorded is not None else voxel_size_a)
+    # the radius on the working grid, as train_localizer stores it
+    state["settings"] = {"shape": "globular", "particle_radius_vox": 0.5 * diameter_a
+                         / state["voxel_size_a"] / state["network"]["bin_factor"],
+                         **state["settings"]}
     if not profile_check:
         state["calibration"] = {k: v for k, v in state["calibration"].items() if k != "profile"}
     copy = workdir / "model.pt"
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="milopyp-voxel-size-") as tmp:
         workdir = Path(tmp)
-        model = stamped_model(args.model, args.model_voxel_size, workdir,
+        model = stamped_model(args.model, args.model_voxel_size, diameter_a, workdir,
                               profile_check=not args.without_profile_check)
         for size in sizes:
             copies = [rescaled_copy(t, size) for t in ds.tomograms]

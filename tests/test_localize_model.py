@@ -358,6 +358,45 @@ def test_tiled_inference_equals_whole_volume(tmp_path, stride):
     assert np.allclose(whole, direct, atol=1e-4)
 
 
+def test_profile_check_judges_a_finer_tomogram_at_its_scale_and_not_a_coarser_one(
+        tmp_path, monkeypatch):
+    """At another voxel size the labels' profile reference (taken at the training voxel
+    size) judges a finer tomogram's peaks with the particle radius in that tomogram's voxels,
+    and no peak of a coarser tomogram (README, "Stop 38")."""
+    import pandas as pd
+
+    from milopyp import cli
+    from milopyp.io.localizer import read_localizer, write_localizer
+    from milopyp.io.mrc import write_tomogram
+    from milopyp.localize import stage
+    from milopyp.localize.scale import bin_volume, resample_volume
+
+    vol, xyz = _blobs((12, 48, 56), 12, seed=33)
+    mrc = tmp_path / "TS_01.mrc"
+    write_tomogram(mrc, vol, 10.0)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"tomogram": "TS_01", "x": xyz[:6, 0], "y": xyz[:6, 1],
+                  "z": xyz[:6, 2]}).to_csv(labels, index=False)
+    model = tmp_path / "model.pt"
+    assert cli.main(["train-localize", "--labels", str(labels), "--epochs", "1",
+                     "--iterations-per-epoch", "2", "--crop-xy", "32", "--crop-z", "4",
+                     "--bin", "1", "--base-channels", "4", "--particle-diameter", "60",
+                     "--device", "cpu", "--tomograms", str(mrc), "-o", str(model)]) == 0
+    state = read_localizer(model, "cpu")
+    state["calibration"]["profile"] = {"radius_vox": 3.0, "min_score": 0.0}  # as if 20 labels
+    write_localizer(model, {k: v for k, v in state.items() if k not in ("format", "version")})
+    judged = []
+    monkeypatch.setattr(stage, "_weigh", lambda name, reference, volume, picks, floor=0.0:
+                        judged.append((name, reference["radius_vox"])) or picks)
+    for name, volume, voxel_a in (("same", vol, 10.0), ("finer", resample_volume(vol, 0.8), 8.0),
+                                  ("coarser", bin_volume(vol, 2), 20.0)):
+        path = tmp_path / f"{name}.mrc"
+        write_tomogram(path, volume, voxel_a)
+        assert cli.main(["localize", "--model", str(model), "--tomogram", str(path), "-o",
+                         str(tmp_path / f"{name}.csv"), "--device", "cpu"]) == 0
+    assert judged == [("same", 3.0), ("finer", 3.75)]
+
+
 def test_resampling_to_a_model_grid_of_any_factor_keeps_positions_and_binning():
     """A tomogram at another voxel size than its model's is read on a grid of a factor that
     is not an integer: integer factors still give the block means, a particle lands where

@@ -14,8 +14,8 @@ automatic threshold is raised to the bulk of each heat map and its picks capped 
 filaments can give (:func:`milopyp.localize.calibrate.guard_fiber_threshold`,
 ``max_fiber_picks``), with a warning, so that a flat (saturated) heat map does not turn into
 the whole tomogram. A tomogram at another voxel size than the model's training tomograms
-(more than 1 % off, at most 4 times) is read resampled to the model's grid, without the
-profile check, and its picks are in the tomogram's voxels
+(more than 1 % off, at most 4 times) is read resampled to the model's grid, with the
+profile check on finer tomograms only, and its picks are in the tomogram's voxels
 (:func:`milopyp.localize.stage.model_rescale`). The work:
 :func:`milopyp.localize.stage.localize`.
 """

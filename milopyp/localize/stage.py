@@ -277,8 +277,9 @@ def localize(
     None: :func:`nms_kernel_from_model`, except for a fibre target, whose picks are then its
     heat map's ridge centre-line points (:func:`milopyp.localize.peaks.find_ridge_points`).
     A tomogram at another voxel size than the model's is read on the model's working grid
-    (:func:`model_rescale`), without the profile check; picks and heat map stay on the
-    tomogram's grid."""
+    (:func:`model_rescale`), its picks and heat map on the tomogram's grid; the profile
+    check judges a finer tomogram's peaks (the particle radius in its voxels) and leaves a
+    coarser one's alone (README, "Stop 38")."""
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
@@ -327,10 +328,18 @@ def localize(
     if note:
         log.warning("%s: %s", name, note)
     reference = None if filament else model.calibration.get("profile")
-    if reference is not None and rescale != 1.0:
+    # The labels' profiles were taken at the training voxel size. Compared with the radius
+    # scaled to this tomogram's voxels they hold on finer tomograms, not on coarser ones
+    # (devset, Fourier-resampled copies, saved 12 Å models, held-out F1 with / without the
+    # check, benchmarks/voxel_size.py: crowded 6, 9, 10 Å 0.882 / 0.869, 0.886 / 0.860,
+    # 0.876 / 0.856, insitu 9, 10 Å 0.917 / 0.895, 0.940 / 0.880; but crowded 16, 24 Å
+    # 0.389 / 0.816, 0.107 / 0.801, insitu 16 Å 0.735 / 0.908: most peaks weigh below half).
+    if reference is not None and rescale < 1.0:
         reference = None
         log.info("%s: no profile check (the labels' profiles were taken at %g Å per voxel, "
-                 "this tomogram's would be at %g Å)", name, model.voxel_size_a, voxel_size_a)
+                 "finer than this tomogram's %g Å)", name, model.voxel_size_a, voxel_size_a)
+    elif reference is not None and rescale > 1.0:  # its radius in this tomogram's voxels
+        reference = {**reference, "radius_vox": reference["radius_vox"] * rescale}
     elif not filament and reference is None:
         log.info("%s: no profile check (the model holds no label profiles: trained with "
                  "--no-profile-check, with fewer than %d labels or %d heat-map peaks, or by "
