@@ -298,8 +298,9 @@ def localize(
     model = load_localizer(model_path)
     volume, voxel_size_a = read_tomogram(tomogram_path, mmap=True, voxel_size_a=voxel_size_a)
     rescale = model_rescale(model, voxel_size_a, volume.shape, model_path, tomogram_path)
-    bin_factor = model.config.bin_factor * rescale
+    bin_factor = None  # the model's own
     if rescale != 1.0:
+        bin_factor = model.config.bin_factor * rescale
         log.info("%s: %g Å per voxel, the model's training tomograms %g Å: its network reads "
                  "the tomogram resampled to %g Å voxels (%.3g of its voxels), its particle "
                  "size and NMS box scaled by %.3g; picks in the tomogram's voxels", name,
