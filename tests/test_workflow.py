@@ -367,7 +367,7 @@ def tiny_model(work: Path, dataset: Path, name: str, *, shape: str = "globular",
         volume, _ = read_tomogram(tomogram)
         tomogram = work / f"{name}.mrc"
         write_tomogram(tomogram, volume, voxel_size_a)
-    model = work / f"{shape}-{voxel_size_a or 'native'}.pt"
+    model = work / f"{shape}-{name}-{voxel_size_a or 'native'}.pt"
     assert cli.main(["train-localize", "--tomograms", str(tomogram), "--labels", str(labels),
                      "--epochs", "1", "--iterations-per-epoch", "2", "--crop-xy", "32",
                      "--crop-z", "4", "--base-channels", "4", "--particle-diameter", "260",
