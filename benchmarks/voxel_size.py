@@ -109,15 +109,16 @@ def stamped_model(path: Path, voxel_size_a: float | None, diameter_a: float, wor
 
 
 def localize_copy(model: Path, tomogram: Tomogram, workdir: Path, *,
-                  resample: bool) -> tuple[pd.DataFrame, float]:
-    """``milopyp localize`` on the copy written as an MRC: its picks and seconds."""
+                  model_voxel_a: float | None) -> tuple[pd.DataFrame, float]:
+    """``milopyp localize`` on the copy written as an MRC: its picks and seconds. With
+    ``model_voxel_a``, that voxel size is passed as the copy's own (no resampling)."""
     mrc = workdir / f"{tomogram.name}_{tomogram.voxel_size_a:g}A.mrc"
     write_tomogram(mrc, tomogram.data, tomogram.voxel_size_a)
     picks = workdir / f"{mrc.stem}.csv"
     argv = ["localize", "--model", str(model), "--tomogram", str(mrc), "-o", str(picks),
             "--tomogram-name", tomogram.name, "--device", "cpu"]
-    if not resample:
-        argv += ["--voxel-size", f"{read_localizer(model, 'cpu')['voxel_size_a']!r}"]
+    if model_voxel_a is not None:
+        argv += ["--voxel-size", f"{model_voxel_a!r}"]
     t0 = time.perf_counter()
     if cli.main(argv) != 0:
         raise SystemExit(f"milopyp {' '.join(argv)} failed")
@@ -156,12 +157,14 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         model = stamped_model(args.model, args.model_voxel_size, diameter_a, workdir,
                               profile_check=not args.without_profile_check)
+        # --no-resample: each copy claims the model's voxel size
+        forced_a = read_localizer(model, "cpu")["voxel_size_a"] if args.no_resample else None
         for size in sizes:
             copies = [rescaled_copy(t, size) for t in ds.tomograms]
             radius = 0.5 * diameter_a / size
             picks, seconds = [], 0.0
             for c in copies:
-                found, s = localize_copy(model, c, workdir, resample=not args.no_resample)
+                found, s = localize_copy(model, c, workdir, model_voxel_a=forced_a)
                 picks.append(found)
                 seconds += s
             truth = target_truth(copies, args.target)

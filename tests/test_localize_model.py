@@ -358,18 +358,14 @@ def test_tiled_inference_equals_whole_volume(tmp_path, stride):
     assert np.allclose(whole, direct, atol=1e-4)
 
 
-def test_profile_check_judges_a_finer_tomogram_at_its_scale_and_not_a_coarser_one(
-        tmp_path, monkeypatch):
-    """At another voxel size the labels' profile reference (taken at the training voxel
-    size) judges a finer tomogram's peaks with the particle radius in that tomogram's voxels,
-    and no peak of a coarser tomogram (README, "Stop 38")."""
+def _tiny_model_file(tmp_path, *options):
+    """A 10 Å blob tomogram (12 blobs), a model file trained on 6 of them by `milopyp
+    train-localize` in two steps (unbinned, 4 channels; ``options`` added) and their paths:
+    ``(volume, tomogram path, model path)``."""
     import pandas as pd
 
     from milopyp import cli
-    from milopyp.io.localizer import read_localizer, write_localizer
     from milopyp.io.mrc import write_tomogram
-    from milopyp.localize import stage
-    from milopyp.localize.scale import bin_volume, resample_volume
 
     vol, xyz = _blobs((12, 48, 56), 12, seed=33)
     mrc = tmp_path / "TS_01.mrc"
@@ -381,7 +377,24 @@ def test_profile_check_judges_a_finer_tomogram_at_its_scale_and_not_a_coarser_on
     assert cli.main(["train-localize", "--labels", str(labels), "--epochs", "1",
                      "--iterations-per-epoch", "2", "--crop-xy", "32", "--crop-z", "4",
                      "--bin", "1", "--base-channels", "4", "--particle-diameter", "60",
-                     "--device", "cpu", "--tomograms", str(mrc), "-o", str(model)]) == 0
+                     *options, "--device", "cpu", "--tomograms", str(mrc),
+                     "-o", str(model)]) == 0
+    return vol, mrc, model
+
+
+def test_profile_check_judges_a_finer_tomogram_at_its_scale_and_not_a_coarser_one(
+        tmp_path, monkeypatch):
+    """At another voxel size the labels' profile reference (taken at the training voxel
+    size) judges a finer tomogram's peaks with the particle radius in that tomogram's voxels,
+    and no peak of a coarser tomogram (README, "Stop 38")."""
+
+    from milopyp import cli
+    from milopyp.io.localizer import read_localizer, write_localizer
+    from milopyp.io.mrc import write_tomogram
+    from milopyp.localize import stage
+    from milopyp.localize.scale import bin_volume, resample_volume
+
+    vol, _, model = _tiny_model_file(tmp_path)
     state = read_localizer(model, "cpu")
     state["calibration"]["profile"] = {"radius_vox": 3.0, "min_score": 0.0}  # as if 20 labels
     write_localizer(model, {k: v for k, v in state.items() if k not in ("format", "version")})
@@ -1196,18 +1209,7 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys
     schema = yaml.safe_load((root / "config" / "schema.yaml").read_text())
     assert schema["properties"]["localize"]["properties"]["test_time_flips"]["default"] == (
         "auto")
-    vol, xyz = _blobs((12, 48, 56), 12, seed=33)
-    mrc = tmp_path / "TS_01.mrc"
-    write_tomogram(mrc, vol, 10.0)
-    labels = tmp_path / "labels.csv"
-    pd.DataFrame({"tomogram": "TS_01", "x": xyz[:6, 0], "y": xyz[:6, 1],
-                  "z": xyz[:6, 2]}).to_csv(labels, index=False)
-    model = tmp_path / "model.pt"
-    assert cli.main(["train-localize", "--labels", str(labels), "--epochs", "1",
-                     "--iterations-per-epoch", "2", "--crop-xy", "32", "--crop-z", "4",
-                     "--bin", "1", "--base-channels", "4", "--particle-diameter", "60",
-                     "--flips", "2", "--device", "cpu", "--tomograms", str(mrc),
-                     "-o", str(model)]) == 0
+    vol, mrc, model = _tiny_model_file(tmp_path, "--flips", "2")
     assert load_localizer(model).calibration["flips"] == 2
     heat = tmp_path / "heat.mrc"
     assert cli.main(["localize", "--model", str(model), "--tomogram", str(mrc), "-o",

@@ -13,8 +13,9 @@ facebookresearch/simsiam's ``{'epoch', 'arch', 'state_dict', 'optimizer'}``):
 - ``torch_threads``: the torch thread count of the run (float sums, hence the weights,
   depend on it);
 - ``voxel_size_a``: Å per voxel of the tomograms the finished model was trained on (its
-  particle size and heat map are in those voxels; `milopyp localize` stops on a tomogram
-  of another voxel size); None in files written before it was stored;
+  particle size and heat map are in those voxels; `milopyp localize` reads a tomogram of
+  another voxel size resampled to them, :func:`milopyp.localize.stage.model_rescale`);
+  None in files written before it was stored;
 - what resuming needs: ``epoch``, ``inputs`` (digest of the tomograms, labels and
   negatives), ``optimizer``, ``scheduler``, ``rng`` (numpy bit-generator and torch generator
   states), ``history`` (per-epoch losses) and ``working_labels`` (the labels in training).

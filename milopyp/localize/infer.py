@@ -219,10 +219,11 @@ def predict_heatmap(
     b = model.config.bin_factor if bin_factor is None else float(bin_factor)
     if not b > 0:
         raise MilopypError(f"bin_factor: expected a positive number, got {bin_factor}")
-    if is_whole(b):
+    whole = is_whole(b)
+    if whole:
         b = round(b)
     if b != 1:
-        binned = bin_volume(tomogram, b) if is_whole(b) else resample_volume(tomogram, b)
+        binned = bin_volume(tomogram, b) if whole else resample_volume(tomogram, b)
         # binning averages b³ voxels: normalise the binned volume by its own statistics
         heat = _flipped_sweeps(model, binned, device, tile_zyx, memory_mb,
                                intensity_stats(binned), np.empty(binned.shape, np.float32),
