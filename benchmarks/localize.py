@@ -101,7 +101,10 @@ def _child(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         from milopyp.localize.infer import DEFAULT_FLIPS
 
-        heat = predict_heatmap(model, vol, device=args.device, flips=DEFAULT_FLIPS)
+        # --rescale: the tomogram at another voxel size than the model's (milopyp localize
+        # resamples it to the model's grid, milopyp.localize.stage.model_rescale)
+        heat = predict_heatmap(model, vol, device=args.device, flips=DEFAULT_FLIPS,
+                               bin_factor=model.config.bin_factor * args.rescale)
         sec = time.perf_counter() - t0
         t1 = time.perf_counter()
         picks = find_peaks(heat, kernel_vox=7, threshold=0.0, max_peaks=1000)
@@ -113,7 +116,8 @@ def _child(args: argparse.Namespace) -> None:
                                       [picks[["x", "y", "z"]].to_numpy(np.float64)])
         t2 = time.perf_counter()
         weigh_peaks(reference, vol, picks)
-        result = {"seconds": sec, "note": f"heat map ({DEFAULT_FLIPS} test-time flips); + peaks "
+        result = {"seconds": sec, "note": f"heat map ({DEFAULT_FLIPS} test-time flips, network "
+                  f"grid {model.config.bin_factor * args.rescale:g} voxels); + peaks "
                   f"{peaks_s:.1f} s ({len(picks)} picks); + profile check of those "
                   f"{time.perf_counter() - t2:.1f} s"}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -166,6 +170,9 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=None,
                    help="training iterations to time (default 100, quick 10)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--rescale", type=float, default=1.0,
+                   help="infer: tomogram voxels per voxel of the model's training tomograms "
+                        "(1: the same voxel size; 0.75: a 16 Å tomogram for a 12 Å model)")
     p.add_argument("--child-stage", help=argparse.SUPPRESS)
     p.add_argument("--child-size", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -186,7 +193,7 @@ def main() -> None:
         for size in sizes if stage != "train" else sizes[:1] if args.quick else sizes:
             cmd = [sys.executable, __file__, "--child-stage", stage, "--child-size", size,
                    "--device", args.device, "--iterations", str(args.iterations),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--rescale", str(args.rescale)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 print(f"{stage:<14} {size:<16} failed: {proc.stderr.strip().splitlines()[-1:]}")
