@@ -395,6 +395,10 @@ def test_automatic_tiles_of_large_tomograms_keep_slabs_thicker_than_the_z_halo()
         tile_geometry(model, (160, 512, 512), memory_mb=5)
     least = int(str(err.value).rsplit(" ", 1)[1])
     assert tile_geometry(model, (160, 512, 512), memory_mb=least)[0][0] >= 1
+    # a tomogram narrower than one pooling window in y and x is one tile
+    assert tile_geometry(model, (5, 10, 12))[0] == (5, 16, 16)
+    with pytest.raises(MilopypError, match="give at least 1"):
+        tile_geometry(model, (5, 10, 12), memory_mb=0.001)
 
 
 def _tiny_model_file(tmp_path, *options):

@@ -7,11 +7,10 @@ slab with a z-halo of their reach; the per-slice UNet runs slab by slab just ahe
 and its features are dropped once no later slab reads them, so no slice goes through the
 UNet twice and a column holds at most two slabs and two z-halos of features. The automatic
 tiles are those of least computation that fit ``memory_mb`` (:func:`tile_geometry`). Tile
-starts in y and x are multiples of
-``stride_xy · 2^(n_blocks − 1)``, so max-pooling windows fall where they fall for the whole
-volume, and tiles that touch the end of an axis are padded exactly as the whole volume is.
-BatchNorm runs in eval mode (a fixed affine map), so the tiled heat map equals the
-whole-volume one up to float rounding (tested to 1e-5).
+starts in y and x are multiples of ``stride_xy · 2^(n_blocks − 1)``, so max-pooling windows
+fall where they fall for the whole volume, and tiles that touch the end of an axis are
+padded exactly as the whole volume is. BatchNorm runs in eval mode (a fixed affine map), so
+the tiled heat map equals the whole-volume one up to float rounding (tested to 1e-5).
 
 Memory bound (CPU): input tomogram (or only the pages of a memory-mapped one that the
 current tile touches) + the output heat map (4 bytes/voxel, or a np.memmap given as
@@ -95,10 +94,9 @@ def tile_geometry(
     Automatic choice: for each number of equal y–x parts (1, 2, 3, ... per axis), slabs of
     as many slices as fit the budget; of those, the tiles of the least computation (y–x
     halos cost UNet and fusion time in every column, z-halos fusion time in every slab),
-    the fewest parts among equals. A slab
-    holds its slices' activations, the fusion's z-halo, and the UNet features of the slices
-    its fusion reads, computed slab by slab (:func:`_sweep`): at most two slabs and the two
-    z-halos, not the whole column.
+    the fewest parts among equals. A slab holds its slices' activations, the fusion's
+    z-halo, and the UNet features of the slices its fusion reads, computed slab by slab
+    (:func:`_sweep`): at most two slabs and the two z-halos, not the whole column.
     """
     cfg = model.config
     m = cfg.multiple_xy
@@ -122,7 +120,7 @@ def tile_geometry(
         return c + 2 * halo[0] / 3 + min(nz, 2 * c + 2 * halo[0]) * feature
 
     best, best_cost = None, math.inf
-    for parts in range(1, 1 + max(ny, nx) // m):
+    for parts in range(1, 1 + max(1, max(ny, nx) // m)):
         cy = min(_round_up(math.ceil(ny / parts), m), _round_up(ny, m))
         cx = min(_round_up(math.ceil(nx / parts), m), _round_up(nx, m))
         ty = ny if cy >= ny else min(ny, cy + 2 * halo[1])
