@@ -310,14 +310,12 @@ def _sweep(model: Localizer, tomogram: np.ndarray, device, tile_zyx, memory_mb: 
             feats, f_lo, f_hi, ahead = None, 0, 0, iter(slabs)  # features of [f_lo, f_hi)
             for z0, z1 in slabs:
                 lo, hi = max(0, z0 - reach), min(nz, z1 + reach)
-                new = []
+                parts = [] if feats is None else [feats[lo - f_lo:]]  # still read
                 while f_hi < hi:
                     a, f_hi = next(ahead)
-                    new.append(net.slice_features(torch.from_numpy(
+                    parts.append(net.slice_features(torch.from_numpy(
                         normalize(tomogram[a:f_hi, ylo:yhi, xlo:xhi], stats)[:, None]).to(dev)))
-                kept = [] if feats is None else [feats[lo - f_lo:]]
-                feats = kept[0] if not new else torch.cat(kept + new)
-                f_lo = lo
+                feats, f_lo = parts[0] if len(parts) == 1 else torch.cat(parts), lo
                 res = net.fuse(feats[:hi - lo], hi - lo, (yhi - ylo, xhi - xlo),
                                with_features=False)
                 prob = torch.sigmoid(res.logits[0, 0, z0 - lo:z1 - lo])
