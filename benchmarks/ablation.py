@@ -11,13 +11,14 @@ both read that function.
 
 ``--negative-weight W``: each known negative's term of the loss
 (:func:`milopyp.localize.pu.negative_peak_risk`, which the ``"peaks"`` and ``"ranked"``
-forms of ``negative_loss`` use) counts W times. With W = 1 it is as strong as one labelled
-centre's; this asks whether the network can push its own negatives down at all.
+forms of ``negative_loss`` use; the default ``"voxels"`` form is left as it is) counts W
+times. With W = 1 it is as strong as one labelled centre's; this asks whether the network
+can push its own negatives down at all.
 
     .venv/bin/python benchmarks/ablation.py --sigma-divisor 2 -- \\
         --dataset ../shared/devset/insitu --rows full --train-kwargs '{"seed": 0}'
 
-Stop 40 (README, "Tried at stop 40"): divisors 2 and 4.5 on insitu and 2 on crowded; the
+Stop 40 (README, "Tried at stop 40"): divisors 2 and 4.5 on insitu, 4.5 on crowded; the
 virus set's 7 free spikes weighted 10 times. No default was changed.
 """
 
