@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         if not divisor > 0:
             raise SystemExit(f"--sigma-divisor: expected a positive number, got {divisor}")
 
+        package_sigma = localize_targets.sigma_from_radius
+
         def sigma_from_radius(radius_vox: float) -> float:
-            if not radius_vox > 0:
-                raise SystemExit(f"particle radius: expected a positive number of voxels, "
-                                 f"got {radius_vox}")
+            package_sigma(radius_vox)  # its check of the radius and its error
             return max(float(radius_vox) / divisor, 1.0)
 
         # both modules look the function up when called (targets: heatmap_target and

@@ -53,8 +53,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{copy.data.shape} at {args.voxel_size:g} Å")
     meta_path = args.dataset / "dataset.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if ds.diameters_a:
-        meta["species_diameter_a"] = ds.diameters_a
     meta["voxel_size_a"] = args.voxel_size
     meta["shape_zyx"] = list(copy.data.shape)
     meta.pop("tilt_series_shape", None)  # not copied
