@@ -9,7 +9,7 @@ labels ``benchmarks/accuracy.py --dataset`` draws (``--labels``, ``--seed``, ``-
 as there, or ``--labels-csv``), the crop settings of ``train_localizer``'s defaults and the
 network's working grid (its ``bin_factor``); ``--train-seed`` is the training seed the
 model was trained with (it seeds the batches). ``--label-crop-fraction 0`` draws every crop
-uniformly instead of half of them near a label (stop 40: not better, see the README).
+uniformly instead of half of them near a label (stop 40: not better, see docs/accuracy.md).
 
     .venv/bin/python benchmarks/batchnorm.py --dataset ../shared/devset/virus --target spike \\
         --labels 82 --train-seed 2 --model DIR/full_model.pt --out DIR/batchnorm.pt

@@ -429,7 +429,8 @@ def test_profile_check_judges_a_finer_tomogram_at_its_scale_and_not_a_coarser_on
         tmp_path, monkeypatch):
     """At another voxel size the labels' profile reference (taken at the training voxel
     size) judges a finer tomogram's peaks with the particle radius in that tomogram's voxels,
-    and no peak of a coarser tomogram (README, "Stop 38")."""
+    and no peak of a coarser tomogram (docs/accuracy.md, "Stop 38: a model at another
+    voxel size")."""
 
     from milopyp import cli
     from milopyp.io.localizer import read_localizer, write_localizer

@@ -51,8 +51,8 @@ _IN_MEMORY_BYTES = 1 << 30
 #: settings did not tell the devset's ribosomes from the dense look-alike complexes of their
 #: size (crowded: best cluster 51-53 % ribosomes); the rotationally averaged density does:
 #: with it one crowded cluster is 72 % ribosomes (104 of 145; weights 0.5-2 gave 0.52-0.54,
-#: the profiles alone 0.69; benchmarks/workflow.py, README "Exploration and the unattended
-#: path").
+#: the profiles alone 0.69; benchmarks/workflow.py, docs/accuracy.md, "Exploration and the
+#: unattended path").
 PROFILE_WEIGHT = 4.0
 
 

@@ -119,12 +119,13 @@ def tile_geometry(
         the fusion's z-halo activations, the UNet features the slab's fusion holds."""
         return c + 2 * halo[0] / 3 + min(nz, 2 * c + 2 * halo[0]) * feature
 
-    best, best_cost = None, math.inf
+    best, best_cost, least_units = None, math.inf, math.inf
     for parts in range(1, 1 + max(1, max(ny, nx) // m)):
         cy = min(_round_up(math.ceil(ny / parts), m), _round_up(ny, m))
         cx = min(_round_up(math.ceil(nx / parts), m), _round_up(nx, m))
         ty = ny if cy >= ny else min(ny, cy + 2 * halo[1])
         tx = nx if cx >= nx else min(nx, cx + 2 * halo[2])
+        least_units = min(least_units, per_plane(1) * ty * tx)  # one slice of this tiling
         cz = next((c for c in range(nz, 0, -1) if per_plane(c) * ty * tx <= budget), 0)
         if cz < 1:
             continue
@@ -133,7 +134,7 @@ def tile_geometry(
         if cost < best_cost:
             best, best_cost = (cz, cy, cx), cost
     if best is None:
-        least_mb = per_plane(1) * ty * tx * bpv / 2**20
+        least_mb = least_units * bpv / 2**20  # the smallest tile any tiling allows
         raise MilopypError(f"memory_mb={memory_mb}: too small for even one tile of the "
                            f"localiser; give at least {math.ceil(least_mb)}")
     return best, halo

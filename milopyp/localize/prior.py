@@ -59,7 +59,7 @@ PRIOR_UPDATE_BOUNDS = (0.5, 50.0)
 #: counted) nothing is hidden. On the devset's unattended runs (benchmarks/workflow.py,
 #: seeds 0 / 1) held-out F1 insitu 0.831 / 0.890 -> 0.866 / 0.882, crowded 0.696 / 0.584 ->
 #: 0.716 / 0.745; a flat bound of 1.0 gave insitu seed 0 0.892 but the demo 0.983 -> 0.938
-#: (README, "Stop 33").
+#: (docs/accuracy.md, "Stop 33").
 SEED_HIDDEN_PER_LABEL = 1.0
 #: tomograms (the most labelled) whose heat maps estimate the prior
 PRIOR_TOMOGRAMS = 3

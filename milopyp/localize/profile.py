@@ -23,13 +23,13 @@ cut keeps half its score, a look-alike far below it nothing.
 (:func:`milopyp.localize.calibrate.tomogram_threshold`): the look-alikes no longer widen the
 particle mode of the peaks' mixture, so the threshold can sit lower and keep more of the
 particles; and a look-alike that resembles the labels a little no longer counts in full.
-Devset, 55 ribosome labels, held-out F1 at the automatic threshold: README, "Accuracy on
-data we did not make". The check can only be as good as the labels are typical: with labels
-from the exploration's clusters (a subset of the target's looks, a few voxels off centre)
-the first, one-class version dropped real particles (unattended insitu 0.600 -> 0.509) and
-was off for them; the likelihood ratio helps them (0.832 / 0.851 without -> 0.848 / 0.878
-as a cut, 0.840 / 0.881 as this weight) and is on for every selection
-(``localize.profile_check: true``). A peak at one face of the tomogram is not judged
+Devset, 55 ribosome labels, held-out F1 at the automatic threshold: the README's "Accuracy
+on data we did not make" and docs/accuracy.md. The check can only be as good as the labels
+are typical: with labels from the exploration's clusters (a subset of the target's looks, a
+few voxels off centre) the first, one-class version dropped real particles (unattended
+insitu 0.600 -> 0.509) and was off for them; the likelihood ratio helps them (0.832 / 0.851
+without -> 0.848 / 0.878 as a cut, 0.840 / 0.881 as this weight) and is on for every
+selection (``localize.profile_check: true``). A peak at one face of the tomogram is not judged
 (:data:`PROFILE_FACE_FRACTION`): it keeps its score.
 """
 
@@ -76,7 +76,7 @@ PROFILE_LABEL_QUANTILE = 0.05
 #: 0.929 / 0.923); insitu 0.933 / 0.932 -> 0.933 / 0.946; spikes, 82 labels, 0.844 / 0.839
 #: / 0.840 -> 0.863 / 0.862 / 0.842; lost: unattended crowded seed 1 0.695 -> 0.644. With 1
 #: (the plain logistic of the ratio): crowded 0.898 / 0.910 / 0.913, insitu labels jittered
-#: by 4 voxels 0.819 (0.882 with 0.5). README, "Accuracy on data we did not make".
+#: by 4 voxels 0.819 (0.882 with 0.5). docs/accuracy.md, "Profile weights instead of a cut".
 PROFILE_SOFTNESS = 0.5
 #: Fewest heat-map peaks for the peaks' Gaussian (12 features): a tomogram with fewer is
 #: judged against the labelled tomogram's peaks, and a labelled tomogram with fewer gives no

@@ -19,8 +19,8 @@ labelled data, not an estimate. Two other forms of that term are options
 ranked below the labelled centres. On the devset's virus set (82 attached spikes labelled,
 TS_01's 7 free spikes as negatives) none of the three taught the network to reject free
 spikes: after training, those 7 scored 0.98 / 0.95 / 1.09 × the median label peak
-(voxels / peaks / ranked; median heat-map peak), as without negatives (1.01; README,
-"Tried at stop 36").
+(voxels / peaks / ranked; median heat-map peak), as without negatives (1.01;
+docs/accuracy.md, "Tried at stop 36").
 
 Soft positives join the positive terms with their focal weight (1 − y)^β, so R_p⁺ is the
 CenterNet loss of the labelled particles. Risks are normalised per labelled particle and
@@ -52,9 +52,10 @@ particles keep their own term on those steps. On a crop the bracket is an estima
 few particles, and a crop with several labels and little else makes it negative (in a
 devset training, crowded, 55 labels: on 8-62 % of the steps of an epoch); Kiryo's step then
 leaves out the labels' own term and lowers the labelled centres. Measured at stop 35
-(README, "Tried at stop 35"), ten devset trainings: the held-out particles ranked better
-in seven (F1 at the tuned threshold +0.003 on average), but F1 at the automatic threshold
-moved both ways by up to 0.046, −0.009 on average; so Kiryo's step stays the default.
+(docs/accuracy.md, "Tried at stop 35"), ten devset trainings: the held-out particles ranked
+better in seven (F1 at the tuned threshold +0.003 on average), but F1 at the automatic
+threshold moved both ways by up to 0.046, −0.009 on average; so Kiryo's step stays the
+default.
 """
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ def localize(
     A tomogram at another voxel size than the model's is read on the model's working grid
     (:func:`model_rescale`), its picks and heat map on the tomogram's grid; the profile
     check judges a finer tomogram's peaks (the particle radius in its voxels) and leaves a
-    coarser one's alone (README, "Stop 38")."""
+    coarser one's alone (docs/accuracy.md, "Stop 38: a model at another voxel size")."""
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram

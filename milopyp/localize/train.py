@@ -16,7 +16,7 @@ demo's microtubules, see ``grad_clip``). One log line per epoch. On the independ
 crowded benchmark (``benchmarks/accuracy.py --dataset ../shared/devset/crowded``), without
 the z-context and the binning the heat map never rose above its initial bias (label peaks
 0.094, held-out F1 0.16); with them the labelled tomogram's own particles and the
-held-out ones are ranked (figures in the README).
+held-out ones are ranked (figures in the README and docs/accuracy.md).
 
 Reproducibility: the model is initialised from ``seed`` inside a forked torch RNG, crops
 and augmentations come from a numpy Generator and the contrastive sampling from a torch
@@ -95,8 +95,8 @@ MIN_CROP_ZYX = (3, 16, 16)
 #: crops and their pair, which turn with chance; their cumulative average over this many
 #: batches is steadier. Saved devset models re-estimated so (``benchmarks/batchnorm.py``;
 #: held-out F1 at the automatic threshold): spikes (82 labels) 0.753 -> 0.812 and 0.863 ->
-#: 0.874, insitu 0.951 -> 0.972 and 0.959 -> 0.945, crowded 0.918 -> 0.920 (README). Cost:
-#: 22 s at 160 x 512 x 512.
+#: 0.874, insitu 0.951 -> 0.972 and 0.959 -> 0.945, crowded 0.918 -> 0.920
+#: (docs/accuracy.md). Cost: 22 s at 160 x 512 x 512.
 BATCHNORM_BATCHES = 200
 
 
@@ -182,7 +182,7 @@ def train_localizer(
         the default), "peaks" (each object's highest voxel) or "ranked" (that voxel below
         the labelled centres; :func:`milopyp.localize.pu.pu_focal_loss`). Neither option
         helped on the devset, and "ranked" collapsed one training (crowded, 20 negatives) to
-        a heat map of zeros (README, "Tried at stop 36").
+        a heat map of zeros (docs/accuracy.md, "Tried at stop 36").
     seed: all randomness; device: "auto" | "cpu" | "cuda".
     checkpoint_path: written atomically after each epoch; resumed from when it exists and
         was written by a run on the same inputs (:func:`inputs_fingerprint`), network and
@@ -201,7 +201,7 @@ def train_localizer(
         flips / quarter turns only (a binned model's crop at full resolution, then binned);
         flip_z: mirror half of the crops in z (None: globular targets yes, fibres no). With
         55 labels the network otherwise sees each particle in 8 poses; on the devset's crowded
-        set the two raised the held-out AP from 0.825 to 0.920 (README).
+        set the two raised the held-out AP from 0.825 to 0.920 (docs/accuracy.md).
     grad_clip: clip each step's gradient to :data:`GRAD_CLIP_FACTOR` × the previous epoch's
         median norm (None: globular targets yes, fibres no). With the turned crops one
         crowded training diverged without it; on the demo's microtubules it lowered the
