@@ -18,8 +18,8 @@ can push its own negatives down at all.
     .venv/bin/python benchmarks/ablation.py --sigma-divisor 2 -- \\
         --dataset ../shared/devset/insitu --rows full --train-kwargs '{"seed": 0}'
 
-Stop 40 (docs/accuracy.md, "Tried at stop 40"): divisors 2 and 4.5 on insitu, 4.5 on crowded; the
-virus set's 7 free spikes weighted 10 times. No default was changed.
+Stop 40 (docs/accuracy.md, "Tried at stop 40"): divisors 2 and 4.5 on insitu, 4.5 on
+crowded; the virus set's 7 free spikes weighted 10 times. No default was changed.
 """
 
 from __future__ import annotations

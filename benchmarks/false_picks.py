@@ -12,7 +12,7 @@ calibration: the label median and the profile check's reference). Prints:
 - the target against ``--look-alike`` among the heat-map peaks that the check judges
   (above its floor, within ``--near`` voxels of a particle of either species), in the
   held-out tomograms: the area under the ROC curve of the profile check's log-likelihood
-  ratio (:func:`milopyp.localize.profile.profile_scores`, the model's own reference), and of
+  ratio (:func:`milopyp.localize.profile.likelihood_ratios`, the model's own reference), and of
   a linear discriminant on the same features (:func:`milopyp.localize.profile.profile_features`)
   fitted on the labelled tomogram's truth: what those features can do when told which peak
   is which, the check without that.
@@ -51,15 +51,14 @@ def nearest_species(xyz: np.ndarray, truth: pd.DataFrame, radius: float) -> np.n
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (ties count half);
-    NaN without both classes."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (sklearn's; ties
+    count half); NaN without both classes, where sklearn raises."""
+    from sklearn.metrics import roc_auc_score
+
     positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return float("nan")
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
 
 
 def false_pick_rows(saved, thresholds: dict[str, float], kept: pd.DataFrame) -> list[str]:
@@ -85,21 +84,22 @@ def separability(saved, reference: dict, target: str, look_alike: str,
     """The ROC areas of the module doc, over the held-out tomograms."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from milopyp.localize.profile import profile_features, profile_scores
+    from milopyp.localize.profile import likelihood_ratios, profile_features
 
     floor = float(reference.get("min_score", 0.0))
-    radius = float(reference["radius_vox"])
 
     def judged(v):
-        """The peaks of tomogram ``v`` the check judges, their features, log-likelihood
-        ratios, and which are the target (True) or the look-alike (False); others dropped."""
+        """The features and log-likelihood ratios of the peaks of tomogram ``v`` the check
+        judges (each judged among all of them, as `milopyp localize` judges), and which are
+        the target (True) or the look-alike (False); peaks of neither dropped."""
         peaks = saved.peaks[(saved.peaks["tomogram"] == v.name)
                             & (saved.peaks["heat_score"] > floor)]
         xyz = peaks[["x", "y", "z"]].to_numpy(np.float64)
-        ratio = profile_scores(reference, v.data, xyz) if len(xyz) else np.zeros(0)
+        features = profile_features(v.data, xyz, reference["radius_vox"])
+        ratio = likelihood_ratios(reference, features) if len(xyz) else np.zeros(0)
         kind = nearest_species(xyz, v.truth, near_vox)
         keep = np.isin(kind, [target, look_alike])
-        return profile_features(v.data, xyz[keep], radius), ratio[keep], kind[keep] == target
+        return features[keep], ratio[keep], kind[keep] == target
 
     first = saved.ds.tomograms[0]
     f_train, _, y_train = judged(first)
@@ -143,8 +143,6 @@ def main(argv: list[str] | None = None) -> None:
 
     calibration = read_localizer(args.run / "full_model.pt")["calibration"]
     saved = load_saved_peaks(args.dataset, args.run / "full_model.csv", args.target)
-    if "label_peak_median" not in calibration:  # a model file of an earlier version
-        calibration = {**calibration, "label_peak_median": saved.median}
     kept, thresholds = tomogram_thresholds(calibration, saved.peaks, saved.names)
     print(f"{args.run}: {args.target} on {args.dataset} (match radius {saved.radius:.1f} voxels)")
     print("\n".join(false_pick_rows(saved, thresholds, kept)))

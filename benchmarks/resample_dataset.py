@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     partial = args.out.with_name(args.out.name + ".partial")
     (partial / "tomograms").mkdir(parents=True, exist_ok=True)
     (partial / "truth").mkdir(exist_ok=True)
+    shapes = set()
     for tomogram in ds.tomograms:
         copy = rescaled_copy(tomogram, args.voxel_size)
+        shapes.add(copy.data.shape)
         write_tomogram(partial / "tomograms" / f"{tomogram.name}.mrc", copy.data,
                        args.voxel_size)
         copy.truth.drop(columns=["tomogram"]).to_csv(partial / "truth" / f"{tomogram.name}.csv",
@@ -54,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     meta_path = args.dataset / "dataset.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta["voxel_size_a"] = args.voxel_size
-    meta["shape_zyx"] = list(copy.data.shape)
+    if len(shapes) == 1:  # one shape for the set, as the devset's own dataset.json
+        meta["shape_zyx"] = list(shapes.pop())
+    else:
+        meta.pop("shape_zyx", None)
     meta.pop("tilt_series_shape", None)  # not copied
     meta["resampled_from"] = {"dataset": str(args.dataset),
                               "voxel_size_a": ds.tomograms[0].voxel_size_a}

@@ -267,7 +267,13 @@ def profile_scores(reference: dict, tomogram: np.ndarray, xyz: np.ndarray) -> np
     tomogram's peaks to judge, so each tomogram is judged against its own look-alikes; with
     fewer than :data:`MIN_BACKGROUND_PEAKS` of them, against the labelled tomogram's peaks
     (the reference's)."""
-    features = profile_features(tomogram, xyz, reference["radius_vox"])
+    return likelihood_ratios(reference, profile_features(tomogram, xyz, reference["radius_vox"]))
+
+
+def likelihood_ratios(reference: dict, features: np.ndarray) -> np.ndarray:
+    """:func:`profile_scores` of points whose :func:`profile_features` are ``features``
+    ``(N, 12)``: each judged against the Gaussian of all of them (at least
+    :data:`MIN_BACKGROUND_PEAKS`; else the reference's background). ``(N,)``."""
     others = (_gaussian(features) if len(features) >= MIN_BACKGROUND_PEAKS
               else reference["background"])
     return _log_density(reference["target"], features) - _log_density(others, features)
