@@ -92,9 +92,10 @@ class Target:
         return bool(self.selection) and is_coordinate_selection(self.selection)
 
 
-def resolve_targets(config: dict) -> dict[str, Target]:
+def resolve_targets(config: dict, check_models: bool = True) -> dict[str, Target]:
     """Target name -> :class:`Target` of a validated config (a single ``selection`` is the
-    target ``particles``)."""
+    target ``particles``). A target's ``model:`` must exist; with ``check_models`` its file
+    is also read (:func:`check_model_file`, which imports torch: ~0.9 s)."""
     targets = config["targets"] or {}
     if targets and config["selection"]:
         raise MilopypError(
@@ -109,7 +110,8 @@ def resolve_targets(config: dict) -> dict[str, Target]:
                 f"targets.{name}: set either `selection` (train a model on it) or `model` (pick "
                 f"with a trained one), not both")
         if settings.get("model"):
-            check_model_file(name, settings["model"], settings.get("shape", "globular"))
+            check_model_file(name, settings["model"], settings.get("shape", "globular"),
+                             read=check_models)
     return {
         name: Target(
             name=name,
@@ -125,15 +127,18 @@ def resolve_targets(config: dict) -> dict[str, Target]:
     }
 
 
-def check_model_file(target: str, path: str, shape: str) -> None:
-    """A target's ``model:`` must be a localiser file (:mod:`milopyp.io.localizer`) of the
-    target's shape; else one line naming the file and the fix."""
-    from milopyp.io.localizer import read_localizer
-
+def check_model_file(target: str, path: str, shape: str, read: bool = True) -> None:
+    """A target's ``model:`` must be a file and, read (``read``), a localiser file
+    (:mod:`milopyp.io.localizer`) of the target's shape; else one line naming the file and
+    the fix."""
     if not Path(path).is_file():
         raise MilopypError(f"targets.{target}.model: {path} not found; give the model.pt of "
                            "`milopyp train-localize` (an earlier campaign's "
                            "results/targets/<name>/model.pt)")
+    if not read:
+        return
+    from milopyp.io.localizer import read_localizer
+
     trained = read_localizer(path, "cpu")["settings"].get("shape", "globular")
     if shape_named(trained).filament != shape_named(shape).filament:
         raise MilopypError(f"targets.{target}.model: {path} was trained on a {trained} target, "
@@ -187,10 +192,12 @@ class Campaign:
     """The tomograms, voxel size, targets and outputs of a validated workflow ``config``.
 
     Reads the tomogram source (headers or metadata, no data) and checks the voxel size when
-    built, so that a bad campaign fails before any job runs.
+    built, so that a bad campaign fails before any job runs. ``check_models``: read the
+    targets' ``model:`` files too (:func:`resolve_targets`): the Snakefile does in the main
+    Snakemake process, not in each job, which parses the Snakefile again.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, check_models: bool = True):
         self.config = config
         self.results = config["results"].rstrip("/")
         self.source_key = tomogram_source(config)  # tomograms, copick or relion_tomograms
@@ -216,12 +223,14 @@ class Campaign:
         #: voxel size in Å of the whole campaign (checked: one for every tomogram)
         self.voxel_size_a = self._campaign_voxel_size_a()
         #: target name -> Target
-        self.targets = resolve_targets(config)
+        self.targets = resolve_targets(config, check_models)
 
     @classmethod
-    def from_config(cls, config: dict, source: str = "config") -> Campaign:
-        """Validate ``config`` (defaults filled in) and build its campaign."""
-        return cls(validate_config(config, source))
+    def from_config(cls, config: dict, source: str = "config",
+                    check_models: bool = True) -> Campaign:
+        """Validate ``config`` (defaults filled in) and build its campaign; ``check_models``:
+        read the targets' ``model:`` files (:func:`resolve_targets`)."""
+        return cls(validate_config(config, source), check_models)
 
     # -- tomograms ---------------------------------------------------------------------------
 

@@ -24,8 +24,10 @@ def checked(function, *args):
         fail(err)
 
 
-# a bad config, no tomogram or a mixed voxel size stops the workflow here, before any job
-CAMPAIGN = checked(Campaign.from_config, dict(config), "config (--configfile / --config)")
+# a bad config, no tomogram or a mixed voxel size stops the workflow here, before any job;
+# the targets' model files are read (torch, ~0.9 s) by the main process only, not by every job
+CAMPAIGN = checked(Campaign.from_config, dict(config), "config (--configfile / --config)",
+                   workflow.is_main_process)
 config.clear()
 config.update(CAMPAIGN.config)
 

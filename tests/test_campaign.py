@@ -171,6 +171,30 @@ def test_shape_decides_nms_kernel_and_recentring(tmp_path):
         assert ("--no-profile-check" in params.train_localize(c, c.targets["rib"])) is off
 
 
+def test_a_targets_model_file_is_read_only_where_asked(tmp_path, monkeypatch):
+    """The main Snakemake process reads a target's model file (torch) to check it; the jobs,
+    which build the campaign again, only check that it is there."""
+    import milopyp.io.localizer as localizer
+
+    bad = tmp_path / "model.pt"
+    bad.write_text("not a model")
+    with pytest.raises(MilopypError, match="not a milopyp localiser|cannot read the localiser"):
+        make_campaign(tmp_path, targets={"rib": {"model": str(bad)}})
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("read the model file")
+
+    monkeypatch.setattr(localizer, "read_localizer", no_read)
+    for i in range(2):
+        write_mrc(tmp_path / "tomograms" / f"tomo_{i:03d}.rec.mrc", 12.0)
+    config = {"tomograms": str(tmp_path / "tomograms" / "*.mrc"), "particle_diameter": 260,
+              "targets": {"rib": {"model": str(bad)}}}
+    assert Campaign.from_config(config, "config", False).targets["rib"].model == str(bad)
+    config["targets"]["rib"]["model"] = str(tmp_path / "missing.pt")
+    with pytest.raises(MilopypError, match="missing.pt not found"):
+        Campaign.from_config(config, "config", False)
+
+
 def test_every_option_emitted_is_named_in_flags(tmp_path):
     campaign = make_campaign(
         tmp_path, voxel_size=12.0, tiltseries="ts/{tomogram}.st", tiltseries_pixel_size=3.0,
