@@ -88,8 +88,8 @@ def _child(args: argparse.Namespace) -> None:
         setup_s = sec - bn_s - model.history[0]["seconds"]  # binning, statistics: once
         result = {"seconds": sec, "note": f"1 epoch of {iters} iterations (bin "
                   f"{model.config.bin_factor}), {1000 * step_s:.0f} ms/it, set-up (binning) "
-                  f"{setup_s:.1f} s, BatchNorm re-estimation {bn_s:.1f} s; default {defaults['epochs']} × "
-                  f"{defaults['iterations_per_epoch']} it ≈ "
+                  f"{setup_s:.1f} s, BatchNorm re-estimation {bn_s:.1f} s; default "
+                  f"{defaults['epochs']} × {defaults['iterations_per_epoch']} it ≈ "
                   f"{setup_s + step_s * steps + bn_full:.0f} s (of which BatchNorm "
                   f"{bn_full:.0f} s; without the class prior's re-estimations)"}
     else:
