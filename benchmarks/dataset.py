@@ -119,6 +119,21 @@ def target_truth(tomos: list[Tomogram], species: str) -> pd.DataFrame:
     return t[t["species"] == species][["tomogram", "x", "y", "z"]].reset_index(drop=True)
 
 
+def nearest_species(xyz: np.ndarray, truth: pd.DataFrame, radius: float,
+                    beyond: str = "none") -> np.ndarray:
+    """Species of the truth particle nearest each point ``xyz`` ((N, 3) x, y, z voxels),
+    ``beyond`` where the nearest lies farther than ``radius``: (N,) object array."""
+    from scipy.spatial import cKDTree
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    out = np.full(len(xyz), beyond, dtype=object)
+    if len(truth) and len(xyz):
+        distance, index = cKDTree(truth[["x", "y", "z"]].to_numpy(np.float64)).query(xyz)
+        near = distance <= radius
+        out[near] = truth["species"].to_numpy()[index[near]]
+    return out
+
+
 def draw_labels(truth: pd.DataFrame, species: str, n: int, *, jitter_vox: float, seed: int,
                 shape_zyx) -> np.ndarray:
     """(≤ n, 3) x, y, z: the first n of a seeded permutation of the species' centres,

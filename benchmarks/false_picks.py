@@ -32,22 +32,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
-from benchmarks.dataset import load_saved_peaks, tomogram_thresholds
+from benchmarks.dataset import load_saved_peaks, nearest_species, tomogram_thresholds
 from milopyp.evaluate.metrics import match
-
-
-def nearest_species(xyz: np.ndarray, truth: pd.DataFrame, radius: float) -> np.ndarray:
-    """Species of the truth particle nearest each point ``xyz`` ((N, 3) x, y, z voxels),
-    ``"none"`` where the nearest lies farther than ``radius``: (N,) object array."""
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    out = np.full(len(xyz), "none", dtype=object)
-    if len(truth) and len(xyz):
-        distance, index = cKDTree(truth[["x", "y", "z"]].to_numpy(np.float64)).query(xyz)
-        near = distance <= radius
-        out[near] = truth["species"].to_numpy()[index[near]]
-    return out
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from benchmarks._common import machine_line
 from benchmarks.clusters import best_union, cluster_table, target_flags
-from benchmarks.dataset import Dataset, Tomogram, dog_rows, metrics_at
+from benchmarks.dataset import Dataset, Tomogram, dog_rows, metrics_at, nearest_species
 from milopyp.config import load_config
 from milopyp.io.coords import read_coordinates
 from milopyp.io.mrc import read_tomogram
@@ -53,15 +53,10 @@ def truth_table(pattern: str, names: list[str], species: str | None = None) -> p
 
 def label_purity(labels: pd.DataFrame, truth: pd.DataFrame, radius: float) -> str:
     """``species: count`` of the truth particle nearest each label within ``radius``."""
-    from scipy.spatial import cKDTree
-
     counts: dict[str, int] = {}
     for name, lab in labels.groupby("tomogram"):
-        t = truth[truth["tomogram"] == name]
-        d, i = cKDTree(t[["x", "y", "z"]].to_numpy(np.float64)).query(
-            lab[["x", "y", "z"]].to_numpy(np.float64))
-        for species in np.where(d <= radius, t["species"].to_numpy()[np.minimum(i, len(t) - 1)],
-                                "nothing"):
+        for species in nearest_species(lab[["x", "y", "z"]].to_numpy(np.float64),
+                                       truth[truth["tomogram"] == name], radius, "nothing"):
             counts[species] = counts.get(species, 0) + 1
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
