@@ -62,7 +62,7 @@ import pandas as pd
 import torch
 
 from benchmarks._common import REPO, format_table, machine_line
-from benchmarks.dataset import tomogram_thresholds, weigh_peaks
+from benchmarks.dataset import clear_of_z_faces, tomogram_thresholds, weigh_peaks
 from milopyp.candidates import find_candidates
 from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
@@ -335,11 +335,14 @@ def train_and_score(setting: str, labels: np.ndarray, train: Volume, tests: list
         threshold_study(lp, train_heat, labels, picks_df, truth, radius, names, kernel, prior)
         del train_heat
     del heats
-    kept, thresholds = tomogram_thresholds(calibration, picks_df, names)
+    depths = {v.name: int(v.tomogram.shape[0]) for v in tests}
+    kept, thresholds = tomogram_thresholds(calibration, picks_df, names, depths=depths,
+                                           radius_vox=radius)
+    pickable = clear_of_z_faces(picks_df, depths, radius)  # what `milopyp localize` can return
     a = metrics_at(kept, truth, -np.inf, radius, names)
-    a["ap"] = metrics_at(picks_df, truth, -np.inf, radius, names)["ap"]  # of every peak
+    a["ap"] = metrics_at(pickable, truth, -np.inf, radius, names)["ap"]  # of every peak
     a["threshold"] = float(np.mean(list(thresholds.values())))
-    b = metrics_at(picks_df, truth, best_threshold(picks_df, truth, radius), radius, names)
+    b = metrics_at(pickable, truth, best_threshold(pickable, truth, radius), radius, names)
     for r in (a, b):
         r["seconds"] = train_s
     log.info("  seed %d: auto F1 %.3f (thr %.3g), tuned F1 %.3f, AP %.3f", seed, a["f1"],

@@ -218,12 +218,15 @@ def split_scores(picks: pd.DataFrame, truth: pd.DataFrame, threshold: float | No
 
 
 def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str],
-                        method: str = "mixture") -> tuple[pd.DataFrame, dict[str, float]]:
+                        method: str = "mixture", *, depths: dict[str, int],
+                        radius_vox: float) -> tuple[pd.DataFrame, dict[str, float]]:
     """As ``milopyp localize`` picks: each tomogram's own automatic threshold
     (:func:`milopyp.localize.calibrate.tomogram_threshold`) of its ``peaks`` (a table with
     tomogram and score, the scores weighed by the profile check where the model has one:
-    :func:`weigh_peaks`), for every tomogram in ``names``. Returns the peaks above their
-    tomogram's threshold (in the table's order) and the thresholds by name."""
+    :func:`weigh_peaks`), for every tomogram in ``names``, then the picks at its z faces
+    dropped (:func:`clear_of_z_faces`; ``depths``: slices per tomogram, ``radius_vox``: the
+    particle radius). Returns the peaks kept (in the table's order) and the thresholds by
+    name."""
     from milopyp.localize.calibrate import tomogram_threshold
 
     thresholds = {n: tomogram_threshold(calibration, peaks.loc[peaks["tomogram"] == n, "score"]
@@ -231,7 +234,20 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
     # as numbers: a heat map with no peak at all (a collapsed training) gives an empty table
     keep = (peaks["score"].to_numpy(np.float64)
             > peaks["tomogram"].map(thresholds).to_numpy(np.float64))
-    return peaks[keep], thresholds
+    return clear_of_z_faces(peaks[keep], depths, radius_vox), thresholds
+
+
+def clear_of_z_faces(peaks: pd.DataFrame, depths: dict[str, int],
+                     radius_vox: float) -> pd.DataFrame:
+    """``peaks`` (a table with tomogram and z) without those ``milopyp localize`` drops at
+    a tomogram's first or last slice (:func:`milopyp.localize.peaks.clear_of_z_faces` at
+    :func:`milopyp.defaults.z_face_margin_vox` of ``radius_vox``); ``depths``: slices per
+    tomogram."""
+    from milopyp.defaults import z_face_margin_vox
+    from milopyp.localize.peaks import clear_of_z_faces as inside
+
+    depth = peaks["tomogram"].map(depths).to_numpy(np.float64)
+    return peaks[inside(peaks["z"].to_numpy(), depth, z_face_margin_vox(radius_vox))]
 
 
 def weigh_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
@@ -256,17 +272,23 @@ class SavedPeaks:
 
     ds: Dataset
     names: list[str]  # tomograms by name; the first is the labelled one
+    depths: dict[str, int]  # slices per tomogram, by name
     truth: pd.DataFrame  # the target's centres (tomogram, x, y, z)
     radius: float  # match radius, voxels: half the target's diameter
     peaks: pd.DataFrame
     median: float  # the median heat-map peak at the labels
 
 
+def depths(ds: Dataset) -> dict[str, int]:
+    """Slices (z) of each of ``ds``'s tomograms, by name."""
+    return {v.name: int(v.data.shape[0]) for v in ds.tomograms}
+
+
 def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
     """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it."""
     ds = load_dataset(folder)
     peaks = pd.read_csv(picks_csv)
-    return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms],
+    return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms], depths=depths(ds),
                       truth=target_truth(ds.tomograms, target),
                       radius=ds.diameters_a[target] / ds.tomograms[0].voxel_size_a / 2,
                       peaks=peaks, median=float(peaks["label_peak_median"].iloc[0]))
@@ -438,13 +460,16 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                        {"shape": "globular",
                         "particle_radius_vox": radius / model.config.bin_factor},
                        voxel_size_a=ds.tomograms[0].voxel_size_a)
-    # as `milopyp localize` does: each tomogram's own split of its peaks
-    kept, thresholds = tomogram_thresholds(calibration, picks_df, names)
+    # as `milopyp localize` does: each tomogram's own split of its peaks, then the picks at
+    # its z faces dropped (the tuned threshold among the peaks it can return)
+    kept, thresholds = tomogram_thresholds(calibration, picks_df, names, depths=depths(ds),
+                                           radius_vox=radius)
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
              {k: round(v, 3) for k, v in thresholds.items()}, auto)
     out = {"auto": split_scores(kept.reset_index(drop=True), truth, -np.inf, radius,
                                 names[0], names[1:]),
-           "tuned": split_scores(picks_df, truth, None, radius, names[0], names[1:])}
+           "tuned": split_scores(clear_of_z_faces(picks_df, depths(ds), radius), truth, None,
+                                 radius, names[0], names[1:])}
     out["auto"]["thresholds"] = thresholds
     for m in out.values():
         m["train_s"], m["infer_s"] = train_s, infer_s

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
 
     calibration = read_localizer(args.run / "full_model.pt")["calibration"]
     saved = load_saved_peaks(args.dataset, args.run / "full_model.csv", args.target)
-    kept, thresholds = tomogram_thresholds(calibration, saved.peaks, saved.names)
+    kept, thresholds = tomogram_thresholds(calibration, saved.peaks, saved.names,
+                                           depths=saved.depths, radius_vox=saved.radius)
     print(f"{args.run}: {args.target} on {args.dataset} (match radius {saved.radius:.1f} voxels)")
     print("\n".join(false_pick_rows(saved, thresholds, kept)))
     reference = calibration.get("profile")

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             median = float(np.median(label_pick_scores(lab, labels, radius / 2)))
             split, rule = split_threshold(median, lab["score"].to_numpy(np.float64))
             calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
-            picked, _ = tomogram_thresholds(calibration, weighed, names)
+            picked, _ = tomogram_thresholds(calibration, weighed, names, depths=saved.depths,
+                                            radius_vox=radius)
             held = metrics_at(picked[picked["tomogram"].isin(names[1:])],
                               truth[truth["tomogram"].isin(names[1:])], -np.inf, radius,
                               names[1:])

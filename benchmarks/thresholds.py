@@ -27,7 +27,13 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp
 
 import numpy as np
 
-from benchmarks.dataset import best_threshold, load_saved_peaks, metrics_at, tomogram_thresholds
+from benchmarks.dataset import (
+    best_threshold,
+    clear_of_z_faces,
+    load_saved_peaks,
+    metrics_at,
+    tomogram_thresholds,
+)
 from milopyp.localize import calibrate
 from milopyp.localize.calibrate import split_threshold
 
@@ -46,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     names, truth, radius, median = saved.names, saved.truth, saved.radius, saved.median
     picks = saved.peaks  # scored as the workflow scores them (weighed by the profile check)
     lab = picks[picks["tomogram"] == names[0]]
-    held = picks[picks["tomogram"].isin(names[1:])]
+    # the fixed thresholds' picks without those `milopyp localize` drops at the z faces
+    pickable = clear_of_z_faces(picks, saved.depths, radius)
+    lab_picks = pickable[pickable["tomogram"] == names[0]]
+    held = pickable[pickable["tomogram"].isin(names[1:])]
     held_truth = truth[truth["tomogram"].isin(names[1:])]
     lab_truth = truth[truth["tomogram"] == names[0]]
     split, rule = split_threshold(median, lab["score"].to_numpy())
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     rules[f"split, labelled tomogram ({rule})"] = split
     rules["tuned on held-out truth (oracle)"] = best_threshold(held, held_truth, radius)
     print(f"{args.picks}: label peak median {median:.3f}")
-    rows = {name: (held[held["score"] > t], lab[lab["score"] > t], f"{t:.3f}")
+    rows = {name: (held[held["score"] > t], lab_picks[lab_picks["score"] > t], f"{t:.3f}")
             for name, t in rules.items()}
     calibration = {"threshold": split, "label_peak_median": median, "rule": rule}
     default_posterior = calibrate.MIXTURE_POSTERIOR
@@ -66,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                      for v in args.posteriors.split(",") if v.strip()]
     for method, posterior, name in per_tomogram:
         calibrate.MIXTURE_POSTERIOR = posterior  # read by mixture_level at each call
-        kept, per = tomogram_thresholds(calibration, picks, names, method)
+        kept, per = tomogram_thresholds(calibration, picks, names, method,
+                                        depths=saved.depths, radius_vox=radius)
         rows[name] = (kept[kept["tomogram"].isin(names[1:])],
                       kept[kept["tomogram"] == names[0]],
                       ", ".join(f"{per[n]:.3f}" for n in names))

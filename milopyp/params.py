@@ -63,6 +63,7 @@ FLAGS = {
                        "no_contrastive": "--no-contrastive", "no_pu": "--no-pu",
                        "seed": "--seed", "device": "--device"},
     "localize": {"threshold": "--threshold", "nms_kernel": "--nms-kernel-vox",
+                 "z_face_margin": "--z-face-margin-vox",
                  "heatmap": "--heatmap", "voxel_size": "--voxel-size", "device": "--device"},
     "trace-fibers": {"link_distance": "--link-distance-a", "min_points": "--min-points",
                      "max_residual": "--max-residual-vox", "max_curvature": "--max-curvature",
@@ -247,12 +248,14 @@ def train_localize(campaign: Campaign, target: Target) -> str:
 
 
 def localize(campaign: Campaign, target: Target, picks_path: str) -> str:
-    """Threshold, NMS box (globular targets; fibres use the shape's own), the heat map next to
-    ``picks_path`` when asked for, and the device."""
+    """Threshold, NMS box and z-face margin (globular targets; fibres use the shape's own
+    box and keep their points), the heat map next to ``picks_path`` when asked for, and the
+    device."""
     settings = target.localize
     return _options(
         "localize", ("threshold", settings["threshold"]),
         ("nms_kernel", _if(not target.shape.filament, settings["nms_kernel"] or None)),
+        ("z_face_margin", _if(not target.shape.filament, settings["z_face_margin"])),
         ("heatmap", _if(settings["write_heatmap"],
                         f"{Path(picks_path).with_suffix('')}_heatmap.mrc")),
         ("voxel_size", campaign.voxel_size_override_a), ("device", campaign.config["device"]))

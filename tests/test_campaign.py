@@ -157,6 +157,14 @@ def test_shape_decides_nms_kernel_and_recentring(tmp_path):
     rib, mt = campaign.targets["rib"], campaign.targets["mt"]
     assert "--nms-kernel-vox 5" in params.localize(campaign, rib, "x/picks/t.csv")
     assert "--nms-kernel" not in params.localize(campaign, mt, "x/picks/t.csv")
+    # the z-face margin: the command's default (half the radius) unless set; 0 is passed
+    assert "--z-face-margin" not in params.localize(campaign, rib, "x/picks/t.csv")
+    for margin in (0, 2.5):
+        c = make_campaign(tmp_path, localize={"z_face_margin": margin},
+                          targets={"rib": {"selection": "seeds.yaml"},
+                                   "mt": {"shape": "fiber", "selection": "b.csv"}})
+        assert f"--z-face-margin-vox {margin}" in params.localize(c, c.targets["rib"], "p.csv")
+        assert "--z-face-margin" not in params.localize(c, c.targets["mt"], "p.csv")
     assert "--recentre-labels" in params.train_localize(campaign, rib)  # candidate positions
     assert "--recentre-labels" not in params.train_localize(campaign, mt)  # a person's labels
     assert "--shape fiber" in params.train_localize(campaign, mt)

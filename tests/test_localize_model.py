@@ -1310,6 +1310,44 @@ def test_flips_default_is_one_setting_stored_with_the_threshold(tmp_path, capsys
     assert cli.main([*argv, "--voxel-size", "10.05"]) == 0 and picks.exists()
 
 
+def test_localize_drops_globular_picks_at_the_z_faces_only(tmp_path, caplog):
+    """Picks whose centre lies within half a particle radius of the first or last slice are
+    dropped after the threshold (default), none with a margin of 0; the x-y edges keep
+    theirs; the rest of the table is the same."""
+    import pandas as pd
+
+    from milopyp import cli, defaults
+    from milopyp.localize.peaks import clear_of_z_faces
+
+    assert clear_of_z_faces(np.array([0, 1, 2, 9, 10, 11]), 12, 1.5).tolist() == [
+        False, False, True, True, False, False]
+    assert clear_of_z_faces(np.array([0, 11]), 12, 0.0).all()
+    vol, mrc, model = _tiny_model_file(tmp_path)
+    last_z, edge_xy = vol.shape[0] - 1, [vol.shape[2] - 1, vol.shape[1] - 1]
+    margin = defaults.z_face_margin_vox(3.0)  # 60 Å diameter, 10 Å voxels
+    assert margin == 1.5
+    tables = {}
+    for name, extra in (("all", ["--z-face-margin-vox", "0"]), ("default", []),
+                        ("wide", ["--z-face-margin-vox", "3"])):
+        out = tmp_path / f"{name}.csv"
+        with caplog.at_level("INFO", logger="milopyp.localize.stage"):
+            assert cli.main(["localize", "--model", str(model), "--tomogram", str(mrc), "-o",
+                             str(out), "--threshold", "0", "--device", "cpu", *extra]) == 0
+        tables[name] = pd.read_csv(out)
+    every = tables["all"]
+    z = every["z"].to_numpy()
+    assert ((z < margin) | (z > last_z - margin)).any()  # the heat map has maxima at the faces
+    for name, m in (("default", margin), ("wide", 3.0)):
+        expected = every[(z >= m) & (z <= last_z - m)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(tables[name], expected)
+    assert len(tables["wide"]) < len(tables["default"]) < len(every)
+    xy = every[["x", "y"]].to_numpy()
+    assert ((xy == 0) | (xy == edge_xy)).any()  # maxima at the x-y edges too: kept
+    kept_xy = tables["default"][["x", "y"]].to_numpy()
+    assert ((kept_xy == 0) | (kept_xy == edge_xy)).any()
+    assert "closer than 1.5 voxels to the tomogram's first or last slice dropped" in caplog.text
+
+
 def test_split_threshold_rejects_an_unknown_method():
     from milopyp.localize.calibrate import split_threshold
 

@@ -16,7 +16,9 @@ filaments can give (:func:`milopyp.localize.calibrate.guard_fiber_threshold`,
 the whole tomogram. A tomogram at another voxel size than the model's training tomograms
 (more than 1 % off, at most 4 times) is read resampled to the model's grid, with the
 profile check on finer tomograms only, and its picks are in the tomogram's voxels
-(:func:`milopyp.localize.stage.model_rescale`). The work:
+(:func:`milopyp.localize.stage.model_rescale`). A globular target's picks within half a
+particle radius of the tomogram's top or bottom face are dropped (``--z-face-margin-vox``;
+:data:`milopyp.defaults.Z_FACE_RADIUS_FRACTION`). The work:
 :func:`milopyp.localize.stage.localize`.
 """
 
@@ -38,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--nms-kernel-vox", *renamed("--nms-kernel"), type=int, default=None,
         help="NMS box side in voxels (odd); default: the particle radius (a fibre "
              "target: its heat map's ridge centre-line points instead of NMS)")
+    arg("--z-face-margin-vox", type=float, default=None, metavar="VOX",
+        help="drop a globular target's picks closer than this to the tomogram's first or "
+             "last slice (default: half the particle radius; 0 keeps them)")
     arg("--max-picks", type=int, default=None, help="keep at most this many picks")
     arg("--heatmap", default=None, help="also write the heat map to this MRC")
     arg("--memory-mb", type=float, default=512,
@@ -56,4 +61,4 @@ def main(args: argparse.Namespace) -> None:
              nms_kernel_vox=args.nms_kernel_vox, max_picks=args.max_picks,
              heatmap_path=args.heatmap, memory_mb=args.memory_mb,
              tomogram_name=args.tomogram_name, device=args.device,
-             voxel_size_a=args.voxel_size_a)
+             voxel_size_a=args.voxel_size_a, z_face_margin_vox=args.z_face_margin_vox)

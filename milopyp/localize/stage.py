@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from milopyp import defaults
 from milopyp.errors import MilopypError
 from milopyp.io.mrc import tomogram_name as io_tomogram_name
 from milopyp.shapes import shape as shape_named
@@ -201,13 +202,18 @@ def nms_kernel_from_model(model, rescale: float = 1.0) -> int:
     (:meth:`milopyp.shapes.Shape.nms_kernel_vox`: the particle radius, 3 for fibres);
     ``rescale``: voxels of the tomogram per voxel of the model's training tomograms
     (:func:`model_rescale`)."""
-    settings = model.settings
-    target = shape_named(settings.get("shape", "globular"))
+    target = shape_named(model.settings.get("shape", "globular"))
     if target.filament:  # the box does not follow the radius (nor the network's bin)
         return target.nms_kernel_vox(0.0)
-    # training stores the radius on its working grid; picks are on the tomogram's grid
-    return target.nms_kernel_vox(float(settings.get("particle_radius_vox", 3.0))
-                                 * model.config.bin_factor * rescale)
+    return target.nms_kernel_vox(particle_radius_from_model(model, rescale))
+
+
+def particle_radius_from_model(model, rescale: float = 1.0) -> float:
+    """The particle radius in voxels of the tomogram: training stores it on the network's
+    working grid, picks are on the tomogram's; ``rescale`` as in
+    :func:`nms_kernel_from_model`."""
+    return (float(model.settings.get("particle_radius_vox", 3.0)) * model.config.bin_factor
+            * rescale)
 
 
 #: Largest relative difference between a tomogram's voxel size and its model's that
@@ -269,6 +275,7 @@ def localize(
     tomogram_name: str | None = None,
     device: str = "auto",
     voxel_size_a: float | None = None,
+    z_face_margin_vox: float | None = None,
 ) -> None:
     """Heat map of the tomogram ``tomogram_path`` by the model ``model_path`` and its picks
     (``tomogram, x, y, z, score``, voxels) in ``output``, highest score first; the heat map
@@ -276,6 +283,9 @@ def localize(
     tomogram's). ``threshold`` None: automatic (see ``milopyp localize``); ``nms_kernel_vox``
     None: :func:`nms_kernel_from_model`, except for a fibre target, whose picks are then its
     heat map's ridge centre-line points (:func:`milopyp.localize.peaks.find_ridge_points`).
+    A globular target's picks closer than ``z_face_margin_vox`` to the tomogram's first or
+    last slice are dropped after the threshold (None:
+    :func:`milopyp.defaults.z_face_margin_vox` of the particle radius; 0 keeps them).
     A tomogram at another voxel size than the model's is read on the model's working grid
     (:func:`model_rescale`), its picks and heat map on the tomogram's grid; the profile
     check judges a finer tomogram's peaks (the particle radius in its voxels) and leaves a
@@ -289,7 +299,7 @@ def localize(
         tomogram_threshold,
     )
     from milopyp.localize.infer import predict_heatmap
-    from milopyp.localize.peaks import find_peaks, find_ridge_points
+    from milopyp.localize.peaks import clear_of_z_faces, find_peaks, find_ridge_points
     from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
     from milopyp.localize.train import load_localizer
 
@@ -362,6 +372,15 @@ def localize(
         picks = find_peaks(heatmap, kernel_vox=kernel, threshold=floor, tomogram=name)
         picks = _weigh(name, reference, volume, picks, floor)
         picks = picks[picks["score"] > threshold].reset_index(drop=True)
+    if not filament:  # after the threshold, which every peak informs
+        margin = (z_face_margin_vox if z_face_margin_vox is not None
+                  else defaults.z_face_margin_vox(particle_radius_from_model(model, rescale)))
+        inside = clear_of_z_faces(picks["z"].to_numpy(), volume.shape[0], margin)
+        if not inside.all():
+            log.info("%s: %d picks closer than %.3g voxels to the tomogram's first or last "
+                     "slice dropped (a particle cut by the face, or the heat map's edge)",
+                     name, int((~inside).sum()), margin)
+            picks = picks[inside].reset_index(drop=True)
     if limit is not None and len(picks) > limit:
         if filament and automatic and limit != max_picks:
             log.warning("%s: %d fibre picks above %.4g, more than filaments can give "
