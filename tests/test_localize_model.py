@@ -881,7 +881,7 @@ def test_mixture_without_a_particle_mode_falls_back_to_otsu():
 
 
 def test_each_tomogram_gets_the_split_of_its_own_peaks():
-    from milopyp.localize.calibrate import tomogram_threshold
+    from milopyp.localize.calibrate import MAX_SPLIT_RAISE, tomogram_threshold
 
     rng = np.random.default_rng(4)
     calibration = {"threshold": 0.3, "label_peak_median": 0.5, "rule": "split of 300 peaks"}
@@ -891,6 +891,14 @@ def test_each_tomogram_gets_the_split_of_its_own_peaks():
                                                      look_alikes, particles])
     assert np.all(particles > t) and np.all(look_alikes < t) and t < 0.3, (t, rule)
     assert rule.startswith("this tomogram's mixture"), rule
+    # a split far above the model's own threshold is held at MAX_SPLIT_RAISE x it
+    peaks = np.r_[rng.uniform(0, 0.04, 1000), look_alikes, particles]
+    split, _ = tomogram_threshold(calibration, peaks)
+    low = {**calibration, "threshold": 0.5 * split}
+    t, rule = tomogram_threshold(low, peaks)
+    assert t == pytest.approx(MAX_SPLIT_RAISE * 0.5 * split) and t < split, (t, split)
+    assert rule.startswith(f"{MAX_SPLIT_RAISE:g} x the model's threshold"), rule
+    assert tomogram_threshold({**calibration, "threshold": 0.9 * split}, peaks)[0] == split
     # nothing to split: the model's calibrated threshold
     t, rule = tomogram_threshold(calibration, particles[:5])
     assert t == 0.3 and "the model's threshold" in rule
