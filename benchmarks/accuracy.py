@@ -62,7 +62,7 @@ import pandas as pd
 import torch
 
 from benchmarks._common import REPO, format_table, machine_line
-from benchmarks.dataset import clear_of_z_faces, tomogram_thresholds, weigh_peaks
+from benchmarks.dataset import tomogram_thresholds, weigh_peaks, without_z_face_picks
 from milopyp.candidates import find_candidates
 from milopyp.defaults import nms_kernel_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
@@ -338,7 +338,7 @@ def train_and_score(setting: str, labels: np.ndarray, train: Volume, tests: list
     depths = {v.name: int(v.tomogram.shape[0]) for v in tests}
     kept, thresholds = tomogram_thresholds(calibration, picks_df, names, depths=depths,
                                            radius_vox=radius)
-    pickable = clear_of_z_faces(picks_df, depths, radius)  # what `milopyp localize` can return
+    pickable = without_z_face_picks(picks_df, depths, radius)  # what `localize` can return
     a = metrics_at(kept, truth, -np.inf, radius, names)
     a["ap"] = metrics_at(pickable, truth, -np.inf, radius, names)["ap"]  # of every peak
     a["threshold"] = float(np.mean(list(thresholds.values())))

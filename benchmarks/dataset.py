@@ -65,11 +65,12 @@ import torch
 
 from benchmarks._common import machine_line
 from milopyp.candidates import find_candidates
-from milopyp.defaults import nms_kernel_vox
+from milopyp.defaults import nms_kernel_vox, z_face_margin_vox
 from milopyp.evaluate import evaluate, greedy_match_by_score
 from milopyp.io.mrc import read_tomogram
 from milopyp.localize import find_peaks, find_ridge_points, predict_heatmap, train_localizer
 from milopyp.localize.infer import DEFAULT_FLIPS
+from milopyp.localize.peaks import clear_of_z_faces
 
 log = logging.getLogger("dataset")
 
@@ -224,7 +225,7 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
     (:func:`milopyp.localize.calibrate.tomogram_threshold`) of its ``peaks`` (a table with
     tomogram and score, the scores weighed by the profile check where the model has one:
     :func:`weigh_peaks`), for every tomogram in ``names``, then the picks at its z faces
-    dropped (:func:`clear_of_z_faces`; ``depths``: slices per tomogram, ``radius_vox``: the
+    dropped (:func:`without_z_face_picks`; ``depths``: slices per tomogram, ``radius_vox``: the
     particle radius). Returns the peaks kept (in the table's order) and the thresholds by
     name."""
     from milopyp.localize.calibrate import tomogram_threshold
@@ -234,20 +235,17 @@ def tomogram_thresholds(calibration: dict, peaks: pd.DataFrame, names: list[str]
     # as numbers: a heat map with no peak at all (a collapsed training) gives an empty table
     keep = (peaks["score"].to_numpy(np.float64)
             > peaks["tomogram"].map(thresholds).to_numpy(np.float64))
-    return clear_of_z_faces(peaks[keep], depths, radius_vox), thresholds
+    return without_z_face_picks(peaks[keep], depths, radius_vox), thresholds
 
 
-def clear_of_z_faces(peaks: pd.DataFrame, depths: dict[str, int],
-                     radius_vox: float) -> pd.DataFrame:
+def without_z_face_picks(peaks: pd.DataFrame, depths: dict[str, int],
+                         radius_vox: float) -> pd.DataFrame:
     """``peaks`` (a table with tomogram and z) without those ``milopyp localize`` drops at
     a tomogram's first or last slice (:func:`milopyp.localize.peaks.clear_of_z_faces` at
     :func:`milopyp.defaults.z_face_margin_vox` of ``radius_vox``); ``depths``: slices per
     tomogram."""
-    from milopyp.defaults import z_face_margin_vox
-    from milopyp.localize.peaks import clear_of_z_faces as inside
-
     depth = peaks["tomogram"].map(depths).to_numpy(np.float64)
-    return peaks[inside(peaks["z"].to_numpy(), depth, z_face_margin_vox(radius_vox))]
+    return peaks[clear_of_z_faces(peaks["z"].to_numpy(), depth, z_face_margin_vox(radius_vox))]
 
 
 def weigh_peaks(reference: dict | None, volume: np.ndarray, peaks: pd.DataFrame,
@@ -462,13 +460,14 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                        voxel_size_a=ds.tomograms[0].voxel_size_a)
     # as `milopyp localize` does: each tomogram's own split of its peaks, then the picks at
     # its z faces dropped (the tuned threshold among the peaks it can return)
-    kept, thresholds = tomogram_thresholds(calibration, picks_df, names, depths=depths(ds),
+    slices = depths(ds)
+    kept, thresholds = tomogram_thresholds(calibration, picks_df, names, depths=slices,
                                            radius_vox=radius)
     log.info("automatic thresholds per tomogram: %s (calibration %.3g)",
              {k: round(v, 3) for k, v in thresholds.items()}, auto)
     out = {"auto": split_scores(kept.reset_index(drop=True), truth, -np.inf, radius,
                                 names[0], names[1:]),
-           "tuned": split_scores(clear_of_z_faces(picks_df, depths(ds), radius), truth, None,
+           "tuned": split_scores(without_z_face_picks(picks_df, slices, radius), truth, None,
                                  radius, names[0], names[1:])}
     out["auto"]["thresholds"] = thresholds
     for m in out.values():

@@ -29,10 +29,10 @@ import numpy as np
 
 from benchmarks.dataset import (
     best_threshold,
-    clear_of_z_faces,
     load_saved_peaks,
     metrics_at,
     tomogram_thresholds,
+    without_z_face_picks,
 )
 from milopyp.localize import calibrate
 from milopyp.localize.calibrate import split_threshold
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     picks = saved.peaks  # scored as the workflow scores them (weighed by the profile check)
     lab = picks[picks["tomogram"] == names[0]]
     # the fixed thresholds' picks without those `milopyp localize` drops at the z faces
-    pickable = clear_of_z_faces(picks, saved.depths, radius)
+    pickable = without_z_face_picks(picks, saved.depths, radius)
     lab_picks = pickable[pickable["tomogram"] == names[0]]
     held = pickable[pickable["tomogram"].isin(names[1:])]
     held_truth = truth[truth["tomogram"].isin(names[1:])]

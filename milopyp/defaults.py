@@ -60,23 +60,23 @@ def nms_kernel_vox(particle_radius_vox: float) -> int:
     return max(3, round(float(particle_radius_vox)) | 1)
 
 
-#: A globular pick whose centre lies closer than this fraction of the particle radius to the
-#: top or bottom face of the tomogram (its first or last z slice) is dropped: a particle
-#: there is cut by the face, or the peak is a maximum of the heat map's own edge. The
-#: specimen lies between those faces, where the x-y edges of a tomogram cut through it (a
-#: particle half outside the field of view is still a particle, and x-y faces keep theirs).
-#: The same fraction of the radius at which the profile check calls a peak "at a face"
-#: (:data:`milopyp.localize.profile.PROFILE_FACE_FRACTION`). On the devset, every pick of
-#: the 22 saved 55-label and 82-label models within 8 voxels of a z face was false (36
-#: attached-spike picks, none of ribosomes; the truth lies 15 or more voxels inside);
-#: held-out F1 docs/accuracy.md, "Stop 43".
-Z_FACE_RADIUS_FRACTION = 0.5
+#: A peak closer than this fraction of the particle radius to a face of the tomogram is "at
+#: that face": a particle cut by the face, or a maximum of the heat map's own edge. The
+#: profile check does not judge such a peak
+#: (:data:`milopyp.localize.profile.PROFILE_FACE_FRACTION`), and ``milopyp localize`` drops a
+#: globular pick at the top or bottom face (:func:`z_face_margin_vox`). The specimen lies
+#: between those two faces, where the x-y edges of a tomogram cut through it (a particle
+#: half outside the field of view is still a particle, and x-y faces keep theirs). On the
+#: devset, every pick of the 22 saved 55-label and 82-label models within 8 voxels of a z
+#: face was false (36 attached-spike picks, none of ribosomes; the truth lies 15 or more
+#: voxels inside); held-out F1 docs/accuracy.md, "Stop 43".
+FACE_RADIUS_FRACTION = 0.5
 
 
 def z_face_margin_vox(particle_radius_vox: float) -> float:
     """Distance in voxels from the top and bottom faces of a tomogram within which a
-    globular pick of ``particle_radius_vox`` is dropped (:data:`Z_FACE_RADIUS_FRACTION`)."""
-    return Z_FACE_RADIUS_FRACTION * float(particle_radius_vox)
+    globular pick of ``particle_radius_vox`` is dropped (:data:`FACE_RADIUS_FRACTION`)."""
+    return FACE_RADIUS_FRACTION * float(particle_radius_vox)
 
 
 def evaluation_radius_a(particle_diameter_a: float) -> float:

@@ -18,7 +18,7 @@ the whole tomogram. A tomogram at another voxel size than the model's training t
 profile check on finer tomograms only, and its picks are in the tomogram's voxels
 (:func:`milopyp.localize.stage.model_rescale`). A globular target's picks within half a
 particle radius of the tomogram's top or bottom face are dropped (``--z-face-margin-vox``;
-:data:`milopyp.defaults.Z_FACE_RADIUS_FRACTION`). The work:
+:data:`milopyp.defaults.FACE_RADIUS_FRACTION`). The work:
 :func:`milopyp.localize.stage.localize`.
 """
 

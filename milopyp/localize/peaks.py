@@ -102,10 +102,12 @@ def find_peaks(
     return _pick_table(z, y, x, cat(scores, np.float64), tomogram, max_peaks)
 
 
-def clear_of_z_faces(z: np.ndarray, depth: int, margin_vox: float) -> np.ndarray:
+def clear_of_z_faces(z: np.ndarray, depth: int | np.ndarray,
+                     margin_vox: float) -> np.ndarray:
     """Which pick centres ``z`` (voxels) lie at least ``margin_vox`` from both the first and
-    the last slice of a tomogram ``depth`` slices deep: ``(N,)`` bool (all True for a margin
-    of 0). The default margin: :func:`milopyp.defaults.z_face_margin_vox`."""
+    the last slice of a tomogram ``depth`` slices deep (one depth, or one per pick): ``(N,)``
+    bool (all True for a margin of 0). The default margin:
+    :func:`milopyp.defaults.z_face_margin_vox`."""
     z = np.asarray(z, dtype=np.float64)
     return (z >= margin_vox) & (z <= depth - 1 - margin_vox)
 

@@ -40,6 +40,7 @@ import logging
 import numpy as np
 from scipy import ndimage as ndi
 
+from milopyp.defaults import FACE_RADIUS_FRACTION
 from milopyp.localize.normalize import intensity_stats, normalize
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ MIN_PROFILE_LABELS = 20
 #: 0.907 / 0.876 / 0.876 -> 0.910 / 0.878 / 0.885, insitu labelled 0.938 / 0.963 -> 0.947 /
 #: 0.968, the rest unchanged. Judging every face peak instead lost on labels 4 voxels off
 #: centre (insitu 0.851 -> 0.842, labelled 0.929 -> 0.891).
-PROFILE_FACE_FRACTION = 0.5
+PROFILE_FACE_FRACTION = FACE_RADIUS_FRACTION
 #: The cut's quantile is taken over at most this many labels, each left out in turn (one
 #: covariance fit each; thousands of labels would take minutes).
 MAX_LEAVE_ONE_OUT = 500
