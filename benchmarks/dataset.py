@@ -11,7 +11,9 @@ Few-shot protocol (the devset README's): labels from the first tomogram only (``
 of the target, drawn with ``--seed`` and jittered by ±``--jitter`` voxels per axis, as a
 person clicks); every score is printed on the held-out tomograms **and** on the labelled
 tomogram, beside the floor: a DoG whose score threshold is tuned on the truth of the same
-tomograms. Species other than the target (e.g. ``spike_free`` beside ``spike``) are false
+tomograms. ``--labelled NAME`` labels another tomogram instead (the roles turned round: the
+constants fitted with TS_01 labelled, judged on a split they were not fitted on); "the
+first tomogram" below is then that one. Species other than the target (e.g. ``spike_free`` beside ``spike``) are false
 positives when picked. Matching radius: half the target's diameter.
 
 Rows (``--rows``):
@@ -92,8 +94,10 @@ class Dataset:
     diameters_a: dict[str, float]
 
 
-def load_dataset(folder: Path) -> Dataset:
-    """Tomograms (sorted by name) with their truth tables and the species diameters."""
+def load_dataset(folder: Path, labelled: str | None = None) -> Dataset:
+    """Tomograms (sorted by name) with their truth tables and the species diameters;
+    ``labelled``: the name of the tomogram to put first (the labelled one), else the first
+    by name."""
     paths = sorted(p for p in (folder / "tomograms").iterdir()
                    if p.suffix.lower() in TOMOGRAM_SUFFIXES)
     if not paths:
@@ -107,6 +111,12 @@ def load_dataset(folder: Path) -> Dataset:
         truth = pd.read_csv(truth_csv)
         truth.insert(0, "tomogram", p.stem)
         tomos.append(Tomogram(p.stem, np.asarray(data, dtype=np.float32), truth, voxel_a))
+    if labelled is not None:
+        names = [v.name for v in tomos]
+        if labelled not in names:
+            raise SystemExit(f"--labelled {labelled}: no such tomogram in {folder}/tomograms "
+                             f"(there: {', '.join(names)})")
+        tomos.insert(0, tomos.pop(names.index(labelled)))
     meta = folder / "dataset.json"
     diameters = {}
     if meta.exists():
@@ -282,9 +292,11 @@ def depths(ds: Dataset) -> dict[str, int]:
     return {v.name: int(v.data.shape[0]) for v in ds.tomograms}
 
 
-def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
-    """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it."""
-    ds = load_dataset(folder)
+def load_saved_peaks(folder: Path, picks_csv: Path, target: str,
+                     labelled: str | None = None) -> SavedPeaks:
+    """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it
+    (``labelled``: the run's ``--labelled`` tomogram, if it gave one)."""
+    ds = load_dataset(folder, labelled)
     peaks = pd.read_csv(picks_csv)
     return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms], depths=depths(ds),
                       truth=target_truth(ds.tomograms, target),
@@ -571,6 +583,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--diameter", type=float, default=None,
                    help="target diameter, Å (default: dataset.json)")
     p.add_argument("--labels", type=int, default=55, help="labels of the first tomogram (55)")
+    p.add_argument("--labelled", default=None, metavar="NAME",
+                   help="the tomogram to label (e.g. TS_02; the others are held out); "
+                        "default: the first by name, the devset protocol's TS_01")
     p.add_argument("--labels-csv", type=Path, default=None, metavar="CSV",
                    help="experiment: train on these labels of the first tomogram (x, y, z in "
                         "voxels, e.g. a workflow's targets/<target>/labels/<tomogram>.csv) "
@@ -657,7 +672,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.prior_count_fraction is not None:
         prior_module.PRIOR_COUNT_FRACTION = args.prior_count_fraction
     t_start = time.perf_counter()
-    ds = load_dataset(args.dataset)
+    ds = load_dataset(args.dataset, args.labelled)
     first = ds.tomograms[0]
     voxel_a = first.voxel_size_a
     diameter_a = args.diameter or ds.diameters_a.get(args.target)
