@@ -13,8 +13,9 @@ person clicks); every score is printed on the held-out tomograms **and** on the 
 tomogram, beside the floor: a DoG whose score threshold is tuned on the truth of the same
 tomograms. ``--labelled NAME`` labels another tomogram instead (the roles turned round: the
 constants fitted with TS_01 labelled, judged on a split they were not fitted on); "the
-first tomogram" below is then that one. Species other than the target (e.g. ``spike_free`` beside ``spike``) are false
-positives when picked. Matching radius: half the target's diameter.
+first tomogram" below is then that one, and the saved peaks (``--save-picks``) name it.
+Species other than the target (e.g. ``spike_free`` beside ``spike``) are false positives
+when picked. Matching radius: half the target's diameter.
 
 Rows (``--rows``):
 - ``dog``: the DoG candidates at the default threshold (what the exploration starts from,
@@ -292,12 +293,12 @@ def depths(ds: Dataset) -> dict[str, int]:
     return {v.name: int(v.data.shape[0]) for v in ds.tomograms}
 
 
-def load_saved_peaks(folder: Path, picks_csv: Path, target: str,
-                     labelled: str | None = None) -> SavedPeaks:
-    """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it
-    (``labelled``: the run's ``--labelled`` tomogram, if it gave one)."""
-    ds = load_dataset(folder, labelled)
+def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
+    """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it, the run's
+    labelled tomogram first (its ``labelled`` column; a table without one lists the labelled
+    tomogram's peaks first)."""
     peaks = pd.read_csv(picks_csv)
+    ds = load_dataset(folder, str(peaks["labelled" if "labelled" in peaks else "tomogram"].iloc[0]))
     return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms], depths=depths(ds),
                       truth=target_truth(ds.tomograms, target),
                       radius=ds.diameters_a[target] / ds.tomograms[0].voxel_size_a / 2,
@@ -463,8 +464,8 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     names = [v.name for v in ds.tomograms]
     if save_picks is not None:
         save_picks.parent.mkdir(parents=True, exist_ok=True)
-        picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto).to_csv(
-            save_picks, index=False)
+        picks_df.assign(label_peak_median=calibration["label_peak_median"], auto=auto,
+                        labelled=first.name).to_csv(save_picks, index=False)
         if not isinstance(model, list):  # an ensemble has no one model file
             save_model(save_picks.with_suffix(".pt"), model, calibration,
                        {"shape": "globular",

@@ -117,8 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", type=Path, required=True,
                    help="a --save-picks folder (full_model.csv, full_model.pt)")
     p.add_argument("--target", default="ribosome", help="species the model picks (ribosome)")
-    p.add_argument("--labelled", default=None, metavar="NAME",
-                   help="the run's --labelled tomogram, if it gave one (default: the first)")
     p.add_argument("--look-alike", default="complex",
                    help="species to tell the target from (complex)")
     p.add_argument("--near", type=float, default=4.0,
@@ -131,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     from milopyp.io.localizer import read_localizer
 
     calibration = read_localizer(args.run / "full_model.pt")["calibration"]
-    saved = load_saved_peaks(args.dataset, args.run / "full_model.csv", args.target,
-                             args.labelled)
+    saved = load_saved_peaks(args.dataset, args.run / "full_model.csv", args.target)
     kept, thresholds = tomogram_thresholds(calibration, saved.peaks, saved.names,
                                            depths=saved.depths, radius_vox=saved.radius)
     print(f"{args.run}: {args.target} on {args.dataset} (match radius {saved.radius:.1f} voxels)")

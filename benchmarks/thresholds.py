@@ -43,14 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", type=Path, required=True, help="dataset folder")
     p.add_argument("--picks", type=Path, required=True, help="a --save-picks CSV")
     p.add_argument("--target", default="ribosome", help="species picked (ribosome)")
-    p.add_argument("--labelled", default=None, metavar="NAME",
-                   help="the run's --labelled tomogram, if it gave one (default: the first)")
     p.add_argument("--posteriors", default="", metavar="P,P,...",
                    help="also the per-tomogram split at these particle probabilities "
                         "(milopyp.localize.calibrate.MIXTURE_POSTERIOR; default "
                         f"{calibrate.MIXTURE_POSTERIOR:g})")
     args = p.parse_args(argv)
-    saved = load_saved_peaks(args.dataset, args.picks, args.target, args.labelled)
+    saved = load_saved_peaks(args.dataset, args.picks, args.target)
     names, truth, radius, median = saved.names, saved.truth, saved.radius, saved.median
     picks = saved.peaks  # scored as the workflow scores them (weighed by the profile check)
     lab = picks[picks["tomogram"] == names[0]]

@@ -33,12 +33,15 @@ def test_the_labelled_tomogram_comes_first_with_its_own_data_and_truth(tmp_path)
 
 def test_saved_peaks_of_a_turned_run_name_its_labelled_tomogram_first(tmp_path):
     _dataset(tmp_path)
-    csv = tmp_path / "peaks.csv"
-    pd.DataFrame({"tomogram": ["TS_03", "TS_02"], "x": 4, "y": 5, "z": 3, "score": 0.5,
-                  "label_peak_median": 0.4}).to_csv(csv, index=False)
-    saved = load_saved_peaks(tmp_path, csv, "ribosome", labelled="TS_03")
+    peaks = pd.DataFrame({"tomogram": ["TS_02", "TS_03"], "x": 4, "y": 5, "z": 3,
+                          "score": 0.5, "label_peak_median": 0.4})
+    named, old = tmp_path / "named.csv", tmp_path / "old.csv"
+    peaks.assign(labelled="TS_03").to_csv(named, index=False)  # this version's table
+    peaks.iloc[::-1].to_csv(old, index=False)  # an earlier table: the labelled one's rows first
+    saved = load_saved_peaks(tmp_path, named, "ribosome")
     assert saved.names == ["TS_03", "TS_01", "TS_02"]
     assert saved.radius == pytest.approx(10.0) and saved.median == pytest.approx(0.4)
+    assert load_saved_peaks(tmp_path, old, "ribosome").names == ["TS_03", "TS_01", "TS_02"]
 
 
 def test_an_unknown_labelled_tomogram_is_named_with_those_there(tmp_path):
