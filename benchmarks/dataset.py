@@ -298,7 +298,8 @@ def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
     labelled tomogram first (its ``labelled`` column; a table without one lists the labelled
     tomogram's peaks first)."""
     peaks = pd.read_csv(picks_csv)
-    ds = load_dataset(folder, str(peaks["labelled" if "labelled" in peaks else "tomogram"].iloc[0]))
+    named_by = "labelled" if "labelled" in peaks else "tomogram"
+    ds = load_dataset(folder, str(peaks[named_by].iloc[0]))
     return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms], depths=depths(ds),
                       truth=target_truth(ds.tomograms, target),
                       radius=ds.diameters_a[target] / ds.tomograms[0].voxel_size_a / 2,
