@@ -75,6 +75,7 @@ from milopyp.localize.calibrate import (
     profile_floor,
 )
 from milopyp.localize.infer import DEFAULT_FLIPS
+from milopyp.localize.spectrum import match_contrast
 from milopyp.simulate import preset_parameters, simulate_tomogram, tomogram_seed
 
 log = logging.getLogger("accuracy")
@@ -316,10 +317,11 @@ def train_and_score(setting: str, labels: np.ndarray, train: Volume, tests: list
                                       flips=DEFAULT_FLIPS)
     floor = profile_floor(calibration)
     picks, heats = [], []
-    for v in tests:
-        heat = predict_heatmap(model, v.tomogram, device="cpu", flips=DEFAULT_FLIPS)
+    for v in tests:  # raised where weaker than the labelled tomogram, as there
+        volume = match_contrast(calibration["spectrum"], v.tomogram, v.name)
+        heat = predict_heatmap(model, volume, device="cpu", flips=DEFAULT_FLIPS)
         p = find_peaks(heat, kernel_vox=kernel, threshold=args.min_score, tomogram=v.name)
-        picks.append(weigh_peaks(calibration.get("profile"), v.tomogram, p, floor))
+        picks.append(weigh_peaks(calibration.get("profile"), volume, p, floor))
         heats.append(heat)
     infer_s = time.perf_counter() - t1
     picks_df = pd.concat(picks, ignore_index=True)

@@ -286,6 +286,7 @@ class SavedPeaks:
     radius: float  # match radius, voxels: half the target's diameter
     peaks: pd.DataFrame
     median: float  # the median heat-map peak at the labels
+    volumes: dict[str, np.ndarray]  # the tomograms as the run's model read them, by name
 
 
 def depths(ds: Dataset) -> dict[str, int]:
@@ -296,14 +297,24 @@ def depths(ds: Dataset) -> dict[str, int]:
 def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
     """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it, the run's
     labelled tomogram first (its ``labelled`` column; a table without one lists the labelled
-    tomogram's peaks first)."""
+    tomogram's peaks first). The tomograms are also given as the run's model (the ``.pt``
+    beside the table) read them: raised to its labelled tomogram's spectrum where weaker
+    (:func:`milopyp.localize.spectrum.match_contrast`; as they are for a model without one)."""
+    from milopyp.io.localizer import read_localizer
+    from milopyp.localize.spectrum import match_contrast
+
     peaks = pd.read_csv(picks_csv)
     named_by = "labelled" if "labelled" in peaks else "tomogram"
     ds = load_dataset(folder, str(peaks[named_by].iloc[0]))
+    model = picks_csv.with_suffix(".pt")
+    spectrum = (read_localizer(model)["calibration"].get("spectrum") if model.exists()
+                else None)
     return SavedPeaks(ds=ds, names=[v.name for v in ds.tomograms], depths=depths(ds),
                       truth=target_truth(ds.tomograms, target),
                       radius=ds.diameters_a[target] / ds.tomograms[0].voxel_size_a / 2,
-                      peaks=peaks, median=float(peaks["label_peak_median"].iloc[0]))
+                      peaks=peaks, median=float(peaks["label_peak_median"].iloc[0]),
+                      volumes={v.name: match_contrast(spectrum, v.data, v.name)
+                               for v in ds.tomograms})
 
 
 def line(tag: str, m: dict) -> str:
@@ -438,17 +449,20 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
     them: :func:`weigh_peaks`) and the automatic thresholds. The saved peaks are those, with
     the heat map's own score and the profile weight."""
     from milopyp.localize.calibrate import calibrate_threshold, profile_floor
+    from milopyp.localize.spectrum import match_contrast
 
     first = ds.tomograms[0]
+    calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips,
+                                      profile_check=profile_check)
+    # as `milopyp localize` reads them: raised where weaker than the labelled tomogram
+    volumes = [match_contrast(calibration["spectrum"], v.data, v.name) for v in ds.tomograms]
     picks = []
     t1 = time.perf_counter()
-    for v in ds.tomograms:
-        heat = predict_heatmap(model, v.data, device=device, flips=flips)
+    for v, volume in zip(ds.tomograms, volumes):
+        heat = predict_heatmap(model, volume, device=device, flips=flips)
         picks.append(find_peaks(heat, kernel_vox=nms_kernel_vox(radius), threshold=0.0,
                                 tomogram=v.name))
     infer_s = (time.perf_counter() - t1) / len(ds.tomograms)
-    calibration = calibrate_threshold(model, [first.data], [labels], radius, device, flips=flips,
-                                      profile_check=profile_check)
     auto = calibration["threshold"]
     if "separated" in calibration and "label_heat_median" in calibration:
         log.info("labels' median heat-map peak %.4g, at random places %.4g (%.1f x; "
@@ -456,7 +470,7 @@ def _score_model(ds: Dataset, species: str, model, labels: np.ndarray, radius: f
                  calibration["background_peak_median"], calibration["label_heat_median"]
                  / max(calibration["background_peak_median"], 1e-12), calibration["separated"])
     reference, floor = calibration.get("profile"), profile_floor(calibration)
-    picks = [weigh_peaks(reference, v.data, p, floor) for v, p in zip(ds.tomograms, picks)]
+    picks = [weigh_peaks(reference, volume, p, floor) for volume, p in zip(volumes, picks)]
     log.info("profile check: %s peaks weigh below 0.5",
              {v.name: int((p["profile_weight"] < 0.5).sum())
               for v, p in zip(ds.tomograms, picks)})

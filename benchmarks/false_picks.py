@@ -82,7 +82,7 @@ def separability(saved, reference: dict, target: str, look_alike: str,
         peaks = saved.peaks[(saved.peaks["tomogram"] == v.name)
                             & (saved.peaks["heat_score"] > floor)]
         xyz = peaks[["x", "y", "z"]].to_numpy(np.float64)
-        features = profile_features(v.data, xyz, reference["radius_vox"])
+        features = profile_features(saved.volumes[v.name], xyz, reference["radius_vox"])
         ratio = likelihood_ratios(reference, features) if len(xyz) else np.zeros(0)
         kind = nearest_species(xyz, v.truth, near_vox)
         keep = np.isin(kind, [target, look_alike])

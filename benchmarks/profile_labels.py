@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     peaks, first = saved.peaks, saved.ds.tomograms[0]
     labels = draw_labels(first.truth, args.target, args.labels, jitter_vox=args.jitter,
                          seed=args.seed, shape_zyx=first.data.shape)
-    volumes = {v.name: v.data for v in saved.ds.tomograms}
+    volumes = saved.volumes  # as the run's model read them
     peaks = peaks.assign(score=peaks["heat_score"])  # the heat map's own scores
     # the labelled tomogram's peaks the split sees: what the labels are judged against
     lab_peaks = peaks[peaks["tomogram"] == names[0]]

@@ -475,15 +475,18 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     ``label_peak_median`` is the median of the weighed peaks at the labels
     (:func:`label_pick_scores`), as `milopyp localize` scores its picks. A globular
     target's calibration also holds ``label_heat_median`` (the labels' median heat-map peak
-    before any weighing), ``background_peak_median`` (the same at random places) and
-    ``separated`` (:func:`label_contrast`). For filaments (``shape="fiber"``) the threshold
-    is :func:`fiber_threshold` (at least the bulk of those heat maps), with ``bulk_level``,
+    before any weighing), ``background_peak_median`` (the same at random places),
+    ``separated`` (:func:`label_contrast`) and ``spectrum``, the labelled tomograms'
+    spectrum that `milopyp localize` raises a weaker tomogram to
+    (:func:`milopyp.localize.spectrum.spectrum_reference`). For filaments
+    (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the bulk of those heat maps), with ``bulk_level``,
     ``background_peak_median`` and ``separated`` instead of ``rule``. A model whose label
     peaks do not stand out gets a warning (one line), and so does every `milopyp localize`
     with it."""
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
     from milopyp.localize.profile import profile_reference, weigh_peaks
+    from milopyp.localize.spectrum import spectrum_reference
 
     filament = shape_named(shape).filament
     rng = np.random.default_rng(0)
@@ -529,7 +532,9 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
             float(np.median(scores)),
             np.concatenate([found["score"].to_numpy(np.float64) for _, found in peaks]))
         extra = {"rule": rule, "label_heat_median": heat_median,
-                 "background_peak_median": background_median, "separated": separated}
+                 "background_peak_median": background_median, "separated": separated,
+                 "spectrum": spectrum_reference([t for t, xyz in zip(tomograms, labels)
+                                                 if len(xyz)])}
         if profile_check:
             extra["profile"] = reference
     log.info("label peak scores: median %.4g, 10%% %.4g, 90%% %.4g -> threshold %.4g%s",

@@ -286,10 +286,14 @@ def localize(
     A globular target's picks closer than ``z_face_margin_vox`` to the tomogram's first or
     last slice are dropped after the threshold (None:
     :func:`milopyp.defaults.z_face_margin_vox` of the particle radius; 0 keeps them).
-    A tomogram at another voxel size than the model's is read on the model's working grid
-    (:func:`model_rescale`), its picks and heat map on the tomogram's grid; the profile
-    check judges a finer tomogram's peaks (the particle radius in its voxels) and leaves a
-    coarser one's alone (docs/accuracy.md, "Stop 38: a model at another voxel size")."""
+    A globular target's tomogram is first raised, at each spatial frequency where it is
+    weaker, to the labelled tomograms' spectrum (:func:`milopyp.localize.spectrum
+    .match_contrast`; the heat map and the profile check read the raised copy). A tomogram at
+    another voxel size than the model's is read on the model's working grid
+    (:func:`model_rescale`), its picks and heat map on the tomogram's grid, without contrast
+    matching; the profile check judges a finer tomogram's peaks (the particle radius in its
+    voxels) and leaves a coarser one's alone (docs/accuracy.md, "Stop 38: a model at another
+    voxel size")."""
     from milopyp.io.atomic import prepare_outputs
     from milopyp.io.coords import write_coordinates
     from milopyp.io.mrc import read_tomogram, write_tomogram
@@ -301,6 +305,7 @@ def localize(
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import clear_of_z_faces, find_peaks, find_ridge_points
     from milopyp.localize.profile import MIN_BACKGROUND_PEAKS, MIN_PROFILE_LABELS
+    from milopyp.localize.spectrum import match_contrast
     from milopyp.localize.train import load_localizer
 
     prepare_outputs(output, heatmap_path)
@@ -316,6 +321,12 @@ def localize(
                  "size and NMS box scaled by %.3g; picks in the tomogram's voxels", name,
                  voxel_size_a, model.voxel_size_a, model.voxel_size_a * model.config.bin_factor,
                  bin_factor, rescale)
+    filament = shape_named(model.settings.get("shape", "globular")).filament
+    if not filament and rescale == 1.0:  # raised where weaker than the labelled tomograms
+        volume = match_contrast(model.calibration.get("spectrum"), volume, name)
+    elif not filament and model.calibration.get("spectrum") is not None:
+        log.info("%s: contrast not matched (the labelled tomograms' spectrum is of %g Å "
+                 "voxels)", name, model.voxel_size_a)
     # the flips the threshold was calibrated with (models before them: none)
     flips = int(model.calibration.get("flips", 1))
     heatmap = predict_heatmap(model, volume, device=device, memory_mb=memory_mb, flips=flips,
@@ -329,7 +340,6 @@ def localize(
                 f"{model_path}: the model has no automatic threshold (trained without "
                 "calibration); pass --threshold"
             )
-    filament = shape_named(model.settings.get("shape", "globular")).filament
     ridge = filament and nms_kernel_vox is None  # a fibre's centre lines, for the tracer
     if filament and automatic:
         threshold, limit, note = _guard_fiber(heatmap, threshold, model.calibration, limit)
