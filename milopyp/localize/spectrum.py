@@ -32,6 +32,7 @@ import logging
 import numpy as np
 
 from milopyp.localize.normalize import intensity_stats, normalize
+from milopyp.preprocess import available_threads
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ def contrast_kernel(frequency: np.ndarray, gain: np.ndarray,
 def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``tomogram`` [z, y, x] normalised (:mod:`milopyp.localize.normalize`) and convolved
     with ``kernel`` (:func:`contrast_kernel`), mirrored at the faces, :data:`SLAB_SLICES`
-    z-slices at a time: a float32 array of the tomogram's shape."""
+    z-slices at a time, its FFTs on :func:`milopyp.preprocess.available_threads` threads: a
+    float32 array of the tomogram's shape."""
+    import scipy.fft
     from scipy.signal import fftconvolve
 
     h = kernel.shape[0] // 2
@@ -142,7 +145,8 @@ def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         lo, hi = max(0, z0 - h), min(nz, z1 + h)
         slab = normalize(tomogram[lo:hi], stats)
         slab = np.pad(slab, ((h - (z0 - lo), h - (hi - z1)), (h, h), (h, h)), mode="symmetric")
-        out[z0:z1] = fftconvolve(slab, kernel, mode="valid")
+        with scipy.fft.set_workers(available_threads()):
+            out[z0:z1] = fftconvolve(slab, kernel, mode="valid")
     return out
 
 
