@@ -814,10 +814,11 @@ def test_calibrate_threshold_for_fibres_guards_and_warns(monkeypatch, caplog):
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu", shape="fiber")
     assert cal["separated"] is True and cal["threshold"] == pytest.approx(0.6 * 0.7)
     assert "profile" not in cal  # no profile check for fibres
+    assert "spectrum" not in cal  # nor contrast matching (not measured on filaments)
     cal = calibrate_threshold(None, [learned], labels, 4.0, "cpu")
     assert set(cal) == {"threshold", "label_peak_median", "n_labels", "rule", "flips",
                         "profile", "label_heat_median", "background_peak_median",
-                        "separated"}
+                        "separated", "spectrum"}
     assert cal["separated"] is True
     # one ridge of equal peaks gives nothing to split: the label rule (without the profile
     # check, whose weights would make the ridge's peaks unequal)

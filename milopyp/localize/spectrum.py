@@ -56,8 +56,8 @@ SLAB_SLICES = 32
 
 def _box_side(shape_zyx) -> int:
     """Welch box side for a tomogram of ``shape_zyx``: :data:`SPECTRUM_BOX_VOX`, or its
-    smallest axis (rounded down to even, at least 8)."""
-    return max(8, min(SPECTRUM_BOX_VOX, int(min(shape_zyx))) // 2 * 2)
+    smallest axis rounded down to even (at least 2)."""
+    return max(2, min(SPECTRUM_BOX_VOX, int(min(shape_zyx))) // 2 * 2)
 
 
 def power_spectrum(tomogram: np.ndarray, box_vox: int | None = None) -> dict:
