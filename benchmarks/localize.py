@@ -13,7 +13,8 @@ noise with bright blobs (no simulator needed).
 Targets (2 CPU cores, 160×512×512): inference ≤ 10 s and ≤ 2 GB; training ≤ 3 min, ≤ 2 GB.
 Inference includes contrast matching (:mod:`milopyp.localize.spectrum`) with every
 frequency raised, its dearest case, before the heat map; the profile check
-(:mod:`milopyp.localize.profile`) of up to 1,000 peaks is timed after the peaks. ``fiber-picks``: the ridge points of a fibre heat map
+(:mod:`milopyp.localize.profile`) of up to 1,000 peaks is timed after the peaks.
+``fiber-picks``: the ridge points of a fibre heat map
 (:func:`milopyp.localize.peaks.find_ridge_points`) at the most voxels the fibre threshold's
 guard lets through (3 % above the threshold), on a heat map of 60 random straight tubes
 over noise.

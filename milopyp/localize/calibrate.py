@@ -479,10 +479,10 @@ def calibrate_threshold(model, tomograms: list[np.ndarray], labels: list[np.ndar
     ``separated`` (:func:`label_contrast`) and ``spectrum``, the labelled tomograms'
     spectrum that `milopyp localize` raises a weaker tomogram to
     (:func:`milopyp.localize.spectrum.spectrum_reference`). For filaments
-    (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the bulk of those heat maps), with ``bulk_level``,
-    ``background_peak_median`` and ``separated`` instead of ``rule``. A model whose label
-    peaks do not stand out gets a warning (one line), and so does every `milopyp localize`
-    with it."""
+    (``shape="fiber"``) the threshold is :func:`fiber_threshold` (at least the bulk of
+    those heat maps), with ``bulk_level``, ``background_peak_median`` and ``separated``
+    instead of ``rule`` (and no ``spectrum``). A model whose label peaks do not stand out
+    gets a warning (one line), and so does every `milopyp localize` with it."""
     from milopyp.localize.infer import predict_heatmap
     from milopyp.localize.peaks import find_peaks
     from milopyp.localize.profile import profile_reference, weigh_peaks

@@ -287,8 +287,9 @@ def localize(
     last slice are dropped after the threshold (None:
     :func:`milopyp.defaults.z_face_margin_vox` of the particle radius; 0 keeps them).
     A globular target's tomogram is first raised, at each spatial frequency where it is
-    weaker, to the labelled tomograms' spectrum (:func:`milopyp.localize.spectrum
-    .match_contrast`; the heat map and the profile check read the raised copy). A tomogram at
+    weaker, to the labelled tomograms' spectrum
+    (:func:`milopyp.localize.spectrum.match_contrast`; the heat map and the profile check
+    read the raised copy, a float32 copy of the tomogram held in memory). A tomogram at
     another voxel size than the model's is read on the model's working grid
     (:func:`model_rescale`), its picks and heat map on the tomogram's grid, without contrast
     matching; the profile check judges a finer tomogram's peaks (the particle radius in its
