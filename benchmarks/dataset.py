@@ -53,6 +53,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `milopyp` importable
@@ -286,7 +287,17 @@ class SavedPeaks:
     radius: float  # match radius, voxels: half the target's diameter
     peaks: pd.DataFrame
     median: float  # the median heat-map peak at the labels
-    volumes: dict[str, np.ndarray]  # the tomograms as the run's model read them, by name
+    spectrum: dict | None  # the run's model's labelled spectrum (None: an earlier version)
+
+    @cached_property
+    def volumes(self) -> dict[str, np.ndarray]:
+        """The tomograms by name as the run's model read them: raised to its labelled
+        tomogram's spectrum where weaker (:func:`milopyp.localize.spectrum.match_contrast`;
+        as they are without a spectrum). Computed on first use."""
+        from milopyp.localize.spectrum import match_contrast
+
+        return {v.name: match_contrast(self.spectrum, v.data, v.name)
+                for v in self.ds.tomograms}
 
 
 def depths(ds: Dataset) -> dict[str, int]:
@@ -297,11 +308,9 @@ def depths(ds: Dataset) -> dict[str, int]:
 def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
     """The dataset of ``folder`` and the saved peaks ``picks_csv`` of a run on it, the run's
     labelled tomogram first (its ``labelled`` column; a table without one lists the labelled
-    tomogram's peaks first). The tomograms are also given as the run's model (the ``.pt``
-    beside the table) read them: raised to its labelled tomogram's spectrum where weaker
-    (:func:`milopyp.localize.spectrum.match_contrast`; as they are for a model without one)."""
+    tomogram's peaks first), and the spectrum of the run's model (the ``.pt`` beside the
+    table) for :attr:`SavedPeaks.volumes`."""
     from milopyp.io.localizer import read_localizer
-    from milopyp.localize.spectrum import match_contrast
 
     peaks = pd.read_csv(picks_csv)
     named_by = "labelled" if "labelled" in peaks else "tomogram"
@@ -313,8 +322,7 @@ def load_saved_peaks(folder: Path, picks_csv: Path, target: str) -> SavedPeaks:
                       truth=target_truth(ds.tomograms, target),
                       radius=ds.diameters_a[target] / ds.tomograms[0].voxel_size_a / 2,
                       peaks=peaks, median=float(peaks["label_peak_median"].iloc[0]),
-                      volumes={v.name: match_contrast(spectrum, v.data, v.name)
-                               for v in ds.tomograms})
+                      spectrum=spectrum)
 
 
 def line(tag: str, m: dict) -> str:

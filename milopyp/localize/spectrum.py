@@ -61,15 +61,15 @@ def _box_side(shape_zyx) -> int:
     return max(2, min(SPECTRUM_BOX_VOX, int(min(shape_zyx))) // 2 * 2)
 
 
-def power_spectrum(tomogram: np.ndarray, box_vox: int | None = None) -> dict:
+def power_spectrum(tomogram: np.ndarray) -> dict:
     """Radially averaged power spectral density of ``tomogram`` [z, y, x] (normalised as the
     localiser's input is, :mod:`milopyp.localize.normalize`): ``{"frequency": (B,) cycles per
     voxel, 0 to 0.5, "power": (B,)}``, a Welch estimate over up to
-    :data:`SPECTRUM_BOXES_PER_AXIS`³ Hann-windowed boxes of ``box_vox`` (default
-    :func:`_box_side`) voxels evenly spaced through the volume; frequencies beyond 0.5 (the
+    :data:`SPECTRUM_BOXES_PER_AXIS`³ Hann-windowed boxes of :func:`_box_side` voxels evenly
+    spaced through the volume; frequencies beyond 0.5 (the
     box's corners) count in the last bin. Deterministic; reads only the boxes (np.memmap is
     fine)."""
-    side = box_vox or _box_side(tomogram.shape)
+    side = _box_side(tomogram.shape)
     stats = intensity_stats(tomogram)
     starts = [np.unique(np.linspace(0, n - side, min(SPECTRUM_BOXES_PER_AXIS,
                                                          max(1, n // (side // 2) - 1)))
@@ -141,12 +141,13 @@ def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     stats = intensity_stats(tomogram)
     nz = tomogram.shape[0]
     out = np.empty(tomogram.shape, dtype=np.float32)
-    for z0 in range(0, nz, SLAB_SLICES):
-        z1 = min(nz, z0 + SLAB_SLICES)
-        lo, hi = max(0, z0 - h), min(nz, z1 + h)
-        slab = normalize(tomogram[lo:hi], stats)
-        slab = np.pad(slab, ((h - (z0 - lo), h - (hi - z1)), (h, h), (h, h)), mode="symmetric")
-        with scipy.fft.set_workers(available_threads()):
+    with scipy.fft.set_workers(available_threads()):
+        for z0 in range(0, nz, SLAB_SLICES):
+            z1 = min(nz, z0 + SLAB_SLICES)
+            lo, hi = max(0, z0 - h), min(nz, z1 + h)
+            slab = normalize(tomogram[lo:hi], stats)
+            slab = np.pad(slab, ((h - (z0 - lo), h - (hi - z1)), (h, h), (h, h)),
+                          mode="symmetric")
             out[z0:z1] = fftconvolve(slab, kernel, mode="valid")
     return out
 
