@@ -36,6 +36,18 @@ FULL_SIZES = ["128x512x512", "160x512x512", "256x1024x1024"]
 QUICK_SIZES = ["32x128x128", "48x192x160"]
 
 
+def _rss_kinds() -> str:
+    """The process's resident memory now, anonymous (needs memory) and file-backed (the
+    memory-mapped tomogram and raised copy: can be dropped), from /proc/self/status."""
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status)
+    except OSError:
+        return "resident memory by kind unknown"
+    mb = {k: int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile") if k in fields}
+    return ", ".join(f"{k} {v:.0f} MB" for k, v in mb.items())
+
+
 def _volume(shape_zyx: tuple[int, int, int], n_blobs: int, seed: int):
     """Noise tomogram with bright cubes-with-soft-edges at random centres; (volume, xyz)."""
     import numpy as np
@@ -106,14 +118,15 @@ def _child(args: argparse.Namespace) -> None:
         from milopyp.localize.spectrum import match_contrast, power_spectrum
 
         # contrast matching as `milopyp localize` does it, at its dearest: a reference 1.2
-        # times this tomogram's power at every frequency, so that all of it is raised (and
-        # the heat map reads the raised copy: the peak RSS holds both); none at another
-        # voxel size than the model's, as there
+        # times this tomogram's power at every frequency, so that all of it is raised, the
+        # raised copy on a memory-mapped temporary file (file-backed pages: in the peak RSS
+        # while they are resident, but the kernel can write them out and drop them, so they
+        # do not need the memory); none at another voxel size than the model's, as there
         own = power_spectrum(vol)
         reference = {**own, "power": [1.2 * p for p in own["power"]]}
         t0 = time.perf_counter()
         if args.rescale == 1.0:
-            vol = match_contrast(reference, vol)
+            vol = match_contrast(reference, vol, on_disk=True)
         match_s = time.perf_counter() - t0
         # --rescale: the tomogram at another voxel size than the model's (milopyp localize
         # resamples it to the model's grid, milopyp.localize.stage.model_rescale)
@@ -129,12 +142,15 @@ def _child(args: argparse.Namespace) -> None:
         reference = profile_reference([vol], [xyz[:20]], RADIUS_VOX,
                                       [picks[["x", "y", "z"]].to_numpy(np.float64)])
         t2 = time.perf_counter()
-        weigh_peaks(reference, vol, picks)
+        if reference is not None:  # none on the quick sizes: too few blobs or peaks
+            weigh_peaks(reference, vol, picks)
+        check = (f"profile check of those {time.perf_counter() - t2:.1f} s"
+                 if reference is not None else "no profile check (too few blobs or peaks)")
         result = {"seconds": sec, "note": f"contrast matching {match_s:.1f} s + heat map "
                   f"{sec - match_s:.1f} s ({DEFAULT_FLIPS} test-time flips, network "
                   f"grid {model.config.bin_factor * args.rescale:g} voxels); + peaks "
-                  f"{peaks_s:.1f} s ({len(picks)} picks); + profile check of those "
-                  f"{time.perf_counter() - t2:.1f} s"}
+                  f"{peaks_s:.1f} s ({len(picks)} picks); + {check}; at the end "
+                  f"{_rss_kinds()}"}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 

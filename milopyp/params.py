@@ -64,6 +64,7 @@ FLAGS = {
                        "seed": "--seed", "device": "--device"},
     "localize": {"threshold": "--threshold", "nms_kernel": "--nms-kernel-vox",
                  "z_face_margin": "--z-face-margin-vox",
+                 "no_contrast_matching": "--no-contrast-matching",
                  "heatmap": "--heatmap", "voxel_size": "--voxel-size", "device": "--device"},
     "trace-fibers": {"link_distance": "--link-distance-a", "min_points": "--min-points",
                      "max_residual": "--max-residual-vox", "max_curvature": "--max-curvature",
@@ -256,6 +257,8 @@ def localize(campaign: Campaign, target: Target, picks_path: str) -> str:
         "localize", ("threshold", settings["threshold"]),
         ("nms_kernel", _if(not target.shape.filament, settings["nms_kernel"] or None)),
         ("z_face_margin", _if(not target.shape.filament, settings["z_face_margin"])),
+        ("no_contrast_matching",
+         not target.shape.filament and settings["contrast_matching"] is False),
         ("heatmap", _if(settings["write_heatmap"],
                         f"{Path(picks_path).with_suffix('')}_heatmap.mrc")),
         ("voxel_size", campaign.voxel_size_override_a), ("device", campaign.config["device"]))

@@ -165,6 +165,13 @@ def test_shape_decides_nms_kernel_and_recentring(tmp_path):
                                    "mt": {"shape": "fiber", "selection": "b.csv"}})
         assert f"--z-face-margin-vox {margin}" in params.localize(c, c.targets["rib"], "p.csv")
         assert "--z-face-margin" not in params.localize(c, c.targets["mt"], "p.csv")
+    # contrast matching: on unless switched off, and never for fibres (not matched)
+    assert "--no-contrast-matching" not in params.localize(campaign, rib, "p.csv")
+    off = make_campaign(tmp_path, localize={"contrast_matching": False},
+                        targets={"rib": {"selection": "seeds.yaml"},
+                                 "mt": {"shape": "fiber", "selection": "b.csv"}})
+    assert "--no-contrast-matching" in params.localize(off, off.targets["rib"], "p.csv")
+    assert "--no-contrast-matching" not in params.localize(off, off.targets["mt"], "p.csv")
     assert "--recentre-labels" in params.train_localize(campaign, rib)  # candidate positions
     assert "--recentre-labels" not in params.train_localize(campaign, mt)  # a person's labels
     assert "--shape fiber" in params.train_localize(campaign, mt)
@@ -206,7 +213,8 @@ def test_every_option_emitted_is_named_in_flags(tmp_path):
         tmp_path, voxel_size=12.0, tiltseries="ts/{tomogram}.st", tiltseries_pixel_size=3.0,
         tiltseries_geometry={"sign": -1, "offset": [1.5, -2]},
         localize={"threshold": 0.3, "write_heatmap": True, "class_prior": 0.01, "pu": False,
-                  "profile_check": False, "labels_from_seeds": False},
+                  "profile_check": False, "labels_from_seeds": False,
+                  "contrast_matching": False},
         targets={"mt": {"shape": "fiber", "selection": "copick:mt:u:s"}})
     mt = campaign.targets["mt"]
     built = {

@@ -3,7 +3,9 @@ some spatial frequency is raised there, never lowered, and `localize` reads the 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -83,7 +85,8 @@ def test_kernel_response_is_the_gain():
     assert np.allclose(response, np.interp(k, freq, gain), atol=1e-5)
 
 
-def test_raising_slab_by_slab_is_one_convolution_of_the_whole(monkeypatch, tmp_path):
+def test_raising_slab_by_slab_is_one_convolution_of_the_whole(monkeypatch, tmp_path,
+                                                              caplog):
     volume = _noise((20, 40, 36), seed=3)
     freq = np.linspace(0, 0.5, 17)
     kernel = contrast_kernel(freq, 1.0 + freq, half_width_vox=4)
@@ -94,6 +97,20 @@ def test_raising_slab_by_slab_is_one_convolution_of_the_whole(monkeypatch, tmp_p
     path = tmp_path / "v.npy"
     np.save(path, volume)
     assert np.allclose(raise_contrast(np.load(path, mmap_mode="r"), kernel), whole, atol=1e-5)
+    # on disk (a memory-mapped temporary file) the same values
+    mapped = raise_contrast(volume, kernel, on_disk=True)
+    assert isinstance(mapped, np.memmap)
+    assert np.array_equal(mapped, raise_contrast(volume, kernel))
+
+    # a temporary disk without room: a log line, and the copy in memory
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with caplog.at_level(logging.WARNING, logger="milopyp"):
+        held = raise_contrast(volume, kernel, on_disk=True)
+    assert not isinstance(held, np.memmap) and np.array_equal(held, mapped)
+    assert "no room for it in" in caplog.text and "set TMPDIR" in caplog.text
     # the same as one convolution of the whole normalised volume, mirrored at the faces
     from milopyp.localize.normalize import intensity_stats, normalize
 
@@ -171,3 +188,11 @@ def test_localize_reads_the_raised_tomogram(tmp_path, monkeypatch, caplog):
     before = contrast_gain(reference, power_spectrum(soft_volume))
     after = contrast_gain(reference, power_spectrum(read[1]))
     assert before.max() > 1.3 and after.max() < 1.0 + 0.5 * (before.max() - 1.0)
+    # switched off, the softer tomogram is read as it is
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="milopyp"):
+        assert cli.main(["localize", "--model", str(model), "--tomogram", str(soft), "-o",
+                         str(tmp_path / "off.csv"), "--device", "cpu",
+                         "--no-contrast-matching"]) == 0
+    assert "TS_02: contrast not matched (switched off)" in caplog.text
+    assert np.array_equal(read[2], soft_volume)

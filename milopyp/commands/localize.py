@@ -18,7 +18,10 @@ the whole tomogram. A tomogram at another voxel size than the model's training t
 profile check on finer tomograms only, and its picks are in the tomogram's voxels
 (:func:`milopyp.localize.stage.model_rescale`). A globular target's picks within half a
 particle radius of the tomogram's top or bottom face are dropped (``--z-face-margin-vox``;
-:data:`milopyp.defaults.FACE_RADIUS_FRACTION`). The work:
+:data:`milopyp.defaults.FACE_RADIUS_FRACTION`). A globular target's tomogram is first
+raised at the spatial frequencies where it is weaker than the labelled tomograms
+(:mod:`milopyp.localize.spectrum`; ``--no-contrast-matching`` reads it as it is); the
+raised copy lies on a temporary file in ``$TMPDIR``, 4 bytes per voxel. The work:
 :func:`milopyp.localize.stage.localize`.
 """
 
@@ -43,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--z-face-margin-vox", type=float, default=None, metavar="VOX",
         help="drop a globular target's picks closer than this to the tomogram's first or "
              "last slice (default: half the particle radius; 0 keeps them)")
+    arg("--no-contrast-matching", action="store_true",
+        help="read a globular target's tomogram as it is, not raised at the spatial "
+             "frequencies where it is weaker than the labelled tomograms")
     arg("--max-picks", type=int, default=None, help="keep at most this many picks")
     arg("--heatmap", default=None, help="also write the heat map to this MRC")
     arg("--memory-mb", type=float, default=512,
@@ -61,4 +67,5 @@ def main(args: argparse.Namespace) -> None:
              nms_kernel_vox=args.nms_kernel_vox, max_picks=args.max_picks,
              heatmap_path=args.heatmap, memory_mb=args.memory_mb,
              tomogram_name=args.tomogram_name, device=args.device,
-             voxel_size_a=args.voxel_size_a, z_face_margin_vox=args.z_face_margin_vox)
+             voxel_size_a=args.voxel_size_a, z_face_margin_vox=args.z_face_margin_vox,
+             contrast_matching=not args.no_contrast_matching)

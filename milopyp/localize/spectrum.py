@@ -23,7 +23,9 @@ docs/accuracy.md, "Stop 45".
 The spectra are Welch estimates (:func:`power_spectrum`: Hann-windowed boxes read from
 the tomogram, so a memory-mapped tomogram is never read whole), and the filter is a
 compact radially symmetric kernel built from the gain (:func:`contrast_kernel`), applied
-slab by slab (:func:`raise_contrast`): the raised tomogram is one float32 copy.
+slab by slab (:func:`raise_contrast`): the raised tomogram is one float32 copy, which
+``milopyp localize`` keeps on disk (an unlinked temporary file in ``$TMPDIR``, memory-mapped),
+not in memory: 4 bytes per voxel, 8 GB for a 2,000 × 2,000 × 500 tomogram.
 """
 
 from __future__ import annotations
@@ -129,18 +131,23 @@ def contrast_kernel(frequency: np.ndarray, gain: np.ndarray,
     return np.fft.fftshift(np.real(np.fft.ifftn(response))).astype(np.float32)
 
 
-def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray, *,
+                   on_disk: bool = False) -> np.ndarray:
     """``tomogram`` [z, y, x] normalised (:mod:`milopyp.localize.normalize`) and convolved
     with ``kernel`` (:func:`contrast_kernel`), mirrored at the faces, :data:`SLAB_SLICES`
     z-slices at a time, its FFTs on :func:`milopyp.preprocess.available_threads` threads: a
-    float32 array of the tomogram's shape."""
+    float32 array of the tomogram's shape; with ``on_disk`` a ``np.memmap`` of a temporary
+    file (:func:`tempfile.TemporaryFile`: in ``$TMPDIR``, unlinked at once, its space freed
+    with the array), so that only the slab being filtered is held in memory."""
     import scipy.fft
     from scipy.signal import fftconvolve
 
     h = kernel.shape[0] // 2
     stats = intensity_stats(tomogram)
     nz = tomogram.shape[0]
-    out = np.empty(tomogram.shape, dtype=np.float32)
+    out = _scratch(tomogram.shape) if on_disk else None
+    if out is None:
+        out = np.empty(tomogram.shape, dtype=np.float32)
     with scipy.fft.set_workers(available_threads()):
         for z0 in range(0, nz, SLAB_SLICES):
             z1 = min(nz, z0 + SLAB_SLICES)
@@ -152,13 +159,32 @@ def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out
 
 
-def match_contrast(reference: dict | None, tomogram: np.ndarray,
-                   name: str = "tomogram") -> np.ndarray:
+def _scratch(shape) -> np.ndarray | None:
+    """A float32 ``np.memmap`` of ``shape`` on a temporary file (in ``$TMPDIR``, unlinked at
+    once), its space reserved up front so that a full disk is an error here, not a crash
+    while it is written; None, and a log line, where the space cannot be had."""
+    import os
+    import tempfile
+
+    size = int(np.prod(shape)) * 4
+    with tempfile.TemporaryFile(prefix="milopyp-raised-") as scratch:
+        try:
+            os.posix_fallocate(scratch.fileno(), 0, max(size, 1))
+        except OSError as error:
+            log.warning("the raised tomogram (%.1f GB) is held in memory: no room for it in "
+                        "%s (%s); set TMPDIR to a larger disk", size / 1e9,
+                        tempfile.gettempdir(), error.strerror)
+            return None
+        return np.memmap(scratch, dtype=np.float32, mode="r+", shape=tuple(shape))
+
+
+def match_contrast(reference: dict | None, tomogram: np.ndarray, name: str = "tomogram", *,
+                   on_disk: bool = False) -> np.ndarray:
     """``tomogram`` [z, y, x] raised to the ``reference`` spectrum
-    (:func:`spectrum_reference`, :func:`contrast_gain`, :func:`raise_contrast`), or
-    ``tomogram`` itself (no copy) when no frequency would gain :data:`MIN_GAIN` or more, or
-    without a reference (a model of an earlier version). Logs the largest gain under
-    ``name``."""
+    (:func:`spectrum_reference`, :func:`contrast_gain`, :func:`raise_contrast`; ``on_disk``:
+    the copy memory-mapped from a temporary file), or ``tomogram`` itself (no copy) when no
+    frequency would gain :data:`MIN_GAIN` or more, or without a reference (a model of an
+    earlier version). Logs the largest gain under ``name``."""
     if reference is None:
         return tomogram
     spectrum = power_spectrum(tomogram)
@@ -170,4 +196,5 @@ def match_contrast(reference: dict | None, tomogram: np.ndarray,
     peak = int(np.argmax(gain))
     log.info("%s: contrast raised to the labelled tomograms' (largest gain %.3f at %.3g "
              "cycles per voxel)", name, gain[peak], spectrum["frequency"][peak])
-    return raise_contrast(tomogram, contrast_kernel(np.asarray(spectrum["frequency"]), gain))
+    return raise_contrast(tomogram, contrast_kernel(np.asarray(spectrum["frequency"]), gain),
+                          on_disk=on_disk)

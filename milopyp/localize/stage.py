@@ -276,6 +276,7 @@ def localize(
     device: str = "auto",
     voxel_size_a: float | None = None,
     z_face_margin_vox: float | None = None,
+    contrast_matching: bool = True,
 ) -> None:
     """Heat map of the tomogram ``tomogram_path`` by the model ``model_path`` and its picks
     (``tomogram, x, y, z, score``, voxels) in ``output``, highest score first; the heat map
@@ -289,7 +290,8 @@ def localize(
     A globular target's tomogram is first raised, at each spatial frequency where it is
     weaker, to the labelled tomograms' spectrum
     (:func:`milopyp.localize.spectrum.match_contrast`; the heat map and the profile check
-    read the raised copy, a float32 copy of the tomogram held in memory). A tomogram at
+    read the raised copy, a float32 copy of the tomogram on a temporary file in
+    ``$TMPDIR``, memory-mapped), unless ``contrast_matching`` is False. A tomogram at
     another voxel size than the model's is read on the model's working grid
     (:func:`model_rescale`), its picks and heat map on the tomogram's grid, without contrast
     matching; the profile check judges a finer tomogram's peaks (the particle radius in its
@@ -323,8 +325,10 @@ def localize(
                  voxel_size_a, model.voxel_size_a, model.voxel_size_a * model.config.bin_factor,
                  bin_factor, rescale)
     filament = shape_named(model.settings.get("shape", "globular")).filament
-    if not filament and rescale == 1.0:  # raised where weaker than the labelled tomograms
-        volume = match_contrast(model.calibration.get("spectrum"), volume, name)
+    if not filament and not contrast_matching:
+        log.info("%s: contrast not matched (switched off)", name)
+    elif not filament and rescale == 1.0:  # raised where weaker than the labelled tomograms
+        volume = match_contrast(model.calibration.get("spectrum"), volume, name, on_disk=True)
     elif not filament and model.calibration.get("spectrum") is not None:
         log.info("%s: contrast not matched (the labelled tomograms' spectrum is of %g Å "
                  "voxels)", name, model.voxel_size_a)
