@@ -169,7 +169,10 @@ def _scratch(shape) -> np.ndarray | None:
     size = int(np.prod(shape)) * 4
     with tempfile.TemporaryFile(prefix="milopyp-raised-") as scratch:
         try:
-            os.posix_fallocate(scratch.fileno(), 0, max(size, 1))
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(scratch.fileno(), 0, max(size, 1))
+            else:  # macOS: a sparse file, its space taken as it is written
+                scratch.truncate(max(size, 1))
         except OSError as error:
             log.warning("the raised tomogram (%.1f GB) is held in memory: no room for it in "
                         "%s (%s); set TMPDIR to a larger disk", size / 1e9,
