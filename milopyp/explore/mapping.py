@@ -136,17 +136,14 @@ def load_sets(embedding_paths: list[str], patch_paths: list[str], channel: str) 
 
 
 def _reserve(fh, nbytes: int, final: Path) -> None:
-    """Allocate ``nbytes`` of the scratch file ``fh`` before it is memory-mapped: a full disk
-    then fails here, in one line naming ``final``, not as a SIGBUS in the map."""
-    import errno
-
-    from milopyp.io.atomic import write_error
+    """Allocate ``nbytes`` of the scratch file ``fh`` before it is memory-mapped
+    (:func:`milopyp.io.atomic.reserve`): a full disk then fails here, in one line naming
+    ``final``, not as a SIGBUS in the map."""
+    from milopyp.io.atomic import reserve, write_error
 
     try:
-        os.posix_fallocate(fh.fileno(), 0, nbytes)
+        reserve(fh, nbytes)
     except OSError as err:
-        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system cannot: map as before
-            return
         raise write_error(final, err) or err from None
 
 

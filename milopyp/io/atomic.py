@@ -45,6 +45,22 @@ def write_error(final: str | os.PathLike, err: OSError) -> MilopypError | None:
     return MilopypError(f"{final}: cannot write the output ({cause}); {fix}")
 
 
+def reserve(fh, nbytes: int) -> None:
+    """Allocate ``nbytes`` of the open scratch file ``fh`` before it is memory-mapped, so that
+    a full disk fails here (an ``OSError``) and not as a SIGBUS while the map is written.
+    Where the system (macOS) or the file system cannot allocate, the file is only extended
+    (sparse), its space taken as it is written."""
+    nbytes = max(int(nbytes), 1)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fh.fileno(), 0, nbytes)
+            return
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    fh.truncate(nbytes)
+
+
 def _temp_affixes(final: Path) -> tuple[str, str]:
     """Prefix and suffix of the temporary files of ``final`` (``.{stem}.`` and ``.tmp{suffixes}``)."""
     return f".{final.stem}.", f".tmp{''.join(final.suffixes)}"

@@ -145,9 +145,7 @@ def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray, *,
     h = kernel.shape[0] // 2
     stats = intensity_stats(tomogram)
     nz = tomogram.shape[0]
-    out = _scratch(tomogram.shape) if on_disk else None
-    if out is None:
-        out = np.empty(tomogram.shape, dtype=np.float32)
+    out = _output(tomogram.shape, on_disk)
     with scipy.fft.set_workers(available_threads()):
         for z0 in range(0, nz, SLAB_SLICES):
             z1 = min(nz, z0 + SLAB_SLICES)
@@ -159,26 +157,26 @@ def raise_contrast(tomogram: np.ndarray, kernel: np.ndarray, *,
     return out
 
 
-def _scratch(shape) -> np.ndarray | None:
-    """A float32 ``np.memmap`` of ``shape`` on a temporary file (in ``$TMPDIR``, unlinked at
-    once), its space reserved up front so that a full disk is an error here, not a crash
-    while it is written; None, and a log line, where the space cannot be had."""
-    import os
+def _output(shape, on_disk: bool) -> np.ndarray:
+    """The raised tomogram's float32 array of ``shape``: with ``on_disk`` a ``np.memmap`` of
+    a temporary file (in ``$TMPDIR``, unlinked at once), its space reserved up front
+    (:func:`milopyp.io.atomic.reserve`), else, or where there is no room (a log line), in
+    memory."""
     import tempfile
 
-    size = int(np.prod(shape)) * 4
-    with tempfile.TemporaryFile(prefix="milopyp-raised-") as scratch:
-        try:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(scratch.fileno(), 0, max(size, 1))
-            else:  # macOS: a sparse file, its space taken as it is written
-                scratch.truncate(max(size, 1))
-        except OSError as error:
-            log.warning("the raised tomogram (%.1f GB) is held in memory: no room for it in "
-                        "%s (%s); set TMPDIR to a larger disk", size / 1e9,
-                        tempfile.gettempdir(), error.strerror)
-            return None
-        return np.memmap(scratch, dtype=np.float32, mode="r+", shape=tuple(shape))
+    from milopyp.io.atomic import reserve
+
+    if on_disk:
+        size = int(np.prod(shape)) * 4
+        with tempfile.TemporaryFile(prefix="milopyp-raised-") as scratch:
+            try:
+                reserve(scratch, size)
+                return np.memmap(scratch, dtype=np.float32, mode="r+", shape=tuple(shape))
+            except OSError as error:
+                log.warning("the raised tomogram (%.1f GB) is held in memory: no room for it "
+                            "in %s (%s); set TMPDIR to a larger disk", size / 1e9,
+                            tempfile.gettempdir(), error.strerror)
+    return np.empty(shape, dtype=np.float32)
 
 
 def match_contrast(reference: dict | None, tomogram: np.ndarray, name: str = "tomogram", *,

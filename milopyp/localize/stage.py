@@ -325,13 +325,15 @@ def localize(
                  voxel_size_a, model.voxel_size_a, model.voxel_size_a * model.config.bin_factor,
                  bin_factor, rescale)
     filament = shape_named(model.settings.get("shape", "globular")).filament
-    if not filament and not contrast_matching:
-        log.info("%s: contrast not matched (switched off)", name)
-    elif not filament and rescale == 1.0:  # raised where weaker than the labelled tomograms
-        volume = match_contrast(model.calibration.get("spectrum"), volume, name, on_disk=True)
-    elif not filament and model.calibration.get("spectrum") is not None:
-        log.info("%s: contrast not matched (the labelled tomograms' spectrum is of %g Å "
-                 "voxels)", name, model.voxel_size_a)
+    if not filament:  # fibres are read as they are (their matching was not measured)
+        if not contrast_matching:
+            log.info("%s: contrast not matched (switched off)", name)
+        elif rescale == 1.0:  # raised where weaker than the labelled tomograms
+            volume = match_contrast(model.calibration.get("spectrum"), volume, name,
+                                    on_disk=True)
+        elif model.calibration.get("spectrum") is not None:
+            log.info("%s: contrast not matched (the labelled tomograms' spectrum is of %g Å "
+                     "voxels)", name, model.voxel_size_a)
     # the flips the threshold was calibrated with (models before them: none)
     flips = int(model.calibration.get("flips", 1))
     heatmap = predict_heatmap(model, volume, device=device, memory_mb=memory_mb, flips=flips,
